@@ -1,0 +1,1 @@
+//! The audit collector (work in progress).

@@ -1,0 +1,1 @@
+//! hipaa_audit.wasm (work in progress).

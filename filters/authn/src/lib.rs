@@ -1,0 +1,1 @@
+//! hipaa_authn.wasm (work in progress).

@@ -1,0 +1,1 @@
+//! hipaa_transport.wasm (work in progress).
