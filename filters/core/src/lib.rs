@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod calendar;
+pub mod integrity;
 pub mod jwt;
 pub mod policy;
 pub mod routes;
+pub mod transport;
