@@ -3,6 +3,7 @@
 //! Serves 45 CFR 164.312 (a), (b), (c), (d) and (e) through the authn, audit and transport filters.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod calendar;
 pub mod integrity;
 pub mod jwt;

@@ -1,0 +1,370 @@
+//! Sealing records into a chain (the filter) and checking a chain (the collector, `audit verify`).
+
+use hmac::Mac;
+use serde_json::Value;
+
+use super::canonical::{hex, mac_input, record_hash};
+use super::key::{MacKey, MacKeyRing};
+use super::record::{AuditRecord, ChainInfo, FindingKind, RecordKind, RECORD_VERSION};
+use super::AuditError;
+
+/// `chain.prev` of seq 0: 64 zeros.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Lowercase hex HMAC-SHA256 of `mac_input(record)` under `key`.
+pub fn compute_mac(key: &MacKey, record: &Value) -> String {
+    let mut mac = key.hmac();
+    mac.update(&mac_input(record));
+    hex(&mac.finalize().into_bytes())
+}
+
+/// The result of checking one record's MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MacCheck {
+    Valid,
+    /// The MAC does not verify (or is not 64 hex characters).
+    BadMac,
+    /// `chain.keyId` names no key in the ring.
+    UnknownKey(String),
+    /// No `chain` object with string `keyId` and `mac`.
+    NoChain,
+}
+
+/// Checks `chain.mac` against the key named by `chain.keyId`, in constant time.
+pub fn verify_mac(ring: &MacKeyRing, record: &Value) -> MacCheck {
+    let Some(chain) = record.get("chain").and_then(Value::as_object) else {
+        return MacCheck::NoChain;
+    };
+    let (Some(key_id), Some(mac_hex)) = (
+        chain.get("keyId").and_then(Value::as_str),
+        chain.get("mac").and_then(Value::as_str),
+    ) else {
+        return MacCheck::NoChain;
+    };
+    let Some(key) = ring.get(key_id) else {
+        return MacCheck::UnknownKey(key_id.to_string());
+    };
+    let Some(tag) = decode_hex32(mac_hex) else {
+        return MacCheck::BadMac;
+    };
+    let mut mac = key.hmac();
+    mac.update(&mac_input(record));
+    match mac.verify_slice(&tag) {
+        Ok(()) => MacCheck::Valid,
+        Err(_) => MacCheck::BadMac,
+    }
+}
+
+fn decode_hex32(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let nib = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = (nib(b[2 * i])? << 4) | nib(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+/// One filter VM's chain: seals each record with the next seq, the previous record's hash and a MAC.
+#[derive(Debug, Clone)]
+pub struct ChainWriter {
+    id: String,
+    next_seq: u64,
+    prev: String,
+    key: MacKey,
+}
+
+impl ChainWriter {
+    /// Begins a chain: returns the writer and its sealed `chain-start` record (seq 0), which must be
+    /// sent first. `chain_id` should be unique per VM, e.g. [`ChainWriter::chain_id_from_random`]
+    /// over 16 random bytes the host supplied.
+    pub fn start(
+        chain_id: impl Into<String>,
+        key: MacKey,
+        unix_millis: i64,
+    ) -> Result<(ChainWriter, AuditRecord), AuditError> {
+        let mut writer = ChainWriter {
+            id: chain_id.into(),
+            next_seq: 0,
+            prev: GENESIS_PREV.to_string(),
+            key,
+        };
+        let record = AuditRecord {
+            v: RECORD_VERSION,
+            kind: RecordKind::ChainStart,
+            time: crate::calendar::rfc3339_millis(unix_millis),
+            request_id: None,
+            actor: None,
+            action: None,
+            resource: None,
+            inference: None,
+            source: None,
+            emergency: None,
+            outcome: None,
+            chain: ChainInfo::default(),
+        };
+        let sealed = writer.seal_any(record)?;
+        Ok((writer, sealed))
+    }
+
+    /// Lowercase hex of the given random bytes: a chain id.
+    pub fn chain_id_from_random(random: &[u8]) -> String {
+        hex(random)
+    }
+
+    /// Fills `record.chain` (id, seq, prev, keyId, mac) and advances the chain. Only `access`
+    /// records are sealed here (`chain-start` comes from [`ChainWriter::start`]); on error the
+    /// chain does not advance.
+    pub fn seal(&mut self, record: AuditRecord) -> Result<AuditRecord, AuditError> {
+        if record.kind != RecordKind::Access {
+            return Err(AuditError::WrongKind(record.kind.as_str()));
+        }
+        self.seal_any(record)
+    }
+
+    /// [`ChainWriter::seal`], returning the JSON bytes to send as well.
+    pub fn seal_to_json(&mut self, record: AuditRecord) -> Result<Vec<u8>, AuditError> {
+        let sealed = self.seal(record)?;
+        serde_json::to_vec(&sealed).map_err(|e| AuditError::Serialize(e.to_string()))
+    }
+
+    fn seal_any(&mut self, mut record: AuditRecord) -> Result<AuditRecord, AuditError> {
+        record.chain = ChainInfo {
+            id: self.id.clone(),
+            seq: self.next_seq,
+            prev: self.prev.clone(),
+            key_id: self.key.id().to_string(),
+            mac: String::new(),
+        };
+        let mut value =
+            serde_json::to_value(&record).map_err(|e| AuditError::Serialize(e.to_string()))?;
+        let mac = compute_mac(&self.key, &value);
+        match value.get_mut("chain").and_then(Value::as_object_mut) {
+            Some(chain) => chain.insert("mac".to_string(), Value::String(mac.clone())),
+            None => return Err(AuditError::NotARecord),
+        };
+        let hash = record_hash(&value);
+        record.chain.mac = mac;
+        self.next_seq = self.next_seq.saturating_add(1);
+        self.prev = hash;
+        Ok(record)
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn prev(&self) -> &str {
+        &self.prev
+    }
+}
+
+/// What is wrong with one record of a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainFinding {
+    /// Not a record with a complete `chain` object (id, seq, prev, keyId, mac).
+    Malformed { detail: String },
+    /// The record belongs to another chain.
+    WrongChain { seq: u64, chain_id: String },
+    /// `chain.keyId` names no known key.
+    UnknownKey { seq: u64, key_id: String },
+    /// The MAC does not verify: the record was modified or forged.
+    BadMac { seq: u64 },
+    /// Seqs `expected..got` (exclusive) are missing.
+    Gap { expected: u64, got: u64 },
+    /// `chain.prev` is not the hash of the record before it.
+    PrevMismatch { seq: u64 },
+    /// A seq at or below one already seen.
+    Duplicate { seq: u64 },
+    /// `chain-start` anywhere but seq 0, or seq 0 that is not `chain-start`.
+    ChainStartMisplaced { seq: u64 },
+}
+
+impl ChainFinding {
+    /// The integrity-record kind the collector stores for this finding.
+    pub fn kind(&self) -> FindingKind {
+        match self {
+            ChainFinding::Malformed { .. } | ChainFinding::WrongChain { .. } => {
+                FindingKind::Malformed
+            }
+            ChainFinding::UnknownKey { .. } => FindingKind::UnknownKey,
+            ChainFinding::BadMac { .. } => FindingKind::BadMac,
+            ChainFinding::Gap { .. } => FindingKind::Gap,
+            ChainFinding::PrevMismatch { .. } => FindingKind::PrevMismatch,
+            ChainFinding::Duplicate { .. } => FindingKind::SeqConflict,
+            ChainFinding::ChainStartMisplaced { .. } => FindingKind::ChainStartMisplaced,
+        }
+    }
+
+    /// Whether the record itself is authentic (its MAC verified) despite the finding, so it may
+    /// be kept as a record with the finding beside it.
+    pub fn record_is_authentic(&self) -> bool {
+        matches!(
+            self,
+            ChainFinding::Gap { .. }
+                | ChainFinding::PrevMismatch { .. }
+                | ChainFinding::ChainStartMisplaced { .. }
+                | ChainFinding::Duplicate { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for ChainFinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainFinding::Malformed { detail } => write!(f, "malformed record: {detail}"),
+            ChainFinding::WrongChain { seq, chain_id } => {
+                write!(f, "seq {seq} belongs to chain {chain_id}")
+            }
+            ChainFinding::UnknownKey { seq, key_id } => {
+                write!(f, "seq {seq}: unknown MAC key id {key_id:?}")
+            }
+            ChainFinding::BadMac { seq } => write!(f, "seq {seq}: MAC does not verify (modified)"),
+            ChainFinding::Gap { expected, got } => match got.checked_sub(1) {
+                Some(last) if last > *expected => {
+                    write!(f, "seq {expected}..={last} missing (deleted or never delivered)")
+                }
+                _ => write!(f, "seq {expected} missing (deleted or never delivered)"),
+            },
+            ChainFinding::PrevMismatch { seq } => write!(
+                f,
+                "seq {seq}: prev is not the hash of the record before it (modified, replaced or reordered)"
+            ),
+            ChainFinding::Duplicate { seq } => write!(f, "seq {seq}: duplicate or out of order"),
+            ChainFinding::ChainStartMisplaced { seq } => {
+                write!(f, "seq {seq}: chain-start misplaced")
+            }
+        }
+    }
+}
+
+/// Checks the records of one chain, fed in seq order.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    chain_id: String,
+    next_seq: u64,
+    prev: String,
+}
+
+impl ChainVerifier {
+    /// A verifier expecting the chain's seq 0 (`chain-start`) first.
+    pub fn new(chain_id: impl Into<String>) -> ChainVerifier {
+        ChainVerifier {
+            chain_id: chain_id.into(),
+            next_seq: 0,
+            prev: GENESIS_PREV.to_string(),
+        }
+    }
+
+    /// A verifier continuing after a record already checked: `next_seq` = its seq + 1, `prev` = its
+    /// [`record_hash`]. The collector resumes from the state it persisted.
+    pub fn resume(chain_id: impl Into<String>, next_seq: u64, prev: impl Into<String>) -> Self {
+        ChainVerifier {
+            chain_id: chain_id.into(),
+            next_seq,
+            prev: prev.into(),
+        }
+    }
+
+    /// Checks the next record. An authentic record (MAC verified) advances the chain even with a
+    /// gap or prev finding, so one missing record is reported once, not for every record after it;
+    /// a record that fails its MAC, or a duplicate, does not advance it.
+    pub fn feed(&mut self, ring: &MacKeyRing, record: &Value) -> Vec<ChainFinding> {
+        let chain = match chain_fields(record) {
+            Ok(c) => c,
+            Err(detail) => return vec![ChainFinding::Malformed { detail }],
+        };
+        if chain.id != self.chain_id {
+            return vec![ChainFinding::WrongChain {
+                seq: chain.seq,
+                chain_id: chain.id.to_string(),
+            }];
+        }
+        match verify_mac(ring, record) {
+            MacCheck::Valid => {}
+            MacCheck::BadMac | MacCheck::NoChain => {
+                return vec![ChainFinding::BadMac { seq: chain.seq }]
+            }
+            MacCheck::UnknownKey(key_id) => {
+                return vec![ChainFinding::UnknownKey {
+                    seq: chain.seq,
+                    key_id,
+                }]
+            }
+        }
+        if chain.seq < self.next_seq {
+            return vec![ChainFinding::Duplicate { seq: chain.seq }];
+        }
+        let mut findings = Vec::new();
+        let is_start = record.get("kind").and_then(Value::as_str) == Some("chain-start");
+        if is_start != (chain.seq == 0) {
+            findings.push(ChainFinding::ChainStartMisplaced { seq: chain.seq });
+        }
+        if chain.seq > self.next_seq {
+            findings.push(ChainFinding::Gap {
+                expected: self.next_seq,
+                got: chain.seq,
+            });
+        } else if chain.prev != self.prev {
+            findings.push(ChainFinding::PrevMismatch { seq: chain.seq });
+        }
+        self.next_seq = chain.seq.saturating_add(1);
+        self.prev = record_hash(record);
+        findings
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn prev(&self) -> &str {
+        &self.prev
+    }
+}
+
+/// The chain fields of a record value, borrowed.
+pub(crate) struct ChainFields<'a> {
+    pub id: &'a str,
+    pub seq: u64,
+    pub prev: &'a str,
+}
+
+pub(crate) fn chain_fields(record: &Value) -> Result<ChainFields<'_>, String> {
+    let chain = record
+        .get("chain")
+        .and_then(Value::as_object)
+        .ok_or_else(|| "no chain object".to_string())?;
+    let id = chain
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "chain.id is not a string".to_string())?;
+    let seq = chain
+        .get("seq")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| "chain.seq is not a non-negative integer".to_string())?;
+    let prev = chain
+        .get("prev")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "chain.prev is not a string".to_string())?;
+    for member in ["keyId", "mac"] {
+        if chain.get(member).and_then(Value::as_str).is_none() {
+            return Err(format!("chain.{member} is not a string"));
+        }
+    }
+    Ok(ChainFields { id, seq, prev })
+}

@@ -1,0 +1,59 @@
+//! The v1 audit record, its canonical form, the per-VM hash chain and the record MAC
+//! (45 CFR 164.312(b) audit controls, (c)(1) integrity).
+//!
+//! Shared by the audit filter (which builds and seals records), the collector (which checks them on
+//! ingest) and `hipaa-mesh audit verify` (which recomputes everything). Pure Rust: no clock, no
+//! randomness, no host calls; callers pass time in as Unix milliseconds and chain ids in as strings.
+//!
+//! # Canonical form
+//!
+//! The canonical bytes of a record are its JSON value serialized with
+//! * object keys sorted by their UTF-8 bytes, at every depth;
+//! * no whitespace at all (`{"a":1,"b":[true,null]}`);
+//! * strings and numbers written exactly as `serde_json` writes them (shortest escapes,
+//!   integers in decimal);
+//! * for the MAC only, the `chain.mac` member removed (every other member, `chain.keyId` included,
+//!   is covered).
+//!
+//! The canonical form is computed from the JSON value (what is sent and stored), not from a Rust
+//! struct, so a member the struct would not know about is still covered by the MAC and the hash.
+//!
+//! # Chain
+//!
+//! Each filter VM keeps one chain: a random `chain.id`, `chain.seq` starting at 0 with a
+//! `chain-start` record and increasing by exactly one, `chain.prev` = lowercase hex SHA-256 of the
+//! previous record's canonical bytes *including* its `chain.mac` ([`GENESIS_PREV`], 64 zeros, for
+//! seq 0), `chain.keyId` = the id of the MAC key, and `chain.mac` = lowercase hex HMAC-SHA256 of the
+//! canonical bytes without `chain.mac`.
+
+mod canonical;
+mod chain;
+mod key;
+mod record;
+mod time;
+
+pub use canonical::{canonical_bytes, mac_input, record_hash};
+pub use chain::{
+    compute_mac, verify_mac, ChainFinding, ChainVerifier, ChainWriter, MacCheck, GENESIS_PREV,
+};
+pub use key::{KeyError, MacKey, MacKeyRing, MIN_KEY_BYTES};
+pub use record::{
+    Action, Actor, AuditRecord, ChainInfo, Decision, Emergency, FindingKind, Inference,
+    IntegrityFinding, IntegrityRecord, Operation, Outcome, RecordKind, Resource, Source,
+    RECORD_VERSION,
+};
+pub use time::parse_rfc3339_millis;
+
+/// Errors building or sealing a record.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit record cannot be serialized: {0}")]
+    Serialize(String),
+    #[error("audit record is not a JSON object with a chain object")]
+    NotARecord,
+    #[error("only access records are sealed with seal(); got {0}")]
+    WrongKind(&'static str),
+}
+
+#[cfg(test)]
+mod tests;
