@@ -31,6 +31,8 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::policy::Policy;
+
 /// The request and response header carrying a body signature.
 pub const SIGNATURE_HEADER: &str = "x-hipaa-signature";
 /// The only algorithm.
@@ -43,6 +45,48 @@ const MAX_KEY_ID_LEN: usize = 64;
 const MAX_HEADER_LEN: usize = 256;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// The environment variable holding the key: `audit.macKeyEnv`, else `HIPAA_AUDIT_HMAC_KEY`.
+pub fn key_env(policy: &Policy) -> &str {
+    policy
+        .spec
+        .audit
+        .as_ref()
+        .map_or(DEFAULT_KEY_ENV, |a| a.mac_key_env.as_str())
+}
+
+pub const DEFAULT_KEY_ENV: &str = "HIPAA_AUDIT_HMAC_KEY";
+
+/// The routes that sign responses or verify requests, by name.
+pub fn routes_needing_keys(policy: &Policy) -> Vec<&str> {
+    policy
+        .routes
+        .routes()
+        .iter()
+        .filter(|r| r.sign_responses || r.verify_requests)
+        .map(|r| r.name.as_str())
+        .collect()
+}
+
+/// The keys a filter starts with, from the value of [`key_env`] (None: unset). A policy that
+/// signs or verifies bodies and has no usable key is a start-up error (one line, no key
+/// material); a policy that does neither needs no key.
+pub fn load_keys(policy: &Policy, env_value: Option<&str>) -> Result<Option<MacKeys>, String> {
+    let needing = routes_needing_keys(policy);
+    if needing.is_empty() {
+        return Ok(None);
+    }
+    let var = key_env(policy);
+    match env_value {
+        None => Err(format!(
+            "routes [{}] sign or verify bodies but the environment variable {var} is not set",
+            needing.join(", ")
+        )),
+        Some(text) => MacKeys::parse(text)
+            .map(Some)
+            .map_err(|e| format!("environment variable {var}: {e}")),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -427,6 +471,50 @@ mod tests {
             MacKeys::parse(&format!("a:{HEX},zz")).unwrap_err(),
             KeyError::NotHex
         );
+    }
+
+    fn policy(routes: serde_json::Value, audit_env: Option<&str>) -> Policy {
+        let mut spec = serde_json::json!({
+            "identity": {"providers": [{"name": "idp", "issuer": "https://idp.example",
+                "audiences": ["a"], "jwks": {"cluster": "idp", "path": "/jwks.json"}}]},
+            "routes": routes,
+            "audit": {"collector": {"cluster": "audit-collector"}}
+        });
+        if let Some(env) = audit_env {
+            spec["audit"]["macKeyEnv"] = env.into();
+        }
+        Policy::from_spec_value(spec).unwrap()
+    }
+
+    #[test]
+    fn keys_are_required_only_where_bodies_are_signed_or_verified() {
+        let plain = policy(
+            serde_json::json!([{"name": "r", "match": {"pathPrefix": "/"}}]),
+            None,
+        );
+        assert_eq!(key_env(&plain), "HIPAA_AUDIT_HMAC_KEY");
+        assert!(load_keys(&plain, None).unwrap().is_none());
+
+        let signing = policy(
+            serde_json::json!([
+                {"name": "orders", "match": {"pathPrefix": "/orders"}, "verifyRequests": true},
+                {"name": "ai", "match": {"pathPrefix": "/ai"}, "signResponses": true}
+            ]),
+            Some("MY_KEY"),
+        );
+        assert_eq!(key_env(&signing), "MY_KEY");
+        assert_eq!(routes_needing_keys(&signing), ["orders", "ai"]);
+        let err = load_keys(&signing, None).unwrap_err();
+        assert!(
+            err.contains("MY_KEY") && err.contains("orders, ai"),
+            "{err}"
+        );
+        let err = load_keys(&signing, Some("abcd")).unwrap_err();
+        assert!(err.contains("MY_KEY") && !err.contains("abcd"), "{err}");
+        let keys = load_keys(&signing, Some(&format!("k1:{HEX}")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(keys.ids().collect::<Vec<_>>(), ["k1"]);
     }
 
     #[test]

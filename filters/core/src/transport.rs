@@ -11,6 +11,7 @@
 //! annotation headers for the audit filter), or a local reply with the denial's status and body.
 
 use crate::calendar::Date;
+use crate::integrity::MacKeys;
 use crate::policy::schema::{TlsVersion, UnlistedHosts};
 use crate::policy::Policy;
 use crate::routes::RouteMatch;
@@ -138,11 +139,13 @@ pub enum Denial {
     ResponseBodyTooLarge,
     /// The integrity key is missing or unusable: nothing can be signed or verified.
     IntegrityKeyUnavailable,
+    /// The filter has no valid policy (Envoy should have refused to load it).
+    Unconfigured,
 }
 
 impl Denial {
     /// Every reason code, for stats counters defined at start.
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 15] = [
         "plaintext_refused",
         "connection_attribute_unavailable",
         "tls_version_too_low",
@@ -157,6 +160,7 @@ impl Denial {
         "request_body_too_large",
         "response_body_too_large",
         "integrity_key_unavailable",
+        "filter_unconfigured",
     ];
 
     /// Index into [`Denial::CODES`].
@@ -176,6 +180,7 @@ impl Denial {
             Denial::RequestBodyTooLarge => 11,
             Denial::ResponseBodyTooLarge => 12,
             Denial::IntegrityKeyUnavailable => 13,
+            Denial::Unconfigured => 14,
         }
     }
 
@@ -190,7 +195,7 @@ impl Denial {
         match self {
             Denial::RequestBodyTooLarge => 413,
             Denial::ResponseBodyTooLarge => 502,
-            Denial::IntegrityKeyUnavailable => 503,
+            Denial::IntegrityKeyUnavailable | Denial::Unconfigured => 503,
             _ => 403,
         }
     }
@@ -236,6 +241,7 @@ impl Denial {
                 "the response body is larger than the signing limit".into()
             }
             Denial::IntegrityKeyUnavailable => "the integrity key is not available".into(),
+            Denial::Unconfigured => "the transport filter has no valid policy".into(),
         }
     }
 
@@ -298,12 +304,13 @@ impl Decision {
     }
 }
 
-/// The transport decision for one request.
+/// The transport decision for one request. `now_unix` is the host's clock in Unix seconds;
+/// None (the host could not say) refuses every listed vendor rather than guess an expiry.
 pub fn decide(
     facts: &ConnectionFacts,
     request: &RequestLine<'_>,
     policy: &Policy,
-    now_unix: i64,
+    now_unix: Option<i64>,
 ) -> Decision {
     match Direction::of(facts.direction) {
         Direction::Outbound => decide_egress(request.authority, policy, now_unix),
@@ -402,7 +409,7 @@ fn inbound_denial(
     None
 }
 
-fn decide_egress(authority: Option<&str>, policy: &Policy, now_unix: i64) -> Decision {
+fn decide_egress(authority: Option<&str>, policy: &Policy, now_unix: Option<i64>) -> Decision {
     let e = &policy.spec.egress;
     let verdict = match authority.and_then(normalize_host) {
         None => Verdict::Deny(Denial::EgressHostMissing),
@@ -412,11 +419,16 @@ fn decide_egress(authority: Option<&str>, policy: &Policy, now_unix: i64) -> Dec
                 .iter()
                 .find(|v| v.host.trim_end_matches('.').eq_ignore_ascii_case(&host));
             match vendor {
-                Some(v) if baa_in_force(&v.expires, now_unix) => Verdict::Allow(Allowance {
-                    direction: Direction::Outbound,
-                    baa_id: Some(v.baa_id.clone()),
-                    body: BodyPlan::default(),
-                }),
+                Some(_) if now_unix.is_none() => {
+                    Verdict::Deny(Denial::AttributeUnavailable { attribute: "time" })
+                }
+                Some(v) if now_unix.is_some_and(|now| baa_in_force(&v.expires, now)) => {
+                    Verdict::Allow(Allowance {
+                        direction: Direction::Outbound,
+                        baa_id: Some(v.baa_id.clone()),
+                        body: BodyPlan::default(),
+                    })
+                }
                 // An expired BAA is refused even when unlisted hosts are allowed: the policy
                 // names this vendor, and its agreement has lapsed.
                 Some(v) => Verdict::Deny(Denial::EgressBaaExpired {
@@ -443,6 +455,25 @@ fn decide_egress(authority: Option<&str>, policy: &Policy, now_unix: i64) -> Dec
         verdict,
         annotations,
     }
+}
+
+/// `verifyRequests`: the whole request body against its signature header (read before the
+/// incoming `x-hipaa-*` headers were removed).
+pub fn verify_request_body(
+    keys: Option<&MacKeys>,
+    signature_header: Option<&str>,
+    body: &[u8],
+) -> Result<(), Denial> {
+    let keys = keys.ok_or(Denial::IntegrityKeyUnavailable)?;
+    let header = signature_header.ok_or(Denial::RequestSignatureMissing)?;
+    keys.verify(header, body)
+        .map_err(|_| Denial::RequestSignatureInvalid)
+}
+
+/// `signResponses`: the signature header value for the whole response body.
+pub fn sign_response_body(keys: Option<&MacKeys>, body: &[u8]) -> Result<String, Denial> {
+    keys.and_then(|k| k.sign(body))
+        .ok_or(Denial::IntegrityKeyUnavailable)
 }
 
 /// `expires` is a UTC date and the agreement is valid through that whole day. An unparsable
@@ -492,7 +523,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const NOW: i64 = 1_795_392_000 + 3600; // 2026-11-23T01:00:00Z
+    const NOW: Option<i64> = Some(1_795_392_000 + 3600); // 2026-11-23T01:00:00Z
 
     fn policy_with(transport: serde_json::Value, egress: serde_json::Value) -> Policy {
         let mut spec = json!({
@@ -981,13 +1012,19 @@ mod tests {
         let a = allowance(decide(&outbound(), &to("today.vendor.example"), &p, NOW));
         assert_eq!(a.baa_id.as_deref(), Some("BAA-2025-007"));
         let last_second = 1_795_392_000 + 86_399;
-        assert!(decide(&outbound(), &to("today.vendor.example"), &p, last_second).is_allowed());
+        assert!(decide(
+            &outbound(),
+            &to("today.vendor.example"),
+            &p,
+            Some(last_second)
+        )
+        .is_allowed());
         let next_day = 1_795_392_000 + 86_400;
         let d = denial(decide(
             &outbound(),
             &to("today.vendor.example"),
             &p,
-            next_day,
+            Some(next_day),
         ));
         assert_eq!(d.code(), "egress_baa_expired");
     }
@@ -1013,6 +1050,17 @@ mod tests {
     }
 
     #[test]
+    fn egress_without_a_clock_refuses_listed_vendors() {
+        let d = denial(decide(
+            &outbound(),
+            &to("api.llm-vendor.example"),
+            &policy(),
+            None,
+        ));
+        assert_eq!(d, Denial::AttributeUnavailable { attribute: "time" });
+    }
+
+    #[test]
     fn unlisted_hosts_allow_passes_unlisted_but_not_expired() {
         let p = policy_with(
             json!({}),
@@ -1029,9 +1077,10 @@ mod tests {
 
     #[test]
     fn baa_dates() {
-        assert!(baa_in_force("2026-11-23", NOW));
-        assert!(!baa_in_force("2026-11-22", NOW));
-        assert!(!baa_in_force("not-a-date", NOW));
+        let now = 1_795_392_000 + 3600;
+        assert!(baa_in_force("2026-11-23", now));
+        assert!(!baa_in_force("2026-11-22", now));
+        assert!(!baa_in_force("not-a-date", now));
     }
 
     #[test]
@@ -1077,6 +1126,7 @@ mod tests {
             Denial::RequestBodyTooLarge,
             Denial::ResponseBodyTooLarge,
             Denial::IntegrityKeyUnavailable,
+            Denial::Unconfigured,
         ];
         assert_eq!(all.len(), Denial::CODES.len());
         for (i, d) in all.iter().enumerate() {
@@ -1090,6 +1140,36 @@ mod tests {
         assert_eq!(Denial::RequestBodyTooLarge.status(), 413);
         assert_eq!(Denial::ResponseBodyTooLarge.status(), 502);
         assert_eq!(Denial::IntegrityKeyUnavailable.status(), 503);
+    }
+
+    #[test]
+    fn request_verification_and_response_signing() {
+        let keys = MacKeys::parse(&"ab".repeat(32)).unwrap();
+        let good = keys.sign(b"{}").unwrap();
+        assert_eq!(verify_request_body(Some(&keys), Some(&good), b"{}"), Ok(()));
+        assert_eq!(
+            verify_request_body(Some(&keys), Some(&good), b"{ }"),
+            Err(Denial::RequestSignatureInvalid)
+        );
+        assert_eq!(
+            verify_request_body(Some(&keys), Some("garbage"), b"{}"),
+            Err(Denial::RequestSignatureInvalid)
+        );
+        assert_eq!(
+            verify_request_body(Some(&keys), None, b"{}"),
+            Err(Denial::RequestSignatureMissing)
+        );
+        assert_eq!(
+            verify_request_body(None, Some(&good), b"{}"),
+            Err(Denial::IntegrityKeyUnavailable)
+        );
+        assert_eq!(sign_response_body(Some(&keys), b"{}"), Ok(good));
+        assert_eq!(
+            sign_response_body(None, b"{}"),
+            Err(Denial::IntegrityKeyUnavailable)
+        );
+        assert_eq!(Denial::RequestSignatureMissing.status(), 403);
+        assert_eq!(Denial::RequestSignatureInvalid.status(), 403);
     }
 
     #[test]

@@ -1,0 +1,66 @@
+//! Root context: parse and validate the policy, load the integrity key, hand both to each
+//! request. An invalid policy or an unusable key refuses to start, with one log line.
+
+use crate::host;
+use crate::http::TransportHttp;
+use hipaa_core::integrity::{self, MacKeys};
+use hipaa_core::policy::Policy;
+use hipaa_core::transport::Denial;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType};
+use std::rc::Rc;
+
+/// What every request of this VM runs on.
+pub struct Config {
+    pub policy: Policy,
+    /// Present when some route signs or verifies bodies.
+    pub keys: Option<MacKeys>,
+}
+
+#[derive(Default)]
+pub struct TransportRoot {
+    config: Option<Rc<Config>>,
+}
+
+impl Context for TransportRoot {}
+
+impl RootContext for TransportRoot {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = host::buffer(BufferType::PluginConfiguration, plugin_configuration_size);
+        let policy = match Policy::from_plugin_config(&bytes) {
+            Ok(p) => p,
+            Err(errors) => {
+                host::log_error(&format!("hipaa-transport: {}", errors.summary()));
+                return false;
+            }
+        };
+        let env_value = std::env::var(integrity::key_env(&policy)).ok();
+        let keys = match integrity::load_keys(&policy, env_value.as_deref()) {
+            Ok(k) => k,
+            Err(message) => {
+                host::log_error(&format!("hipaa-transport: {message}"));
+                return false;
+            }
+        };
+        // Define every counter up front so /stats shows zeros rather than nothing.
+        for name in host::COUNTERS
+            .iter()
+            .map(|c| c.to_string())
+            .chain(Denial::CODES.iter().map(|c| host::denial_counter(c)))
+        {
+            host::define_counter(&name);
+        }
+        self.config = Some(Rc::new(Config { policy, keys }));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // on_configure returned false when there is no config, and Envoy then refuses the
+        // plugin; should a context be asked for anyway, it refuses every request.
+        Some(Box::new(TransportHttp::new(self.config.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
