@@ -11,7 +11,7 @@
 //! annotation headers for the audit filter), or a local reply with the denial's status and body.
 
 use crate::calendar::Date;
-use crate::integrity::MacKeys;
+use crate::integrity::{self, MacKeyRing};
 use crate::policy::schema::{TlsVersion, UnlistedHosts};
 use crate::policy::Policy;
 use crate::routes::RouteMatch;
@@ -460,19 +460,18 @@ fn decide_egress(authority: Option<&str>, policy: &Policy, now_unix: Option<i64>
 /// `verifyRequests`: the whole request body against its signature header (read before the
 /// incoming `x-hipaa-*` headers were removed).
 pub fn verify_request_body(
-    keys: Option<&MacKeys>,
+    keys: Option<&MacKeyRing>,
     signature_header: Option<&str>,
     body: &[u8],
 ) -> Result<(), Denial> {
     let keys = keys.ok_or(Denial::IntegrityKeyUnavailable)?;
     let header = signature_header.ok_or(Denial::RequestSignatureMissing)?;
-    keys.verify(header, body)
-        .map_err(|_| Denial::RequestSignatureInvalid)
+    integrity::verify(keys, header, body).map_err(|_| Denial::RequestSignatureInvalid)
 }
 
 /// `signResponses`: the signature header value for the whole response body.
-pub fn sign_response_body(keys: Option<&MacKeys>, body: &[u8]) -> Result<String, Denial> {
-    keys.and_then(|k| k.sign(body))
+pub fn sign_response_body(keys: Option<&MacKeyRing>, body: &[u8]) -> Result<String, Denial> {
+    keys.map(|k| integrity::sign(k.current(), body))
         .ok_or(Denial::IntegrityKeyUnavailable)
 }
 
@@ -1144,8 +1143,8 @@ mod tests {
 
     #[test]
     fn request_verification_and_response_signing() {
-        let keys = MacKeys::parse(&"ab".repeat(32)).unwrap();
-        let good = keys.sign(b"{}").unwrap();
+        let keys = MacKeyRing::parse(&"ab".repeat(32)).unwrap();
+        let good = integrity::sign(keys.current(), b"{}");
         assert_eq!(verify_request_body(Some(&keys), Some(&good), b"{}"), Ok(()));
         assert_eq!(
             verify_request_body(Some(&keys), Some(&good), b"{ }"),

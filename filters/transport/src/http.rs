@@ -54,7 +54,7 @@ impl TransportHttp {
         }
     }
 
-    fn keys(&self) -> Option<&hipaa_core::integrity::MacKeys> {
+    fn keys(&self) -> Option<&hipaa_core::integrity::MacKeyRing> {
         self.config.as_deref().and_then(|c| c.keys.as_ref())
     }
 

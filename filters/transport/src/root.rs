@@ -3,7 +3,7 @@
 
 use crate::host;
 use crate::http::TransportHttp;
-use hipaa_core::integrity::{self, MacKeys};
+use hipaa_core::integrity::{self, MacKeyRing};
 use hipaa_core::policy::Policy;
 use hipaa_core::transport::Denial;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -14,7 +14,7 @@ use std::rc::Rc;
 pub struct Config {
     pub policy: Policy,
     /// Present when some route signs or verifies bodies.
-    pub keys: Option<MacKeys>,
+    pub keys: Option<MacKeyRing>,
 }
 
 #[derive(Default)]
