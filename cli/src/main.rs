@@ -1,1 +1,40 @@
-fn main() {}
+//! `hipaa-mesh`: the one binary for platform engineers and compliance officers.
+//! Each command family lives in its own module; this file only parses and dispatches.
+
+mod dev;
+mod policy_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "hipaa-mesh", version, about = "HIPAA Security Rule safeguards for Envoy / Istio meshes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check, render and report on a HipaaPolicy document.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
+    /// Local development tools: a demo identity provider and a sample upstream. Not for production.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Dev(cmd) => dev::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("hipaa-mesh: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

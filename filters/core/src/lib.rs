@@ -4,8 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod authn;
 pub mod calendar;
 pub mod integrity;
+pub mod denial;
+pub mod headers;
 pub mod jwt;
 pub mod policy;
 pub mod routes;

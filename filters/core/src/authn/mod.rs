@@ -1,0 +1,300 @@
+//! The authn decision: 164.312(a)(2)(i) unique user identification, (a)(2)(ii) emergency
+//! access, (a)(2)(iii) automatic logoff and (d) person authentication.
+//!
+//! `decide` takes plain request facts, the policy, the authenticator (keys + verified-token
+//! cache), a session store and the clock, and returns a `Verdict`. The filter shell only
+//! gathers the facts and applies the verdict.
+
+pub mod jwks_schedule;
+pub mod session;
+pub mod token_cache;
+
+use crate::denial::Denial;
+use crate::headers;
+use crate::jwt::{self, KeySet, ProviderKeys, TokenError, VerifiedToken};
+use crate::policy::{Identity, Policy};
+use crate::routes::{RouteClass, RouteMatch};
+use session::{SessionKey, SessionState};
+use token_cache::{token_hash, TokenCache};
+
+/// What the shell read from the request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    pub method: String,
+    /// `:path`, with its query string.
+    pub path: String,
+    /// Every `authorization` header value, in order.
+    pub authorization: Vec<String>,
+    /// The break-glass header's value, if present.
+    pub break_glass: Option<String>,
+}
+
+/// Reads and writes session buckets (proxy-wasm shared data in the shell).
+pub trait SessionStore {
+    /// Apply `session::touch` to the bucket of `key` atomically and return the state.
+    /// An error (the store is unavailable) is treated as an expired session: fail closed.
+    fn touch(&mut self, key: &SessionKey, now: u64, idle_timeout: u64) -> Result<SessionState, ()>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    /// No token reached verification.
+    NotUsed,
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub route: String,
+    /// `None`: allowed. `Some`: refused with this denial.
+    pub denial: Option<Denial>,
+    /// `x-hipaa-*` request headers to set (identity for the upstream and the audit filter).
+    pub set_headers: Vec<(&'static str, String)>,
+    /// Methods of the matched route, for a 405's `Allow` header.
+    pub allowed_methods: Vec<String>,
+    pub cache: CacheOutcome,
+    /// A token named an unknown `kid`: the shell asks for a (rate-limited) refetch of the
+    /// remote key sets, in case the identity provider rotated its keys.
+    pub refetch_jwks: bool,
+    pub emergency: Option<String>,
+}
+
+impl Verdict {
+    fn new(route: &RouteMatch<'_>) -> Verdict {
+        Verdict {
+            route: route.name().to_string(),
+            denial: None,
+            set_headers: Vec::new(),
+            allowed_methods: route
+                .route()
+                .map(|r| r.methods.iter().filter(|m| *m != "DELETE").cloned().collect())
+                .unwrap_or_default(),
+            cache: CacheOutcome::NotUsed,
+            refetch_jwks: false,
+            emergency: None,
+        }
+    }
+
+    fn deny(mut self, denial: Denial) -> Verdict {
+        self.denial = Some(denial);
+        self
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.denial.is_none()
+    }
+}
+
+/// Keys per provider and the verified-token cache of one worker VM.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    keys: Vec<Option<KeySet>>,
+    cache: TokenCache,
+}
+
+impl Authenticator {
+    pub fn new(policy: &Policy) -> Authenticator {
+        Authenticator {
+            keys: policy.inline_keys.clone(),
+            cache: TokenCache::new(policy.spec.identity.token_cache_size as usize),
+        }
+    }
+
+    /// New keys for a provider (a JWKS fetch). Cached identities are dropped, so a key
+    /// removed from the set stops authenticating at once.
+    pub fn set_keys(&mut self, provider: usize, keys: KeySet) {
+        if let Some(slot) = self.keys.get_mut(provider) {
+            *slot = Some(keys);
+            self.cache.clear();
+        }
+    }
+
+    pub fn has_keys(&self, provider: usize) -> bool {
+        self.keys.get(provider).is_some_and(Option::is_some)
+    }
+
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn authenticate(
+        &mut self,
+        token: &str,
+        identity: &Identity,
+        now: u64,
+    ) -> (Result<VerifiedToken, TokenError>, CacheOutcome) {
+        let hash = token_hash(token);
+        if let Some(hit) = self.cache.get(&hash, now) {
+            return (Ok(hit.clone()), CacheOutcome::Hit);
+        }
+        let providers: Vec<ProviderKeys<'_>> = identity
+            .providers
+            .iter()
+            .zip(&self.keys)
+            .map(|(provider, keys)| ProviderKeys {
+                provider,
+                keys: keys.as_ref(),
+            })
+            .collect();
+        let result = jwt::verify_token(token, identity, &providers, now);
+        if let Ok(verified) = &result {
+            let skew = identity
+                .providers
+                .get(verified.provider)
+                .map_or(0, |p| p.clock_skew_seconds);
+            self.cache
+                .insert(hash, verified.clone(), verified.exp.saturating_add(skew), now);
+        }
+        (result, CacheOutcome::Miss)
+    }
+}
+
+/// Decide one request.
+pub fn decide(
+    facts: &RequestFacts,
+    policy: &Policy,
+    auth: &mut Authenticator,
+    sessions: &mut dyn SessionStore,
+    now: u64,
+) -> Verdict {
+    let route = policy.routes.find(&facts.method, &facts.path);
+    let mut verdict = Verdict::new(&route);
+    match route {
+        RouteMatch::Route(r) if r.class == RouteClass::Public => return verdict,
+        RouteMatch::UnmatchedDeny => return verdict.deny(Denial::RouteDenied),
+        _ => {}
+    }
+
+    let token = match bearer_token(facts) {
+        Ok(token) => token,
+        Err(denial) => return verdict.deny(denial),
+    };
+    let identity = &policy.spec.identity;
+    let (result, cache) = auth.authenticate(token, identity, now);
+    verdict.cache = cache;
+    let claims = match result {
+        Ok(claims) => claims,
+        Err(err) => {
+            verdict.refetch_jwks = err == TokenError::UnknownKid;
+            return verdict.deny(Denial::InvalidToken(err.code()));
+        }
+    };
+
+    // Unique user identification: a present, non-empty, printable subject.
+    let subject = match claims.subject.as_deref() {
+        Some(s) if !s.trim().is_empty() => s,
+        _ => return verdict.deny(Denial::MissingSubject),
+    };
+    if !header_safe(subject) || !claims.roles.iter().chain(&claims.amr).all(|v| list_safe(v)) {
+        return verdict.deny(Denial::InvalidToken("bad_claim_value"));
+    }
+    verdict.set_headers.push((headers::SUBJECT, subject.to_string()));
+    verdict.set_headers.push((headers::ROLES, claims.roles.join(",")));
+    verdict.set_headers.push((headers::AMR, claims.amr.join(",")));
+    if let Some(sid) = claims.session.as_deref().filter(|s| header_safe(s)) {
+        verdict.set_headers.push((headers::SESSION, sid.to_string()));
+    }
+
+    if is_shared_account(subject, identity) {
+        return verdict.deny(Denial::SharedAccount);
+    }
+    if mfa_missing(&claims, identity) {
+        return verdict.deny(Denial::MfaRequired);
+    }
+    let session = &identity.session;
+    let signed_in_at = claims.auth_time.unwrap_or(claims.iat);
+    if now > signed_in_at.saturating_add(session.absolute_timeout_seconds) {
+        return verdict.deny(Denial::AuthenticationTooOld {
+            max_age: session.absolute_timeout_seconds,
+        });
+    }
+    if session.idle_timeout_seconds > 0 {
+        let Some(sid) = claims.session.as_deref().filter(|s| !s.is_empty() && header_safe(s)) else {
+            return verdict.deny(Denial::MissingSession);
+        };
+        let key = SessionKey::new(&claims.issuer, sid, session::slots_for(session.max_tracked));
+        match sessions.touch(&key, now, session.idle_timeout_seconds) {
+            Ok(SessionState::New | SessionState::Active) => {}
+            Ok(SessionState::Expired) | Err(()) => return verdict.deny(Denial::SessionIdle),
+        }
+    }
+
+    let route = route.route();
+    if route.is_some_and(|r| r.soft_delete_only) && facts.method == "DELETE" {
+        return verdict.deny(Denial::HardDelete);
+    }
+
+    // Break-glass: only ever widens `allowRoles`, for an eligible role with a listed reason.
+    if let Some(reason) = facts.break_glass.as_deref() {
+        let allowed = identity.break_glass.as_ref().is_some_and(|bg| {
+            bg.reason_codes.iter().any(|c| c == reason)
+                && claims.roles.iter().any(|r| bg.eligible_roles.contains(r))
+        });
+        if !allowed {
+            return verdict.deny(Denial::BreakGlassRefused);
+        }
+        verdict.set_headers.push((headers::BREAK_GLASS, reason.to_string()));
+        verdict.emergency = Some(reason.to_string());
+        return verdict;
+    }
+    let allow_roles = route.map(|r| r.allow_roles.as_slice()).unwrap_or_default();
+    if !allow_roles.is_empty() && !claims.roles.iter().any(|r| allow_roles.contains(r)) {
+        return verdict.deny(Denial::RoleNotAllowed);
+    }
+    verdict
+}
+
+/// Exactly one `Authorization: Bearer <token>` and no token in the URL (RFC 6750 2, 3.1).
+fn bearer_token(facts: &RequestFacts) -> Result<&str, Denial> {
+    let in_query = crate::routes::split_query(&facts.path)
+        .1
+        .is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some("access_token")));
+    match facts.authorization.as_slice() {
+        [] if in_query => Err(Denial::MultipleCredentials),
+        [] => Err(Denial::MissingToken),
+        [_] if in_query => Err(Denial::MultipleCredentials),
+        // Hosts may join repeated headers with a comma; a JWT never contains one.
+        [value] if value.contains(',') => Err(Denial::MultipleCredentials),
+        [value] => {
+            let value = value.trim();
+            let (scheme, token) = value.split_once(' ').ok_or(Denial::MalformedAuthorization)?;
+            let token = token.trim();
+            if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+                return Err(Denial::MalformedAuthorization);
+            }
+            Ok(token)
+        }
+        _ => Err(Denial::MultipleCredentials),
+    }
+}
+
+fn is_shared_account(subject: &str, identity: &Identity) -> bool {
+    let lower = subject.to_lowercase();
+    let shared = &identity.shared_accounts;
+    shared.deny_subjects.iter().any(|s| s.to_lowercase() == lower)
+        || shared
+            .deny_subject_prefixes
+            .iter()
+            .any(|p| lower.starts_with(&p.to_lowercase()))
+}
+
+fn mfa_missing(claims: &VerifiedToken, identity: &Identity) -> bool {
+    let mfa = &identity.mfa;
+    let needs = claims.roles.iter().any(|r| mfa.required_for_roles.contains(r));
+    needs && !claims.amr.iter().any(|a| mfa.accepted_amr.contains(a))
+}
+
+/// A value that can travel in an HTTP header unchanged.
+fn header_safe(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 1024 && v.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// A value that can be one item of a comma-separated header.
+fn list_safe(v: &str) -> bool {
+    header_safe(v) && !v.contains(',')
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! Session idle tracking in bounded shared memory (proxy-wasm shared data, shared by all
+//! worker VMs of one Envoy). Sessions hash into `slots` buckets of `ENTRIES` entries; a full
+//! bucket forgets its least recently active session. The shell stores the bytes; this
+//! module decides.
+//!
+//! An entry is (16-byte hash of issuer + session id, last activity in seconds, expired flag).
+//! Once a session has been idle too long it is marked expired and stays refused, even if
+//! the same token comes back (until the bucket forgets it; tokens are short-lived, so a
+//! forgotten session cannot outlive its token by more than the token's own lifetime).
+
+use sha2::{Digest, Sha256};
+
+pub const ENTRIES: usize = 4;
+const ENTRY_BYTES: usize = 16 + 8 + 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// First activity seen for this session (in this Envoy).
+    New,
+    /// Seen before, within the idle timeout: activity recorded.
+    Active,
+    /// Idle past the timeout (now or earlier): refused.
+    Expired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionKey {
+    hash: [u8; 16],
+    slot: u32,
+}
+
+impl SessionKey {
+    pub fn new(issuer: &str, session_id: &str, slots: u32) -> SessionKey {
+        let digest = Sha256::new()
+            .chain_update(issuer.as_bytes())
+            .chain_update([0u8])
+            .chain_update(session_id.as_bytes())
+            .finalize();
+        let mut hash = [0u8; 16];
+        hash.copy_from_slice(&digest[..16]);
+        let n = u32::from_be_bytes([digest[16], digest[17], digest[18], digest[19]]);
+        SessionKey {
+            hash,
+            slot: n % slots.max(1),
+        }
+    }
+
+    /// The shared-data key of this session's bucket.
+    pub fn bucket_key(&self) -> String {
+        format!("hipaa.authn.session.{}", self.slot)
+    }
+}
+
+/// Number of buckets for `max_tracked` sessions.
+pub fn slots_for(max_tracked: u32) -> u32 {
+    max_tracked.div_ceil(ENTRIES as u32).max(1)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    hash: [u8; 16],
+    last_seen: u64,
+    expired: bool,
+}
+
+fn decode(bytes: &[u8]) -> Vec<Entry> {
+    bytes
+        .chunks_exact(ENTRY_BYTES)
+        .take(ENTRIES)
+        .map(|c| {
+            let mut hash = [0u8; 16];
+            hash.copy_from_slice(&c[..16]);
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&c[16..24]);
+            Entry {
+                hash,
+                last_seen: u64::from_be_bytes(t),
+                expired: c[24] == 1,
+            }
+        })
+        .collect()
+}
+
+fn encode(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+    for e in entries {
+        out.extend_from_slice(&e.hash);
+        out.extend_from_slice(&e.last_seen.to_be_bytes());
+        out.push(u8::from(e.expired));
+    }
+    out
+}
+
+/// Record activity for `key` at `now` in a bucket (empty bytes: a new bucket).
+/// Returns the session's state and the bucket's new bytes to store (with CAS).
+pub fn touch(bucket: &[u8], key: &SessionKey, now: u64, idle_timeout: u64) -> (SessionState, Vec<u8>) {
+    let mut entries = decode(bucket);
+    if let Some(e) = entries.iter_mut().find(|e| e.hash == key.hash) {
+        if e.expired {
+            return (SessionState::Expired, encode(&entries));
+        }
+        if idle_timeout > 0 && now.saturating_sub(e.last_seen) > idle_timeout {
+            e.expired = true;
+            return (SessionState::Expired, encode(&entries));
+        }
+        e.last_seen = e.last_seen.max(now);
+        return (SessionState::Active, encode(&entries));
+    }
+    if entries.len() >= ENTRIES {
+        // Forget the least recently active session of this bucket.
+        if let Some(oldest) = entries
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| e.last_seen)
+            .map(|(i, _)| i)
+        {
+            entries.remove(oldest);
+        }
+    }
+    entries.push(Entry {
+        hash: key.hash,
+        last_seen: now,
+        expired: false,
+    });
+    (SessionState::New, encode(&entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: u64 = 900;
+
+    #[test]
+    fn new_then_active_then_idle_expired_and_stays_expired() {
+        let k = SessionKey::new("iss", "s1", 1024);
+        let (s, b) = touch(&[], &k, 1000, IDLE);
+        assert_eq!(s, SessionState::New);
+        let (s, b) = touch(&b, &k, 1000 + IDLE, IDLE);
+        assert_eq!(s, SessionState::Active);
+        let (s, b) = touch(&b, &k, 1000 + 2 * IDLE + 1, IDLE);
+        assert_eq!(s, SessionState::Expired);
+        let (s, _) = touch(&b, &k, 1000 + 2 * IDLE + 2, IDLE);
+        assert_eq!(s, SessionState::Expired, "an expired session stays refused");
+    }
+
+    #[test]
+    fn activity_resets_the_idle_clock() {
+        let k = SessionKey::new("iss", "s1", 1);
+        let (_, mut b) = touch(&[], &k, 0, IDLE);
+        for i in 1..10 {
+            let (s, nb) = touch(&b, &k, i * (IDLE - 1), IDLE);
+            assert_eq!(s, SessionState::Active);
+            b = nb;
+        }
+    }
+
+    #[test]
+    fn sessions_are_per_issuer() {
+        let a = SessionKey::new("iss-a", "s1", 1);
+        let b = SessionKey::new("iss-b", "s1", 1);
+        let (_, bucket) = touch(&[], &a, 0, IDLE);
+        assert_eq!(touch(&bucket, &b, 1, IDLE).0, SessionState::New);
+    }
+
+    #[test]
+    fn bucket_is_bounded_and_forgets_least_recent() {
+        let keys: Vec<_> = (0..5).map(|i| SessionKey::new("iss", &format!("s{i}"), 1)).collect();
+        let mut b = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            b = touch(&b, k, i as u64, IDLE).1;
+        }
+        assert_eq!(b.len(), ENTRIES * ENTRY_BYTES);
+        assert_eq!(touch(&b, &keys[0], 10, IDLE).0, SessionState::New, "s0 was forgotten");
+        assert_eq!(touch(&b, &keys[4], 10, IDLE).0, SessionState::Active);
+    }
+
+    #[test]
+    fn idle_zero_means_no_idle_timeout() {
+        let k = SessionKey::new("iss", "s", 1);
+        let (_, b) = touch(&[], &k, 0, 0);
+        assert_eq!(touch(&b, &k, 1_000_000, 0).0, SessionState::Active);
+    }
+
+    #[test]
+    fn garbage_bucket_bytes_are_tolerated() {
+        let k = SessionKey::new("iss", "s", 1);
+        assert_eq!(touch(&[1, 2, 3], &k, 0, IDLE).0, SessionState::New);
+    }
+
+    #[test]
+    fn slots_and_keys() {
+        assert_eq!(slots_for(65_536), 16_384);
+        assert_eq!(slots_for(1), 1);
+        let k = SessionKey::new("iss", "s", 7);
+        assert!(k.bucket_key().starts_with("hipaa.authn.session."));
+        assert!(k.slot < 7);
+    }
+}

@@ -1,0 +1,375 @@
+//! Every branch of `decide`, with real EdDSA tokens signed at test time.
+
+use super::*;
+use crate::policy::Policy;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+const NOW: u64 = 1_795_392_000;
+const ISS: &str = "https://idp.example";
+
+fn signing_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+}
+
+fn jwks() -> String {
+    let x = B64.encode(signing_key().verifying_key().as_bytes());
+    json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA", "use": "sig"}]})
+        .to_string()
+}
+
+fn policy_with(extra: impl FnOnce(&mut Value)) -> Policy {
+    let mut spec = json!({
+        "identity": {
+            "providers": [{"name": "idp", "issuer": ISS, "audiences": ["ehr"],
+                           "jwks": {"inline": jwks()}, "algorithms": ["EdDSA"]}],
+            "sharedAccounts": {"denySubjects": ["admin", "shared"], "denySubjectPrefixes": ["generic-"]},
+            "breakGlass": {"reasonCodes": ["patient-emergency"], "eligibleRoles": ["clinician"]}
+        },
+        "routes": [
+            {"name": "health", "match": {"path": "/healthz"}, "public": true},
+            {"name": "patient", "match": {"pathPrefix": "/fhir/Patient/", "methods": ["GET", "PUT", "DELETE"]},
+             "phi": true, "allowRoles": ["nurse", "clinician"], "softDeleteOnly": true},
+            {"name": "billing", "match": {"pathPrefix": "/billing"}, "phi": true, "allowRoles": ["billing"]}
+        ]
+    });
+    extra(&mut spec);
+    Policy::from_spec_value(spec).unwrap()
+}
+
+fn policy() -> Policy {
+    policy_with(|_| {})
+}
+
+fn claims() -> Value {
+    json!({"iss": ISS, "aud": "ehr", "sub": "alice", "roles": ["clinician"], "amr": ["pwd", "otp"],
+           "sid": "s-1", "iat": NOW - 60, "exp": NOW + 600})
+}
+
+fn token(claims: &Value) -> String {
+    let der = signing_key().to_pkcs8_der().unwrap();
+    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("k1".into());
+    encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+}
+
+fn with_claim(key: &str, value: Value) -> String {
+    let mut c = claims();
+    c[key] = value;
+    token(&c)
+}
+
+#[derive(Default)]
+struct MemSessions {
+    buckets: HashMap<String, Vec<u8>>,
+    broken: bool,
+}
+
+impl SessionStore for MemSessions {
+    fn touch(&mut self, key: &SessionKey, now: u64, idle: u64) -> Result<SessionState, ()> {
+        if self.broken {
+            return Err(());
+        }
+        let bucket = self.buckets.entry(key.bucket_key()).or_default();
+        let (state, bytes) = session::touch(bucket, key, now, idle);
+        *bucket = bytes;
+        Ok(state)
+    }
+}
+
+struct Harness {
+    policy: Policy,
+    auth: Authenticator,
+    sessions: MemSessions,
+}
+
+impl Harness {
+    fn new(policy: Policy) -> Harness {
+        let auth = Authenticator::new(&policy);
+        Harness { policy, auth, sessions: MemSessions::default() }
+    }
+
+    fn run(&mut self, method: &str, path: &str, auth: &[&str], bg: Option<&str>, now: u64) -> Verdict {
+        let facts = RequestFacts {
+            method: method.into(),
+            path: path.into(),
+            authorization: auth.iter().map(|s| s.to_string()).collect(),
+            break_glass: bg.map(String::from),
+        };
+        decide(&facts, &self.policy, &mut self.auth, &mut self.sessions, now)
+    }
+
+    fn get(&mut self, token: &str) -> Verdict {
+        self.run("GET", "/fhir/Patient/1", &[&format!("Bearer {token}")], None, NOW)
+    }
+}
+
+fn header(v: &Verdict, name: &str) -> Option<String> {
+    v.set_headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+}
+
+#[test]
+fn a_valid_clinician_with_mfa_is_allowed_with_identity_headers() {
+    let mut h = Harness::new(policy());
+    let v = h.get(&token(&claims()));
+    assert!(v.allowed(), "{v:?}");
+    assert_eq!(v.route, "patient");
+    assert_eq!(header(&v, headers::SUBJECT).as_deref(), Some("alice"));
+    assert_eq!(header(&v, headers::ROLES).as_deref(), Some("clinician"));
+    assert_eq!(header(&v, headers::SESSION).as_deref(), Some("s-1"));
+    assert_eq!(header(&v, headers::AMR).as_deref(), Some("pwd,otp"));
+    assert_eq!(header(&v, headers::BREAK_GLASS), None);
+}
+
+#[test]
+fn public_routes_need_no_token() {
+    let mut h = Harness::new(policy());
+    let v = h.run("GET", "/healthz", &[], None, NOW);
+    assert!(v.allowed());
+    assert!(v.set_headers.is_empty());
+    assert_eq!(v.cache, CacheOutcome::NotUsed);
+}
+
+#[test]
+fn unmatched_routes_are_phi_by_default_and_deny_when_asked() {
+    let mut h = Harness::new(policy());
+    assert_eq!(h.run("GET", "/other", &[], None, NOW).denial, Some(Denial::MissingToken));
+    let mut h = Harness::new(policy_with(|s| s["unmatchedRoutes"] = json!("deny")));
+    let v = h.run("GET", "/other", &[&format!("Bearer {}", token(&claims()))], None, NOW);
+    assert_eq!(v.denial, Some(Denial::RouteDenied));
+    assert_eq!(v.route, "unmatched");
+}
+
+#[test]
+fn authorization_header_shapes() {
+    let mut h = Harness::new(policy());
+    let t = token(&claims());
+    let deny = |h: &mut Harness, auth: &[&str], path: &str| h.run("GET", path, auth, None, NOW).denial;
+    assert_eq!(deny(&mut h, &[], "/fhir/Patient/1"), Some(Denial::MissingToken));
+    assert_eq!(deny(&mut h, &["Basic abc"], "/fhir/Patient/1"), Some(Denial::MalformedAuthorization));
+    assert_eq!(deny(&mut h, &["Bearer"], "/fhir/Patient/1"), Some(Denial::MalformedAuthorization));
+    assert_eq!(deny(&mut h, &["Bearer a b"], "/fhir/Patient/1"), Some(Denial::MalformedAuthorization));
+    let two = format!("Bearer {t}");
+    assert_eq!(deny(&mut h, &[&two, &two], "/fhir/Patient/1"), Some(Denial::MultipleCredentials));
+    let joined = format!("{two}, {two}");
+    assert_eq!(deny(&mut h, &[&joined], "/fhir/Patient/1"), Some(Denial::MultipleCredentials));
+    assert_eq!(deny(&mut h, &[&two], "/fhir/Patient/1?access_token=x"), Some(Denial::MultipleCredentials));
+    assert_eq!(deny(&mut h, &[], "/fhir/Patient/1?access_token=x"), Some(Denial::MultipleCredentials));
+    assert_eq!(deny(&mut h, &[&format!("bearer {t}")], "/fhir/Patient/1"), None, "scheme is case-insensitive");
+}
+
+#[test]
+fn invalid_tokens_are_401_with_the_verifier_reason() {
+    let mut h = Harness::new(policy());
+    let v = h.get("not.a.token");
+    assert!(matches!(v.denial, Some(Denial::InvalidToken(_))));
+    assert_eq!(v.denial.unwrap().status(), 401);
+    let v = h.get(&with_claim("exp", json!(NOW - 3600)));
+    assert_eq!(v.denial, Some(Denial::InvalidToken("expired")));
+}
+
+#[test]
+fn repeat_tokens_hit_the_cache_until_expiry() {
+    let mut h = Harness::new(policy());
+    let t = token(&claims());
+    assert_eq!(h.get(&t).cache, CacheOutcome::Miss);
+    assert_eq!(h.get(&t).cache, CacheOutcome::Hit);
+    assert_eq!(h.auth.cached_tokens(), 1);
+    // Past exp + skew the cached entry is gone and verification refuses the token.
+    let v = h.run("GET", "/fhir/Patient/1", &[&format!("Bearer {t}")], None, NOW + 600 + 31);
+    assert_eq!(v.cache, CacheOutcome::Miss);
+    assert!(!v.allowed());
+}
+
+#[test]
+fn failed_tokens_are_not_cached() {
+    let mut h = Harness::new(policy());
+    let t = with_claim("exp", json!(NOW - 3600));
+    h.get(&t);
+    assert_eq!(h.auth.cached_tokens(), 0);
+}
+
+#[test]
+fn subject_must_be_present_and_not_shared() {
+    let mut h = Harness::new(policy());
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("sub");
+    assert_eq!(h.get(&token(&c)).denial, Some(Denial::MissingSubject));
+    assert_eq!(h.get(&with_claim("sub", json!("  "))).denial, Some(Denial::MissingSubject));
+    for shared in ["admin", "ADMIN", "shared", "generic-ward3"] {
+        let v = h.get(&with_claim("sub", json!(shared)));
+        assert_eq!(v.denial, Some(Denial::SharedAccount), "{shared}");
+        assert_eq!(header(&v, headers::SUBJECT).as_deref(), Some(shared), "audit sees who tried");
+    }
+    assert!(h.get(&with_claim("sub", json!("administrator-jones"))).allowed());
+}
+
+#[test]
+fn claim_values_that_cannot_be_headers_are_refused() {
+    let mut h = Harness::new(policy());
+    assert_eq!(h.get(&with_claim("sub", json!("a\r\nx-hipaa-roles: admin"))).denial, Some(Denial::InvalidToken("bad_claim_value")));
+    assert_eq!(h.get(&with_claim("roles", json!(["clinician,admin"]))).denial, Some(Denial::InvalidToken("bad_claim_value")));
+}
+
+#[test]
+fn mfa_is_required_for_listed_roles_only() {
+    let mut h = Harness::new(policy());
+    let v = h.get(&with_claim("amr", json!(["pwd"])));
+    assert_eq!(v.denial, Some(Denial::MfaRequired));
+    assert_eq!(v.denial.unwrap().error(), "insufficient_user_authentication");
+    let mut c = claims();
+    c["roles"] = json!(["nurse"]);
+    c["amr"] = json!(["pwd"]);
+    assert!(h.get(&token(&c)).allowed(), "nurse is not in requiredForRoles");
+    c["roles"] = json!(["nurse", "admin"]);
+    assert_eq!(h.get(&token(&c)).denial, Some(Denial::MfaRequired));
+}
+
+#[test]
+fn absolute_timeout_uses_auth_time_else_iat() {
+    let mut h = Harness::new(policy_with(|s| {
+        s["identity"]["providers"][0]["maxTokenLifetimeSeconds"] = json!(86_400);
+    }));
+    let v = h.get(&with_claim("auth_time", json!(NOW - 43_201)));
+    assert_eq!(v.denial, Some(Denial::AuthenticationTooOld { max_age: 43_200 }));
+    assert!(h.get(&with_claim("auth_time", json!(NOW - 43_000))).allowed());
+    let mut c = claims();
+    c["iat"] = json!(NOW - 43_201);
+    c["exp"] = json!(NOW + 100);
+    assert_eq!(h.get(&token(&c)).denial, Some(Denial::AuthenticationTooOld { max_age: 43_200 }));
+}
+
+#[test]
+fn idle_sessions_expire_and_stay_expired() {
+    let mut h = Harness::new(policy());
+    let mut c = claims();
+    c["exp"] = json!(NOW + 3000);
+    let t = token(&c);
+    let at = |h: &mut Harness, now: u64| h.run("GET", "/fhir/Patient/1", &[&format!("Bearer {t}")], None, now);
+    assert!(at(&mut h, NOW).allowed());
+    assert!(at(&mut h, NOW + 899).allowed());
+    assert_eq!(at(&mut h, NOW + 899 + 901).denial, Some(Denial::SessionIdle));
+    assert_eq!(at(&mut h, NOW + 899 + 902).denial, Some(Denial::SessionIdle));
+    // A new session id of the same user is a new session.
+    c["sid"] = json!("s-2");
+    assert!(h.run("GET", "/fhir/Patient/1", &[&format!("Bearer {}", token(&c))], None, NOW + 1802).allowed());
+}
+
+#[test]
+fn a_token_without_session_id_is_refused_while_idle_logoff_is_on() {
+    let mut h = Harness::new(policy());
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("sid");
+    assert_eq!(h.get(&token(&c)).denial, Some(Denial::MissingSession));
+    let mut h = Harness::new(policy_with(|s| {
+        s["identity"]["session"] = json!({"idleTimeoutSeconds": 0});
+        s["exceptions"] = json!([{"safeguard": "automatic-logoff", "justification": "batch service accounts, no UI"}]);
+    }));
+    assert!(h.get(&token(&c)).allowed());
+}
+
+#[test]
+fn an_unavailable_session_store_fails_closed() {
+    let mut h = Harness::new(policy());
+    h.sessions.broken = true;
+    assert_eq!(h.get(&token(&claims())).denial, Some(Denial::SessionIdle));
+}
+
+#[test]
+fn roles_gate_routes() {
+    let mut h = Harness::new(policy());
+    let t = token(&claims());
+    let v = h.run("GET", "/billing/1", &[&format!("Bearer {t}")], None, NOW);
+    assert_eq!(v.denial, Some(Denial::RoleNotAllowed));
+    assert_eq!(v.denial.unwrap().status(), 403);
+    let mut c = claims();
+    c["roles"] = json!("nurse billing");
+    c["amr"] = json!(["pwd"]);
+    assert!(h.run("GET", "/billing/1", &[&format!("Bearer {}", token(&c))], None, NOW).allowed(), "space-separated roles");
+}
+
+#[test]
+fn hard_deletes_on_soft_delete_routes_are_405_with_allow() {
+    let mut h = Harness::new(policy());
+    let v = h.run("DELETE", "/fhir/Patient/1", &[&format!("Bearer {}", token(&claims()))], None, NOW);
+    assert_eq!(v.denial, Some(Denial::HardDelete));
+    assert_eq!(v.allowed_methods, vec!["GET".to_string(), "PUT".to_string()]);
+}
+
+#[test]
+fn break_glass_widens_roles_for_eligible_roles_with_a_listed_reason() {
+    let mut h = Harness::new(policy());
+    let t = format!("Bearer {}", token(&claims()));
+    let v = h.run("GET", "/billing/1", &[&t], Some("patient-emergency"), NOW);
+    assert!(v.allowed(), "{v:?}");
+    assert_eq!(v.emergency.as_deref(), Some("patient-emergency"));
+    assert_eq!(header(&v, headers::BREAK_GLASS).as_deref(), Some("patient-emergency"));
+
+    let v = h.run("GET", "/billing/1", &[&t], Some("curiosity"), NOW);
+    assert_eq!(v.denial, Some(Denial::BreakGlassRefused));
+
+    let mut c = claims();
+    c["roles"] = json!(["nurse"]);
+    let nurse = format!("Bearer {}", token(&c));
+    let v = h.run("GET", "/billing/1", &[&nurse], Some("patient-emergency"), NOW);
+    assert_eq!(v.denial, Some(Denial::BreakGlassRefused), "nurse is not eligible");
+}
+
+#[test]
+fn break_glass_never_skips_authentication_or_mfa() {
+    let mut h = Harness::new(policy());
+    let v = h.run("GET", "/billing/1", &[], Some("patient-emergency"), NOW);
+    assert_eq!(v.denial, Some(Denial::MissingToken));
+    let t = format!("Bearer {}", with_claim("amr", json!(["pwd"])));
+    let v = h.run("GET", "/billing/1", &[&t], Some("patient-emergency"), NOW);
+    assert_eq!(v.denial, Some(Denial::MfaRequired));
+}
+
+#[test]
+fn break_glass_without_a_policy_section_is_refused() {
+    let mut h = Harness::new(policy_with(|s| {
+        s["identity"].as_object_mut().unwrap().remove("breakGlass");
+    }));
+    let t = format!("Bearer {}", token(&claims()));
+    assert_eq!(h.run("GET", "/billing/1", &[&t], Some("patient-emergency"), NOW).denial, Some(Denial::BreakGlassRefused));
+}
+
+#[test]
+fn remote_jwks_not_loaded_yet_refuses_with_401() {
+    let mut h = Harness::new(policy_with(|s| {
+        s["identity"]["providers"][0]["jwks"] = json!({"cluster": "idp", "path": "/jwks"});
+    }));
+    let v = h.get(&token(&claims()));
+    assert_eq!(v.denial.map(|d| d.status()), Some(401));
+    assert_eq!(v.denial.map(|d| d.reason()), Some("keys_not_loaded"));
+    let keys = KeySet::from_jwks_json(&jwks(), &[crate::policy::Algorithm::EdDSA]).unwrap();
+    h.auth.set_keys(0, keys);
+    assert!(h.get(&token(&claims())).allowed());
+}
+
+#[test]
+fn unknown_kid_asks_for_a_refetch() {
+    let mut h = Harness::new(policy());
+    let der = signing_key().to_pkcs8_der().unwrap();
+    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("rotated".into());
+    let t = encode(&header, &claims(), &EncodingKey::from_ed_der(der.as_bytes())).unwrap();
+    let v = h.get(&t);
+    assert_eq!(v.denial.map(|d| d.reason()), Some("unknown_kid"));
+    assert!(v.refetch_jwks);
+}
+
+#[test]
+fn new_keys_drop_cached_identities() {
+    let mut h = Harness::new(policy());
+    let t = token(&claims());
+    h.get(&t);
+    assert_eq!(h.auth.cached_tokens(), 1);
+    let keys = KeySet::from_jwks_json(&jwks(), &[crate::policy::Algorithm::EdDSA]).unwrap();
+    h.auth.set_keys(0, keys);
+    assert_eq!(h.auth.cached_tokens(), 0);
+}

@@ -1,0 +1,229 @@
+//! Denials: one enum variant per reason, each mapping to one status code, one OAuth error
+//! code and one audit reason. The response never echoes the token.
+
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    // 400
+    /// More than one Authorization header, or a token in the URL as well.
+    MultipleCredentials,
+    // 401 invalid_token
+    MissingToken,
+    MalformedAuthorization,
+    /// The token failed verification; the code says why (`TokenError::code`).
+    InvalidToken(&'static str),
+    MissingSubject,
+    MissingSession,
+    SessionIdle,
+    // 401 insufficient_user_authentication (RFC 9470 step-up)
+    MfaRequired,
+    AuthenticationTooOld { max_age: u64 },
+    // 403
+    SharedAccount,
+    RoleNotAllowed,
+    BreakGlassRefused,
+    RouteDenied,
+    /// A transport / egress refusal; the code comes from the transport decision.
+    Transport(&'static str),
+    // 405
+    HardDelete,
+    // 503
+    AuditUnavailable,
+}
+
+/// What a filter shell sends back: status, headers and a JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+const REALM: &str = "hipaa-mesh";
+
+impl Denial {
+    pub fn status(&self) -> u32 {
+        match self {
+            Denial::MultipleCredentials => 400,
+            Denial::MissingToken
+            | Denial::MalformedAuthorization
+            | Denial::InvalidToken(_)
+            | Denial::MissingSubject
+            | Denial::MissingSession
+            | Denial::SessionIdle
+            | Denial::MfaRequired
+            | Denial::AuthenticationTooOld { .. } => 401,
+            Denial::SharedAccount
+            | Denial::RoleNotAllowed
+            | Denial::BreakGlassRefused
+            | Denial::RouteDenied
+            | Denial::Transport(_) => 403,
+            Denial::HardDelete => 405,
+            Denial::AuditUnavailable => 503,
+        }
+    }
+
+    /// The OAuth-style error code in the body (and in WWW-Authenticate for 401s).
+    pub fn error(&self) -> &'static str {
+        match self {
+            Denial::MultipleCredentials => "invalid_request",
+            Denial::MfaRequired | Denial::AuthenticationTooOld { .. } => {
+                "insufficient_user_authentication"
+            }
+            d if d.status() == 401 => "invalid_token",
+            Denial::HardDelete => "method_not_allowed",
+            Denial::AuditUnavailable => "temporarily_unavailable",
+            _ => "access_denied",
+        }
+    }
+
+    /// The reason recorded in the audit record and counted in stats.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denial::MultipleCredentials => "multiple_credentials",
+            Denial::MissingToken => "missing_token",
+            Denial::MalformedAuthorization => "malformed_authorization",
+            Denial::InvalidToken(code) => code,
+            Denial::MissingSubject => "missing_subject",
+            Denial::MissingSession => "missing_session",
+            Denial::SessionIdle => "session_idle",
+            Denial::MfaRequired => "mfa_required",
+            Denial::AuthenticationTooOld { .. } => "session_absolute",
+            Denial::SharedAccount => "shared_account",
+            Denial::RoleNotAllowed => "role_not_allowed",
+            Denial::BreakGlassRefused => "break_glass_refused",
+            Denial::RouteDenied => "route_denied",
+            Denial::Transport(code) => code,
+            Denial::HardDelete => "hard_delete",
+            Denial::AuditUnavailable => "audit_unavailable",
+        }
+    }
+
+    /// A fixed, human sentence: never a claim value, never the token.
+    pub fn description(&self) -> &'static str {
+        match self {
+            Denial::MultipleCredentials => "more than one access token in the request",
+            Denial::MissingToken => "a bearer access token is required",
+            Denial::MalformedAuthorization => "the Authorization header is not a Bearer token",
+            Denial::InvalidToken("expired") => "the access token has expired",
+            Denial::InvalidToken("keys_not_loaded") => "the identity provider's keys are not available yet",
+            Denial::InvalidToken(_) => "the access token is invalid",
+            Denial::MissingSubject => "the access token names no user",
+            Denial::MissingSession => "the access token carries no session id",
+            Denial::SessionIdle => "the session ended after inactivity; sign in again",
+            Denial::MfaRequired => "multi-factor authentication is required for this role",
+            Denial::AuthenticationTooOld { .. } => "the sign-in is too old; sign in again",
+            Denial::SharedAccount => "shared or generic accounts may not access PHI",
+            Denial::RoleNotAllowed => "your role may not use this route",
+            Denial::BreakGlassRefused => "emergency access refused: role or reason code not allowed",
+            Denial::RouteDenied => "this route is not open",
+            Denial::Transport("plaintext") => "plaintext connections are refused",
+            Denial::Transport(_) => "the connection or destination is not allowed",
+            Denial::HardDelete => "records on this route may only be soft-deleted",
+            Denial::AuditUnavailable => "the audit trail cannot record this request right now",
+        }
+    }
+
+    fn www_authenticate(&self) -> Option<String> {
+        match self {
+            Denial::MissingToken => Some(format!("Bearer realm=\"{REALM}\"")),
+            Denial::AuthenticationTooOld { max_age } => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_user_authentication\", error_description=\"{}\", max_age={max_age}",
+                self.description()
+            )),
+            d if d.status() == 401 => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"{}\", error_description=\"{}\"",
+                d.error(),
+                d.description()
+            )),
+            Denial::MultipleCredentials => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_request\""
+            )),
+            _ => None,
+        }
+    }
+
+    /// The local reply for this denial. `allow` lists the methods for a 405.
+    pub fn reply(&self, request_id: &str, allow: &[String]) -> LocalReply {
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        if let Some(challenge) = self.www_authenticate() {
+            headers.push(("www-authenticate".into(), challenge));
+        }
+        if *self == Denial::HardDelete {
+            headers.push(("allow".into(), allow.join(", ")));
+        }
+        if *self == Denial::AuditUnavailable {
+            headers.push(("retry-after".into(), "1".into()));
+        }
+        let body = json!({
+            "error": self.error(),
+            "error_description": self.description(),
+            "request_id": request_id,
+        })
+        .to_string();
+        LocalReply {
+            status: self.status(),
+            headers,
+            body,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(r: &'a LocalReply, name: &str) -> Option<&'a str> {
+        r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn missing_token_challenge_has_no_error_code() {
+        let r = Denial::MissingToken.reply("rid-1", &[]);
+        assert_eq!(r.status, 401);
+        assert_eq!(header(&r, "www-authenticate"), Some("Bearer realm=\"hipaa-mesh\""));
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "invalid_token");
+        assert_eq!(body["request_id"], "rid-1");
+    }
+
+    #[test]
+    fn invalid_token_challenge_names_the_error() {
+        let r = Denial::InvalidToken("bad_signature").reply("r", &[]);
+        assert_eq!(r.status, 401);
+        assert!(header(&r, "www-authenticate").unwrap().contains("error=\"invalid_token\""));
+        assert_eq!(Denial::InvalidToken("bad_signature").reason(), "bad_signature");
+    }
+
+    #[test]
+    fn step_up_challenges_follow_rfc_9470() {
+        let r = Denial::MfaRequired.reply("r", &[]);
+        assert_eq!(r.status, 401);
+        assert!(header(&r, "www-authenticate").unwrap().contains("error=\"insufficient_user_authentication\""));
+        let r = Denial::AuthenticationTooOld { max_age: 43200 }.reply("r", &[]);
+        assert!(header(&r, "www-authenticate").unwrap().ends_with("max_age=43200"));
+    }
+
+    #[test]
+    fn status_codes_per_contract() {
+        assert_eq!(Denial::MultipleCredentials.status(), 400);
+        for d in [Denial::SharedAccount, Denial::RoleNotAllowed, Denial::BreakGlassRefused, Denial::RouteDenied, Denial::Transport("plaintext")] {
+            assert_eq!(d.status(), 403, "{d:?}");
+            assert_eq!(d.error(), "access_denied");
+            assert!(d.reply("r", &[]).headers.iter().all(|(k, _)| k != "www-authenticate"));
+        }
+        let r = Denial::HardDelete.reply("r", &["GET".into(), "PUT".into()]);
+        assert_eq!(r.status, 405);
+        assert_eq!(header(&r, "allow"), Some("GET, PUT"));
+        assert_eq!(Denial::AuditUnavailable.status(), 503);
+    }
+
+    #[test]
+    fn body_is_exactly_the_contract() {
+        let r = Denial::RoleNotAllowed.reply("abc", &[]);
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["error", "error_description", "request_id"]);
+    }
+}
