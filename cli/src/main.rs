@@ -2,6 +2,7 @@
 //! Each command family lives in its own module; this file only parses and dispatches.
 
 mod dev;
+mod integrity_cmd;
 mod policy_cmd;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,9 @@ enum Command {
     /// Local development tools: a demo identity provider and a sample upstream. Not for production.
     #[command(subcommand)]
     Dev(dev::DevCommand),
+    /// Sign a body, or verify it against an `x-hipaa-signature` header value (HMAC-SHA256).
+    #[command(subcommand)]
+    Integrity(integrity_cmd::IntegrityCommand),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Dev(cmd) => dev::run(cmd),
+        Command::Integrity(cmd) => integrity_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,
