@@ -1,1 +1,24 @@
-//! The audit collector (work in progress).
+//! hipaa-collector: receives the audit filters' records, checks their MAC and chain, stores them
+//! encrypted (AES-256-GCM) and append-only in a signed ledger (SQLite or PostgreSQL), answers
+//! review queries and verifies the whole trail. Serves 45 CFR 164.312(b) audit controls,
+//! (a)(2)(iv) encryption at rest and (c)(1) integrity.
+
+pub mod checkpoint;
+pub mod ingest;
+pub mod keys;
+pub mod ledger;
+pub mod purge;
+pub mod query;
+pub mod server;
+pub mod store;
+pub mod verify;
+
+pub use ingest::{ingest, system_clock, Clock, Collector, IngestSummary};
+pub use keys::{CheckpointSigner, EncryptionKey};
+pub use query::{query, Query};
+pub use server::{start, RunningServer, ServerConfig};
+pub use store::{open_store, Store};
+pub use verify::{verify, VerifyKeys, VerifyReport};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,98 @@
+//! Retention: the only delete path. Removes the oldest rows, and only those a signed checkpoint
+//! proves were stored before a cutoff at least 6 years ago; the database's trigger checks the age
+//! of every row again.
+
+use hipaa_core::calendar::Date;
+
+use crate::store::{PurgeMark, RowFilter, Store, StoreError};
+
+/// The same instant 6 calendar years earlier (29 February becomes 28 February).
+pub fn six_years_before(unix_ms: i64) -> i64 {
+    let secs = unix_ms.div_euclid(1000);
+    let date = Date::from_unix(secs);
+    let year = date.year - crate::store::RETENTION_YEARS;
+    let day = if date.month == 2 && date.day == 29 {
+        28
+    } else {
+        date.day
+    };
+    let earlier = Date {
+        year,
+        month: date.month,
+        day,
+    };
+    let tod_ms = unix_ms - date.unix_start() * 1000;
+    earlier.unix_start() * 1000 + tod_ms
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("refusing to purge records newer than 6 years: --before must be on or before {limit}")]
+    TooRecent { limit: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a purge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeOutcome {
+    pub deleted: u64,
+    /// Rows through this ledger position are gone (0: nothing purged).
+    pub through_seq: i64,
+}
+
+/// Deletes the ledger prefix stored before `before_ms`, as far as signed checkpoints prove it.
+/// Refuses a `before_ms` less than 6 years before `now_ms`.
+pub fn purge(
+    store: &mut dyn Store,
+    before_ms: i64,
+    now_ms: i64,
+) -> Result<PurgeOutcome, PurgeError> {
+    let limit = six_years_before(now_ms);
+    if before_ms > limit {
+        return Err(PurgeError::TooRecent {
+            limit: hipaa_core::calendar::rfc3339_millis(limit),
+        });
+    }
+    let already = store
+        .purges()?
+        .iter()
+        .map(|p| p.through_seq)
+        .max()
+        .unwrap_or(0);
+    let through = store
+        .checkpoints()?
+        .iter()
+        .filter(|c| c.created_ms < before_ms)
+        .map(|c| c.ledger_count)
+        .max()
+        .unwrap_or(0);
+    if through <= already {
+        return Ok(PurgeOutcome {
+            deleted: 0,
+            through_seq: already,
+        });
+    }
+    let row = store.rows(&RowFilter {
+        after: through - 1,
+        limit: 1,
+        ..RowFilter::default()
+    })?;
+    let Some(last) = row.into_iter().next().filter(|r| r.ledger_seq == through) else {
+        return Err(PurgeError::Store(StoreError::db(
+            "purge",
+            format!("ledger row #{through} is missing: run audit verify first"),
+        )));
+    };
+    let deleted = store.purge_through(&PurgeMark {
+        id: 0,
+        created_ms: now_ms,
+        before_ms,
+        through_seq: through,
+        through_hash: last.ledger_hash,
+    })?;
+    Ok(PurgeOutcome {
+        deleted,
+        through_seq: through,
+    })
+}

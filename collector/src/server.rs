@@ -1,0 +1,377 @@
+//! The collector's HTTP API (DESIGN.md): `POST /v1/records`, `GET /v1/records`, `GET /v1/verify`,
+//! `GET /healthz`. A small synchronous server (tiny_http) with a fixed pool of worker threads,
+//! each with its own database connection, and one checkpoint thread.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::VerifyingKey;
+use serde_json::{json, Value};
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use crate::checkpoint::{sign_checkpoint, sign_checkpoint_if_changed};
+use crate::ingest::{ingest, Collector};
+use crate::keys::CheckpointSigner;
+use crate::query::{parse_query_string, query, QueryError};
+use crate::store::{open_store, Store};
+use crate::verify::{verify, VerifyKeys};
+
+/// The largest request body accepted by default (16 MiB); larger gets 413.
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `127.0.0.1:9100`; port 0 picks a free one.
+    pub listen: String,
+    /// `sqlite:PATH` or `postgres://...`.
+    pub db_url: String,
+    /// Sign a checkpoint this often (when the ledger changed); 0 disables the timer.
+    pub checkpoint_seconds: u64,
+    pub workers: usize,
+    pub max_body: usize,
+}
+
+impl ServerConfig {
+    pub fn new(listen: &str, db_url: &str) -> ServerConfig {
+        ServerConfig {
+            listen: listen.to_string(),
+            db_url: db_url.to_string(),
+            checkpoint_seconds: 60,
+            workers: 4,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+struct Shared {
+    config: ServerConfig,
+    collector: Collector,
+    signer: CheckpointSigner,
+    checkpoint_keys: Vec<VerifyingKey>,
+    stop: AtomicBool,
+}
+
+/// A running collector. [`RunningServer::shutdown`] stops it and signs a final checkpoint.
+pub struct RunningServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: Arc<Server>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Starts the server: opens (and if needed creates) the database, binds, spawns the workers.
+/// `checkpoint_keys` are the public keys `GET /v1/verify` accepts (the signer's own is added).
+pub fn start(
+    config: ServerConfig,
+    collector: Collector,
+    signer: CheckpointSigner,
+    mut checkpoint_keys: Vec<VerifyingKey>,
+) -> Result<RunningServer, String> {
+    // Fail early, with a clear message, if the database cannot be opened.
+    let mut probe = open_store(&config.db_url).map_err(|e| format!("audit database: {e}"))?;
+    probe.ping().map_err(|e| format!("audit database: {e}"))?;
+    drop(probe);
+    let server = Server::http(&config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| "listening address is not an IP address".to_string())?;
+    if !checkpoint_keys.contains(&signer.verifying_key()) {
+        checkpoint_keys.push(signer.verifying_key());
+    }
+    let shared = Arc::new(Shared {
+        config,
+        collector,
+        signer,
+        checkpoint_keys,
+        stop: AtomicBool::new(false),
+    });
+    let server = Arc::new(server);
+    let mut threads = Vec::new();
+    for i in 0..shared.config.workers.max(1) {
+        let (shared, server) = (shared.clone(), server.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("collector-http-{i}"))
+                .spawn(move || worker(&shared, &server))
+                .map_err(|e| format!("cannot start worker thread: {e}"))?,
+        );
+    }
+    if shared.config.checkpoint_seconds > 0 {
+        let shared2 = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("collector-checkpoint".into())
+                .spawn(move || checkpointer(&shared2))
+                .map_err(|e| format!("cannot start checkpoint thread: {e}"))?,
+        );
+    }
+    Ok(RunningServer {
+        addr,
+        shared,
+        server,
+        threads,
+    })
+}
+
+impl RunningServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then signs a final checkpoint.
+    pub fn shutdown(self) -> Result<(), String> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.server.unblock();
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let mut store =
+            open_store(&self.shared.config.db_url).map_err(|e| format!("final checkpoint: {e}"))?;
+        let cp = sign_checkpoint(
+            store.as_mut(),
+            &self.shared.signer,
+            (self.shared.collector.clock)(),
+        )
+        .map_err(|e| format!("final checkpoint: {e}"))?;
+        log_checkpoint("final checkpoint", &cp);
+        Ok(())
+    }
+}
+
+fn log_checkpoint(what: &str, cp: &crate::store::Checkpoint) {
+    // Counts, hashes and signatures only: no PHI. Shipping these lines elsewhere keeps a copy of
+    // every checkpoint out of the database's reach.
+    eprintln!(
+        "hipaa-collector: {what} count={} head={} key={} created_ms={} sig={}",
+        cp.ledger_count, cp.head_hash, cp.key_id, cp.created_ms, cp.signature
+    );
+}
+
+fn checkpointer(shared: &Shared) {
+    let every = Duration::from_secs(shared.config.checkpoint_seconds);
+    let mut last: Option<(i64, String)> = None;
+    let mut next = Instant::now() + every;
+    let mut store: Option<Box<dyn Store>> = None;
+    while !shared.stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() < next {
+            continue;
+        }
+        next = Instant::now() + every;
+        if store.is_none() {
+            store = open_store(&shared.config.db_url)
+                .map_err(|e| eprintln!("hipaa-collector: checkpoint: {e}"))
+                .ok();
+        }
+        let Some(s) = store.as_mut() else { continue };
+        let unchanged = last.as_ref().map(|(c, h)| (*c, h.as_str()));
+        match sign_checkpoint_if_changed(
+            s.as_mut(),
+            &shared.signer,
+            (shared.collector.clock)(),
+            unchanged,
+        ) {
+            Ok(Some(cp)) => {
+                log_checkpoint("checkpoint", &cp);
+                last = Some((cp.ledger_count, cp.head_hash));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("hipaa-collector: checkpoint: {e}");
+                store = None;
+            }
+        }
+    }
+}
+
+fn worker(shared: &Shared, server: &Server) {
+    let mut store: Option<Box<dyn Store>> = None;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let request = match server.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!("hipaa-collector: accept: {e}");
+                continue;
+            }
+        };
+        if store.is_none() {
+            match open_store(&shared.config.db_url) {
+                Ok(s) => store = Some(s),
+                Err(e) => {
+                    eprintln!("hipaa-collector: audit database: {e}");
+                    respond(request, 503, &json!({"error": "store_unavailable"}), None);
+                    continue;
+                }
+            }
+        }
+        if let Some(s) = store.as_mut() {
+            if !handle(shared, s.as_mut(), request) {
+                // A store error: reconnect for the next request.
+                store = None;
+            }
+        }
+    }
+}
+
+fn respond(request: Request, status: u16, body: &Value, extra: Option<Header>) {
+    let mut response = Response::from_string(body.to_string()).with_status_code(status);
+    if let Ok(h) = Header::from_bytes("content-type", "application/json") {
+        response.add_header(h);
+    }
+    if let Some(h) = extra {
+        response.add_header(h);
+    }
+    // A client that went away cannot be answered; nothing else to do.
+    let _ = request.respond(response);
+}
+
+fn error(request: Request, status: u16, code: &str, description: &str) {
+    respond(
+        request,
+        status,
+        &json!({"error": code, "error_description": description}),
+        None,
+    );
+}
+
+/// Handles one request. Returns false when the store failed (so the connection is renewed).
+fn handle(shared: &Shared, store: &mut dyn Store, mut request: Request) -> bool {
+    let url = request.url().to_string();
+    let (path, qs) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    match (request.method(), path) {
+        (Method::Post, "/v1/records") => {
+            let max = shared.config.max_body;
+            if request.body_length().is_some_and(|n| n > max) {
+                error(request, 413, "too_large", "batch exceeds the body limit");
+                return true;
+            }
+            let mut body = Vec::new();
+            let read = request
+                .as_reader()
+                .take(max as u64 + 1)
+                .read_to_end(&mut body);
+            if read.is_err() {
+                error(request, 400, "bad_request", "cannot read the body");
+                return true;
+            }
+            if body.len() > max {
+                error(request, 413, "too_large", "batch exceeds the body limit");
+                return true;
+            }
+            let batch: Vec<Value> = match serde_json::from_slice(&body) {
+                Ok(Value::Array(items)) => items,
+                _ => {
+                    error(
+                        request,
+                        400,
+                        "bad_request",
+                        "the body must be a JSON array of audit records",
+                    );
+                    return true;
+                }
+            };
+            match ingest(store, &shared.collector, &batch) {
+                Ok(summary) => {
+                    respond(request, 200, &json!(summary), None);
+                    true
+                }
+                Err(e) => {
+                    eprintln!(
+                        "hipaa-collector: ingest of {} record(s) failed: {e}",
+                        batch.len()
+                    );
+                    error(
+                        request,
+                        503,
+                        "store_unavailable",
+                        "the batch was not stored; retry",
+                    );
+                    false
+                }
+            }
+        }
+        (Method::Get, "/v1/records") => {
+            let q = match parse_query_string(qs) {
+                Ok(q) => q,
+                Err(e) => {
+                    error(request, 400, "bad_query", &e);
+                    return true;
+                }
+            };
+            match query(store, &shared.collector.encryption, &q) {
+                Ok(page) => {
+                    let header = page
+                        .last_ledger_seq
+                        .and_then(|l| Header::from_bytes("x-hipaa-next-after", l.to_string()).ok());
+                    respond(request, 200, &Value::Array(page.records), header);
+                    true
+                }
+                Err(QueryError::BadQuery(e)) => {
+                    error(request, 400, "bad_query", &e);
+                    true
+                }
+                Err(QueryError::Tampered(l)) => {
+                    error(
+                        request,
+                        500,
+                        "tampered",
+                        &format!(
+                            "stored record at ledger #{l} fails authentication; run audit verify"
+                        ),
+                    );
+                    true
+                }
+                Err(QueryError::Store(e)) => {
+                    eprintln!("hipaa-collector: query failed: {e}");
+                    error(request, 503, "store_unavailable", "query failed");
+                    false
+                }
+            }
+        }
+        (Method::Get, "/v1/verify") => {
+            let keys = VerifyKeys {
+                mac_keys: &shared.collector.mac_keys,
+                encryption: &shared.collector.encryption,
+                checkpoint_keys: &shared.checkpoint_keys,
+            };
+            match verify(store, &keys) {
+                Ok(report) => {
+                    let status = if report.intact { 200 } else { 409 };
+                    respond(request, status, &json!(report), None);
+                    true
+                }
+                Err(e) => {
+                    eprintln!("hipaa-collector: verify failed: {e}");
+                    error(request, 503, "store_unavailable", "verify failed");
+                    false
+                }
+            }
+        }
+        (Method::Get, "/healthz") => match store.ping() {
+            Ok(()) => {
+                respond(request, 200, &json!({"status": "ok"}), None);
+                true
+            }
+            Err(_) => {
+                error(request, 503, "store_unavailable", "database unreachable");
+                false
+            }
+        },
+        (_, "/v1/records" | "/v1/verify" | "/healthz") => {
+            error(request, 405, "method_not_allowed", "method not allowed");
+            true
+        }
+        _ => {
+            error(request, 404, "not_found", "no such endpoint");
+            true
+        }
+    }
+}

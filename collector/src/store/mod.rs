@@ -1,0 +1,222 @@
+//! Storage: one trait, two backends (SQLite embedded, PostgreSQL for a cluster), one schema.
+//!
+//! Append-only is enforced by the database itself: triggers refuse every UPDATE of
+//! `audit_records`, `checkpoints` and `purges`, every DELETE of a record stored less than 6 years
+//! ago, every DELETE of a checkpoint or purge mark, and (PostgreSQL) every TRUNCATE. The
+//! retention purge ([`Store::purge_through`]) is the only delete path.
+//!
+//! Every write to the ledger runs in [`Store::write`]: one transaction that holds the ledger lock
+//! (SQLite `BEGIN IMMEDIATE`; PostgreSQL `pg_advisory_xact_lock`), so several collectors can append
+//! to one PostgreSQL database without forking the ledger, and nothing is acknowledged before the
+//! transaction has committed.
+
+mod pg;
+mod sqlite;
+
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+
+/// The store's own error: a message naming the operation, never record contents (values are
+/// always bound as parameters, and stored encrypted).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL (use sqlite:PATH or postgres://...)")]
+    BadUrl,
+    #[error("{op}: {message}")]
+    Db { op: &'static str, message: String },
+}
+
+impl StoreError {
+    pub(crate) fn db(op: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Db {
+            op,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// One stored row of `audit_records`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    /// Position in the collector's ledger: 1, 2, 3, ... with no holes (until a purge).
+    pub ledger_seq: i64,
+    /// `ledger_hash` of the row before (64 zeros for the first).
+    pub ledger_prev: String,
+    /// See [`crate::ledger::row_hash`].
+    pub ledger_hash: String,
+    /// When the collector stored it (Unix ms, collector clock): what retention counts from.
+    pub stored_at_ms: i64,
+    /// `access`, `chain-start` or `integrity`.
+    pub kind: String,
+    /// The record's own `time` (Unix ms), for range queries.
+    pub time_ms: Option<i64>,
+    pub emergency: bool,
+    /// Chain id and seq of a clean (MAC-verified) record; null for integrity rows.
+    pub chain_id: Option<String>,
+    pub chain_seq: Option<i64>,
+    /// Hex SHA-256 of the canonical bytes of the received record this row stores or stands in
+    /// for (dedup key; for a clean record also the chain's `prev` of the next one).
+    pub source_hash: Option<String>,
+    pub bi_patient: Option<String>,
+    pub bi_subject: Option<String>,
+    pub bi_model: Option<String>,
+    pub bi_version: Option<String>,
+    /// AES-256-GCM nonce (12 bytes) and ciphertext+tag of the record's canonical JSON.
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+/// A signed checkpoint: the ledger's count and head hash at `created_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub id: i64,
+    pub created_ms: i64,
+    pub ledger_count: i64,
+    pub head_hash: String,
+    /// Identifies the Ed25519 public key (see [`crate::keys::public_key_id`]).
+    pub key_id: String,
+    /// Hex Ed25519 signature over [`crate::checkpoint::message`].
+    pub signature: String,
+}
+
+/// A retention purge: rows with `ledger_seq <= through_seq` were removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeMark {
+    pub id: i64,
+    pub created_ms: i64,
+    pub before_ms: i64,
+    pub through_seq: i64,
+    /// `ledger_hash` of row `through_seq`: the `ledger_prev` of the first row kept.
+    pub through_hash: String,
+}
+
+/// Which rows to read, in ledger order.
+#[derive(Debug, Clone, Default)]
+pub struct RowFilter {
+    pub bi_patient: Option<String>,
+    pub bi_subject: Option<String>,
+    pub bi_model: Option<String>,
+    pub bi_version: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub emergency: Option<bool>,
+    /// None: every kind.
+    pub kind: Option<String>,
+    /// Only rows with `ledger_seq > after`.
+    pub after: i64,
+    pub limit: i64,
+}
+
+/// The operations available inside one ledger transaction.
+pub trait LedgerTx {
+    /// (ledger_seq, ledger_hash) of the newest row, None when empty (or all purged: then the
+    /// newest purge mark's through_seq / through_hash).
+    fn head(&mut self) -> Result<Option<(i64, String)>, StoreError>;
+    fn source_exists(&mut self, source_hash: &str) -> Result<bool, StoreError>;
+    /// The source hash of the clean row at (chain id, seq), if stored.
+    fn chain_row(&mut self, chain_id: &str, seq: i64) -> Result<Option<String>, StoreError>;
+    /// (seq, source hash) of the chain's newest clean row.
+    fn chain_last(&mut self, chain_id: &str) -> Result<Option<(i64, String)>, StoreError>;
+    fn insert_row(&mut self, row: &StoredRow) -> Result<(), StoreError>;
+    /// Inserts a checkpoint (its `id` is assigned by the store).
+    fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError>;
+}
+
+/// A ledger write: runs inside one transaction holding the ledger lock.
+pub type WriteFn<'a> = dyn FnMut(&mut dyn LedgerTx) -> Result<(), StoreError> + 'a;
+
+/// One connection to the audit database.
+pub trait Store: Send {
+    fn backend(&self) -> &'static str;
+    /// Runs `f` in one transaction holding the ledger lock; commits (durably) iff it returns Ok.
+    fn write(&mut self, f: &mut WriteFn<'_>) -> Result<(), StoreError>;
+    fn rows(&mut self, filter: &RowFilter) -> Result<Vec<StoredRow>, StoreError>;
+    fn checkpoints(&mut self) -> Result<Vec<Checkpoint>, StoreError>;
+    fn purges(&mut self) -> Result<Vec<PurgeMark>, StoreError>;
+    /// Deletes rows with `ledger_seq <= mark.through_seq` and records `mark`, in one transaction
+    /// holding the ledger lock. The database's own trigger still refuses any row younger than
+    /// 6 years. Returns the number of rows deleted.
+    fn purge_through(&mut self, mark: &PurgeMark) -> Result<u64, StoreError>;
+    /// Cheap liveness check.
+    fn ping(&mut self) -> Result<(), StoreError>;
+    /// Runs raw SQL statements (tests and operators' tooling only; the triggers still apply).
+    fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError>;
+}
+
+/// Opens `sqlite:PATH` or `postgres://...` (also `postgresql://`), creating the schema if absent.
+pub fn open_store(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err(StoreError::BadUrl);
+        }
+        Ok(Box::new(SqliteStore::open(std::path::Path::new(path))?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(PgStore::open(url)?))
+    } else {
+        Err(StoreError::BadUrl)
+    }
+}
+
+/// The SQLite file path of a `sqlite:` URL.
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite:")?;
+    let path = path.strip_prefix("//").unwrap_or(path);
+    (!path.is_empty()).then(|| std::path::PathBuf::from(path))
+}
+
+/// Six years, as the SQL of both backends counts it (calendar years).
+pub const RETENTION_YEARS: i32 = 6;
+
+/// The column list, in the order every backend selects it.
+pub(crate) const ROW_COLUMNS: &str = "ledger_seq, ledger_prev, ledger_hash, stored_at_ms, kind, \
+     time_ms, emergency, chain_id, chain_seq, source_hash, bi_patient, bi_subject, bi_model, \
+     bi_version, nonce, ciphertext";
+
+/// A bound query parameter, for the filter SQL both backends share.
+#[derive(Debug, Clone)]
+pub(crate) enum Param {
+    Text(String),
+    Int(i64),
+    Bool(bool),
+}
+
+/// `WHERE ... ORDER BY ledger_seq LIMIT n` for `filter`, with placeholders from `ph(index)`
+/// (1-based): `?1` for SQLite, `$1` for PostgreSQL.
+pub(crate) fn filter_sql(filter: &RowFilter, ph: fn(usize) -> String) -> (String, Vec<Param>) {
+    let mut clauses = vec![];
+    let mut params = vec![];
+    let mut add = |clause: &str, p: Param| {
+        params.push(p);
+        clauses.push(clause.replace('#', &ph(params.len())));
+    };
+    add("ledger_seq > #", Param::Int(filter.after));
+    for (column, value) in [
+        ("bi_patient", &filter.bi_patient),
+        ("bi_subject", &filter.bi_subject),
+        ("bi_model", &filter.bi_model),
+        ("bi_version", &filter.bi_version),
+        ("kind", &filter.kind),
+    ] {
+        if let Some(v) = value {
+            add(&format!("{column} = #"), Param::Text(v.clone()));
+        }
+    }
+    if let Some(from) = filter.from_ms {
+        add("time_ms >= #", Param::Int(from));
+    }
+    if let Some(to) = filter.to_ms {
+        add("time_ms < #", Param::Int(to));
+    }
+    if let Some(e) = filter.emergency {
+        add("emergency = #", Param::Bool(e));
+    }
+    let limit = filter.limit.max(1);
+    params.push(Param::Int(limit));
+    let sql = format!(
+        "SELECT {ROW_COLUMNS} FROM audit_records WHERE {} ORDER BY ledger_seq LIMIT {}",
+        clauses.join(" AND "),
+        ph(params.len())
+    );
+    (sql, params)
+}

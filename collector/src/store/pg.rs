@@ -1,0 +1,358 @@
+//! PostgreSQL: for a cluster of collectors writing one database. The ledger lock is a
+//! transaction-scoped advisory lock, so concurrent collectors append one after another.
+
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row};
+
+use super::{
+    filter_sql, Checkpoint, LedgerTx, Param, PurgeMark, RowFilter, Store, StoreError, StoredRow,
+    WriteFn, ROW_COLUMNS,
+};
+
+/// The advisory lock key that serialises ledger writers ("HIPAALDG").
+const LEDGER_LOCK: i64 = 0x4849_5041_414c_4447;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS audit_records (
+    ledger_seq   BIGINT  PRIMARY KEY,
+    ledger_prev  TEXT    NOT NULL,
+    ledger_hash  TEXT    NOT NULL,
+    stored_at_ms BIGINT  NOT NULL,
+    kind         TEXT    NOT NULL,
+    time_ms      BIGINT,
+    emergency    BOOLEAN NOT NULL,
+    chain_id     TEXT,
+    chain_seq    BIGINT,
+    source_hash  TEXT,
+    bi_patient   TEXT,
+    bi_subject   TEXT,
+    bi_model     TEXT,
+    bi_version   TEXT,
+    nonce        BYTEA   NOT NULL,
+    ciphertext   BYTEA   NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS audit_records_chain ON audit_records (chain_id, chain_seq);
+CREATE UNIQUE INDEX IF NOT EXISTS audit_records_source ON audit_records (source_hash);
+CREATE INDEX IF NOT EXISTS audit_records_patient ON audit_records (bi_patient);
+CREATE INDEX IF NOT EXISTS audit_records_subject ON audit_records (bi_subject);
+CREATE INDEX IF NOT EXISTS audit_records_model ON audit_records (bi_model, bi_version);
+CREATE INDEX IF NOT EXISTS audit_records_time ON audit_records (time_ms);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id           BIGSERIAL PRIMARY KEY,
+    created_ms   BIGINT NOT NULL,
+    ledger_count BIGINT NOT NULL,
+    head_hash    TEXT   NOT NULL,
+    key_id       TEXT   NOT NULL,
+    signature    TEXT   NOT NULL
+);
+CREATE TABLE IF NOT EXISTS purges (
+    id           BIGSERIAL PRIMARY KEY,
+    created_ms   BIGINT NOT NULL,
+    before_ms    BIGINT NOT NULL,
+    through_seq  BIGINT NOT NULL,
+    through_hash TEXT   NOT NULL
+);
+CREATE OR REPLACE FUNCTION hipaa_audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'hipaa-mesh: % is append-only: % refused', TG_TABLE_NAME, TG_OP;
+END $$;
+CREATE OR REPLACE FUNCTION hipaa_audit_refuse_young_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.stored_at_ms > (EXTRACT(EPOCH FROM (now() - INTERVAL '6 years')) * 1000)::BIGINT THEN
+        RAISE EXCEPTION 'hipaa-mesh: audit records younger than 6 years cannot be deleted';
+    END IF;
+    RETURN OLD;
+END $$;
+CREATE OR REPLACE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
+    FOR EACH ROW EXECUTE FUNCTION hipaa_audit_refuse_change();
+CREATE OR REPLACE TRIGGER audit_records_no_young_delete BEFORE DELETE ON audit_records
+    FOR EACH ROW EXECUTE FUNCTION hipaa_audit_refuse_young_delete();
+CREATE OR REPLACE TRIGGER audit_records_no_truncate BEFORE TRUNCATE ON audit_records
+    FOR EACH STATEMENT EXECUTE FUNCTION hipaa_audit_refuse_change();
+CREATE OR REPLACE TRIGGER checkpoints_no_change BEFORE UPDATE OR DELETE ON checkpoints
+    FOR EACH ROW EXECUTE FUNCTION hipaa_audit_refuse_change();
+CREATE OR REPLACE TRIGGER checkpoints_no_truncate BEFORE TRUNCATE ON checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION hipaa_audit_refuse_change();
+CREATE OR REPLACE TRIGGER purges_no_change BEFORE UPDATE OR DELETE ON purges
+    FOR EACH ROW EXECUTE FUNCTION hipaa_audit_refuse_change();
+CREATE OR REPLACE TRIGGER purges_no_truncate BEFORE TRUNCATE ON purges
+    FOR EACH STATEMENT EXECUTE FUNCTION hipaa_audit_refuse_change();
+"#;
+
+/// One PostgreSQL connection.
+pub struct PgStore {
+    client: Client,
+}
+
+fn db_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+fn err(op: &'static str) -> impl Fn(postgres::Error) -> StoreError {
+    move |e| StoreError::db(op, db_message(&e))
+}
+
+impl PgStore {
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let mut client = Client::connect(url, NoTls).map_err(err("connect to postgres"))?;
+        let mut tx = client.transaction().map_err(err("postgres schema"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LEDGER_LOCK])
+            .map_err(err("postgres schema lock"))?;
+        tx.batch_execute(SCHEMA).map_err(err("postgres schema"))?;
+        tx.commit().map_err(err("postgres schema"))?;
+        Ok(PgStore { client })
+    }
+}
+
+fn ph(i: usize) -> String {
+    format!("${i}")
+}
+
+fn read_row(r: &Row) -> Result<StoredRow, postgres::Error> {
+    Ok(StoredRow {
+        ledger_seq: r.try_get(0)?,
+        ledger_prev: r.try_get(1)?,
+        ledger_hash: r.try_get(2)?,
+        stored_at_ms: r.try_get(3)?,
+        kind: r.try_get(4)?,
+        time_ms: r.try_get(5)?,
+        emergency: r.try_get(6)?,
+        chain_id: r.try_get(7)?,
+        chain_seq: r.try_get(8)?,
+        source_hash: r.try_get(9)?,
+        bi_patient: r.try_get(10)?,
+        bi_subject: r.try_get(11)?,
+        bi_model: r.try_get(12)?,
+        bi_version: r.try_get(13)?,
+        nonce: r.try_get(14)?,
+        ciphertext: r.try_get(15)?,
+    })
+}
+
+struct PgTx<'a, 'b> {
+    tx: &'a mut postgres::Transaction<'b>,
+}
+
+impl LedgerTx for PgTx<'_, '_> {
+    fn head(&mut self) -> Result<Option<(i64, String)>, StoreError> {
+        let row = self
+            .tx
+            .query_opt(
+                "SELECT ledger_seq, ledger_hash FROM audit_records ORDER BY ledger_seq DESC LIMIT 1",
+                &[],
+            )
+            .map_err(err("read ledger head"))?;
+        if let Some(r) = row {
+            return Ok(Some((r.get(0), r.get(1))));
+        }
+        let row = self
+            .tx
+            .query_opt(
+                "SELECT through_seq, through_hash FROM purges ORDER BY through_seq DESC LIMIT 1",
+                &[],
+            )
+            .map_err(err("read purge head"))?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn source_exists(&mut self, source_hash: &str) -> Result<bool, StoreError> {
+        self.tx
+            .query_opt(
+                "SELECT 1 FROM audit_records WHERE source_hash = $1",
+                &[&source_hash],
+            )
+            .map(|r| r.is_some())
+            .map_err(err("dedup lookup"))
+    }
+
+    fn chain_row(&mut self, chain_id: &str, seq: i64) -> Result<Option<String>, StoreError> {
+        let row = self
+            .tx
+            .query_opt(
+                "SELECT source_hash FROM audit_records WHERE chain_id = $1 AND chain_seq = $2",
+                &[&chain_id, &seq],
+            )
+            .map_err(err("chain lookup"))?;
+        Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
+    }
+
+    fn chain_last(&mut self, chain_id: &str) -> Result<Option<(i64, String)>, StoreError> {
+        let row = self
+            .tx
+            .query_opt(
+                "SELECT chain_seq, source_hash FROM audit_records WHERE chain_id = $1 \
+                 ORDER BY chain_seq DESC LIMIT 1",
+                &[&chain_id],
+            )
+            .map_err(err("chain state"))?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn insert_row(&mut self, row: &StoredRow) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                &format!(
+                    "INSERT INTO audit_records ({ROW_COLUMNS}) VALUES \
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                ),
+                &[
+                    &row.ledger_seq,
+                    &row.ledger_prev,
+                    &row.ledger_hash,
+                    &row.stored_at_ms,
+                    &row.kind,
+                    &row.time_ms,
+                    &row.emergency,
+                    &row.chain_id,
+                    &row.chain_seq,
+                    &row.source_hash,
+                    &row.bi_patient,
+                    &row.bi_subject,
+                    &row.bi_model,
+                    &row.bi_version,
+                    &row.nonce,
+                    &row.ciphertext,
+                ],
+            )
+            .map(|_| ())
+            .map_err(err("insert record"))
+    }
+
+    fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "INSERT INTO checkpoints (created_ms, ledger_count, head_hash, key_id, signature) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &cp.created_ms,
+                    &cp.ledger_count,
+                    &cp.head_hash,
+                    &cp.key_id,
+                    &cp.signature,
+                ],
+            )
+            .map(|_| ())
+            .map_err(err("insert checkpoint"))
+    }
+}
+
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn write(&mut self, f: &mut WriteFn<'_>) -> Result<(), StoreError> {
+        let mut tx = self.client.transaction().map_err(err("begin"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LEDGER_LOCK])
+            .map_err(err("ledger lock"))?;
+        {
+            let mut ltx = PgTx { tx: &mut tx };
+            f(&mut ltx)?;
+        }
+        tx.commit().map_err(err("commit"))
+    }
+
+    fn rows(&mut self, filter: &RowFilter) -> Result<Vec<StoredRow>, StoreError> {
+        let (sql, params) = filter_sql(filter, ph);
+        let boxed: Vec<Box<dyn ToSql + Sync>> = params
+            .into_iter()
+            .map(|p| -> Box<dyn ToSql + Sync> {
+                match p {
+                    Param::Text(s) => Box::new(s),
+                    Param::Int(i) => Box::new(i),
+                    Param::Bool(b) => Box::new(b),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
+        let rows = self
+            .client
+            .query(sql.as_str(), &refs)
+            .map_err(err("query records"))?;
+        rows.iter()
+            .map(read_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err("read records"))
+    }
+
+    fn checkpoints(&mut self) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, created_ms, ledger_count, head_hash, key_id, signature \
+                 FROM checkpoints ORDER BY id",
+                &[],
+            )
+            .map_err(err("read checkpoints"))?;
+        Ok(rows
+            .iter()
+            .map(|r| Checkpoint {
+                id: r.get(0),
+                created_ms: r.get(1),
+                ledger_count: r.get(2),
+                head_hash: r.get(3),
+                key_id: r.get(4),
+                signature: r.get(5),
+            })
+            .collect())
+    }
+
+    fn purges(&mut self) -> Result<Vec<PurgeMark>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, created_ms, before_ms, through_seq, through_hash FROM purges ORDER BY id",
+                &[],
+            )
+            .map_err(err("read purges"))?;
+        Ok(rows
+            .iter()
+            .map(|r| PurgeMark {
+                id: r.get(0),
+                created_ms: r.get(1),
+                before_ms: r.get(2),
+                through_seq: r.get(3),
+                through_hash: r.get(4),
+            })
+            .collect())
+    }
+
+    fn purge_through(&mut self, mark: &PurgeMark) -> Result<u64, StoreError> {
+        let mut tx = self.client.transaction().map_err(err("begin purge"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LEDGER_LOCK])
+            .map_err(err("ledger lock"))?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM audit_records WHERE ledger_seq <= $1",
+                &[&mark.through_seq],
+            )
+            .map_err(err("purge"))?;
+        tx.execute(
+            "INSERT INTO purges (created_ms, before_ms, through_seq, through_hash) \
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &mark.created_ms,
+                &mark.before_ms,
+                &mark.through_seq,
+                &mark.through_hash,
+            ],
+        )
+        .map_err(err("record purge"))?;
+        tx.commit().map_err(err("commit purge"))?;
+        Ok(deleted)
+    }
+
+    fn ping(&mut self) -> Result<(), StoreError> {
+        self.client
+            .simple_query("SELECT 1")
+            .map(|_| ())
+            .map_err(err("ping"))
+    }
+
+    fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.client.batch_execute(sql).map_err(err("execute"))
+    }
+}

@@ -1,0 +1,354 @@
+//! SQLite: the embedded default. WAL, `synchronous=FULL` (a commit is on disk before the
+//! collector answers), `BEGIN IMMEDIATE` as the ledger lock.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use super::{
+    filter_sql, Checkpoint, LedgerTx, Param, PurgeMark, RowFilter, Store, StoreError, StoredRow,
+    WriteFn, ROW_COLUMNS,
+};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS audit_records (
+    ledger_seq   INTEGER PRIMARY KEY,
+    ledger_prev  TEXT    NOT NULL,
+    ledger_hash  TEXT    NOT NULL,
+    stored_at_ms INTEGER NOT NULL,
+    kind         TEXT    NOT NULL,
+    time_ms      INTEGER,
+    emergency    INTEGER NOT NULL,
+    chain_id     TEXT,
+    chain_seq    INTEGER,
+    source_hash  TEXT,
+    bi_patient   TEXT,
+    bi_subject   TEXT,
+    bi_model     TEXT,
+    bi_version   TEXT,
+    nonce        BLOB    NOT NULL,
+    ciphertext   BLOB    NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS audit_records_chain ON audit_records (chain_id, chain_seq);
+CREATE UNIQUE INDEX IF NOT EXISTS audit_records_source ON audit_records (source_hash);
+CREATE INDEX IF NOT EXISTS audit_records_patient ON audit_records (bi_patient);
+CREATE INDEX IF NOT EXISTS audit_records_subject ON audit_records (bi_subject);
+CREATE INDEX IF NOT EXISTS audit_records_model ON audit_records (bi_model, bi_version);
+CREATE INDEX IF NOT EXISTS audit_records_time ON audit_records (time_ms);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id           INTEGER PRIMARY KEY,
+    created_ms   INTEGER NOT NULL,
+    ledger_count INTEGER NOT NULL,
+    head_hash    TEXT    NOT NULL,
+    key_id       TEXT    NOT NULL,
+    signature    TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS purges (
+    id           INTEGER PRIMARY KEY,
+    created_ms   INTEGER NOT NULL,
+    before_ms    INTEGER NOT NULL,
+    through_seq  INTEGER NOT NULL,
+    through_hash TEXT    NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_records_no_update BEFORE UPDATE ON audit_records
+BEGIN SELECT RAISE(ABORT, 'hipaa-mesh: audit_records is append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS audit_records_no_young_delete BEFORE DELETE ON audit_records
+WHEN OLD.stored_at_ms > CAST(strftime('%s', 'now', '-6 years') AS INTEGER) * 1000
+BEGIN SELECT RAISE(ABORT, 'hipaa-mesh: audit records younger than 6 years cannot be deleted'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'hipaa-mesh: checkpoints are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'hipaa-mesh: checkpoints are append-only: DELETE refused'); END;
+CREATE TRIGGER IF NOT EXISTS purges_no_update BEFORE UPDATE ON purges
+BEGIN SELECT RAISE(ABORT, 'hipaa-mesh: purges are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS purges_no_delete BEFORE DELETE ON purges
+BEGIN SELECT RAISE(ABORT, 'hipaa-mesh: purges are append-only: DELETE refused'); END;
+"#;
+
+/// One SQLite connection.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path).map_err(|e| StoreError::db("open sqlite", e))?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(|e| StoreError::db("sqlite busy_timeout", e))?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(|e| StoreError::db("sqlite pragmas", e))?;
+        let mut store = SqliteStore { conn };
+        let tx = store
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::db("sqlite schema", e))?;
+        tx.execute_batch(SCHEMA)
+            .map_err(|e| StoreError::db("sqlite schema", e))?;
+        tx.commit()
+            .map_err(|e| StoreError::db("sqlite schema", e))?;
+        Ok(store)
+    }
+}
+
+fn ph(i: usize) -> String {
+    format!("?{i}")
+}
+
+fn read_row(r: &Row<'_>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow {
+        ledger_seq: r.get(0)?,
+        ledger_prev: r.get(1)?,
+        ledger_hash: r.get(2)?,
+        stored_at_ms: r.get(3)?,
+        kind: r.get(4)?,
+        time_ms: r.get(5)?,
+        emergency: r.get(6)?,
+        chain_id: r.get(7)?,
+        chain_seq: r.get(8)?,
+        source_hash: r.get(9)?,
+        bi_patient: r.get(10)?,
+        bi_subject: r.get(11)?,
+        bi_model: r.get(12)?,
+        bi_version: r.get(13)?,
+        nonce: r.get(14)?,
+        ciphertext: r.get(15)?,
+    })
+}
+
+struct SqliteTx<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+}
+
+fn head_of(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT ledger_seq, ledger_hash FROM audit_records ORDER BY ledger_seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| StoreError::db("read ledger head", e))?;
+    if row.is_some() {
+        return Ok(row);
+    }
+    conn.query_row(
+        "SELECT through_seq, through_hash FROM purges ORDER BY through_seq DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(|e| StoreError::db("read purge head", e))
+}
+
+impl LedgerTx for SqliteTx<'_> {
+    fn head(&mut self) -> Result<Option<(i64, String)>, StoreError> {
+        head_of(self.tx)
+    }
+
+    fn source_exists(&mut self, source_hash: &str) -> Result<bool, StoreError> {
+        self.tx
+            .query_row(
+                "SELECT 1 FROM audit_records WHERE source_hash = ?1",
+                [source_hash],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(|e| StoreError::db("dedup lookup", e))
+    }
+
+    fn chain_row(&mut self, chain_id: &str, seq: i64) -> Result<Option<String>, StoreError> {
+        self.tx
+            .query_row(
+                "SELECT source_hash FROM audit_records WHERE chain_id = ?1 AND chain_seq = ?2",
+                params![chain_id, seq],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| StoreError::db("chain lookup", e))
+    }
+
+    fn chain_last(&mut self, chain_id: &str) -> Result<Option<(i64, String)>, StoreError> {
+        self.tx
+            .query_row(
+                "SELECT chain_seq, source_hash FROM audit_records WHERE chain_id = ?1 \
+                 ORDER BY chain_seq DESC LIMIT 1",
+                [chain_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| StoreError::db("chain state", e))
+    }
+
+    fn insert_row(&mut self, row: &StoredRow) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                &format!(
+                    "INSERT INTO audit_records ({ROW_COLUMNS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                ),
+                params![
+                    row.ledger_seq,
+                    row.ledger_prev,
+                    row.ledger_hash,
+                    row.stored_at_ms,
+                    row.kind,
+                    row.time_ms,
+                    row.emergency,
+                    row.chain_id,
+                    row.chain_seq,
+                    row.source_hash,
+                    row.bi_patient,
+                    row.bi_subject,
+                    row.bi_model,
+                    row.bi_version,
+                    row.nonce,
+                    row.ciphertext
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| StoreError::db("insert record", e))
+    }
+
+    fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "INSERT INTO checkpoints (created_ms, ledger_count, head_hash, key_id, signature) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    cp.created_ms,
+                    cp.ledger_count,
+                    cp.head_hash,
+                    cp.key_id,
+                    cp.signature
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| StoreError::db("insert checkpoint", e))
+    }
+}
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn write(&mut self, f: &mut WriteFn<'_>) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::db("begin", e))?;
+        {
+            let mut ltx = SqliteTx { tx: &tx };
+            f(&mut ltx)?;
+        }
+        tx.commit().map_err(|e| StoreError::db("commit", e))
+    }
+
+    fn rows(&mut self, filter: &RowFilter) -> Result<Vec<StoredRow>, StoreError> {
+        let (sql, params) = filter_sql(filter, ph);
+        let values: Vec<rusqlite::types::Value> = params
+            .into_iter()
+            .map(|p| match p {
+                Param::Text(s) => rusqlite::types::Value::Text(s),
+                Param::Int(i) => rusqlite::types::Value::Integer(i),
+                Param::Bool(b) => rusqlite::types::Value::Integer(i64::from(b)),
+            })
+            .collect();
+        let mut stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(|e| StoreError::db("query records", e))?;
+        let rows = stmt
+            .query_map(params_from_iter(values), read_row)
+            .map_err(|e| StoreError::db("query records", e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::db("read records", e))
+    }
+
+    fn checkpoints(&mut self) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, created_ms, ledger_count, head_hash, key_id, signature \
+                 FROM checkpoints ORDER BY id",
+            )
+            .map_err(|e| StoreError::db("read checkpoints", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Checkpoint {
+                    id: r.get(0)?,
+                    created_ms: r.get(1)?,
+                    ledger_count: r.get(2)?,
+                    head_hash: r.get(3)?,
+                    key_id: r.get(4)?,
+                    signature: r.get(5)?,
+                })
+            })
+            .map_err(|e| StoreError::db("read checkpoints", e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::db("read checkpoints", e))
+    }
+
+    fn purges(&mut self) -> Result<Vec<PurgeMark>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, created_ms, before_ms, through_seq, through_hash FROM purges ORDER BY id",
+            )
+            .map_err(|e| StoreError::db("read purges", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PurgeMark {
+                    id: r.get(0)?,
+                    created_ms: r.get(1)?,
+                    before_ms: r.get(2)?,
+                    through_seq: r.get(3)?,
+                    through_hash: r.get(4)?,
+                })
+            })
+            .map_err(|e| StoreError::db("read purges", e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::db("read purges", e))
+    }
+
+    fn purge_through(&mut self, mark: &PurgeMark) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::db("begin purge", e))?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM audit_records WHERE ledger_seq <= ?1",
+                [mark.through_seq],
+            )
+            .map_err(|e| StoreError::db("purge", e))?;
+        tx.execute(
+            "INSERT INTO purges (created_ms, before_ms, through_seq, through_hash) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                mark.created_ms,
+                mark.before_ms,
+                mark.through_seq,
+                mark.through_hash
+            ],
+        )
+        .map_err(|e| StoreError::db("record purge", e))?;
+        tx.commit().map_err(|e| StoreError::db("commit purge", e))?;
+        Ok(deleted as u64)
+    }
+
+    fn ping(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(|e| StoreError::db("ping", e))
+    }
+
+    fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(sql)
+            .map_err(|e| StoreError::db("execute", e))
+    }
+}

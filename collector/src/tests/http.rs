@@ -1,0 +1,138 @@
+//! The HTTP API over a real socket: a real server on an ephemeral port, a plain TCP client.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{chain, collector, Backend, TestDb};
+use crate::keys::CheckpointSigner;
+use crate::server::{start, ServerConfig};
+
+/// Sends one HTTP/1.1 request and returns (status, headers, body).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let headers = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status: u16 = headers[9..12].parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[line_end + 2..line_end + 2 + size]);
+        b = &b[line_end + 2 + size + 2..];
+    }
+}
+
+fn json(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+fn server_round_trip(backend: Backend) {
+    let db = TestDb::new(backend);
+    let mut config = ServerConfig::new("127.0.0.1:0", &db.url);
+    config.max_body = 64 * 1024;
+    config.checkpoint_seconds = 1;
+    let signer = CheckpointSigner::generate();
+    let public = signer.verifying_key();
+    let server = start(config, collector(), signer, vec![]).unwrap();
+    let addr = server.addr();
+
+    let (status, _, body) = http(addr, "GET", "/healthz", b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    let batch = chain("c-http", 4);
+    let payload = serde_json::to_vec(&batch).unwrap();
+    let (status, _, body) = http(addr, "POST", "/v1/records", &payload);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"accepted": 5, "duplicates": 0, "flagged": 0})
+    );
+    // A retry is acknowledged as duplicates.
+    let (status, _, body) = http(addr, "POST", "/v1/records", &payload);
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["duplicates"], 5);
+
+    let (status, headers, body) = http(addr, "GET", "/v1/records?patient=p1&limit=1", b"");
+    assert_eq!(status, 200);
+    let records = json(&body);
+    assert_eq!(records.as_array().unwrap().len(), 1);
+    assert_eq!(records[0], batch[1]);
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("x-hipaa-next-after: 2"),
+        "{headers}"
+    );
+    let (_, _, body) = http(addr, "GET", "/v1/records?patient=p1&after=2", b"");
+    assert_eq!(json(&body).as_array().unwrap().len(), 1);
+    let (_, _, body) = http(addr, "GET", "/v1/records?kind=all", b"");
+    assert_eq!(json(&body).as_array().unwrap().len(), 5);
+
+    let (status, _, body) = http(addr, "GET", "/v1/records?patient=p1&bogus=1", b"");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = http(addr, "POST", "/v1/records", b"{\"not\": \"an array\"}");
+    assert_eq!(status, 400);
+    let (status, _, _) = http(addr, "POST", "/v1/records", &vec![b' '; 64 * 1024 + 1]);
+    assert_eq!(status, 413);
+    let (status, _, _) = http(addr, "DELETE", "/v1/records", b"");
+    assert_eq!(status, 405);
+    let (status, _, _) = http(addr, "GET", "/nope", b"");
+    assert_eq!(status, 404);
+
+    // The checkpoint thread signs within a couple of seconds.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, _, body) = http(addr, "GET", "/v1/verify", b"");
+    let report = json(&body);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["intact"], true);
+    assert_eq!(report["rows"], 5);
+    assert!(report["checkpoints"].as_u64().unwrap() >= 1, "{report}");
+
+    server.shutdown().unwrap();
+    // The final checkpoint covers everything, signed by the key whose public half we hold.
+    let mut s = db.open();
+    let cps = s.checkpoints().unwrap();
+    let last = cps.last().unwrap();
+    assert_eq!(last.ledger_count, 5);
+    crate::checkpoint::check_signature(last, &[public]).unwrap();
+    // The port is released.
+    assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn server_round_trip_sqlite() {
+    server_round_trip(Backend::Sqlite);
+}
+
+#[test]
+fn server_round_trip_postgres() {
+    server_round_trip(Backend::Postgres);
+}
