@@ -2,11 +2,11 @@
 //! claims. Pure: the clock is a parameter, keys come in as JSON text. Serves 164.312(d)
 //! (person or entity authentication) for the authn filter.
 //!
-//! - [`keys`]: JWKS loading; each key checked and parsed once, bound to its algorithm(s).
-//! - [`token`]: the compact form and the header rules (no `none`, no keys in the header, ...).
-//! - [`json`]: strict JSON (objects only, no duplicate members).
-//! - [`claims`]: `iss`, `aud`, time claims with clock skew, identity claims.
-//! - [`verify`]: the pipeline, [`verify_token`].
+//! - `keys`: JWKS loading; each key checked and parsed once, bound to its algorithm(s).
+//! - `token`: the compact form and the header rules (no `none`, no keys in the header, ...).
+//! - `json`: strict JSON (objects only, no duplicate members).
+//! - `claims`: `iss`, `aud`, time claims with clock skew, identity claims.
+//! - `verify`: the pipeline, [`verify_token`].
 //!
 //! INTERFACE (fixed; other modules call these):
 //! - `KeySet::from_jwks_json(text, allowed_algorithms) -> Result<KeySet, JwksError>`
