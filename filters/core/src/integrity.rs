@@ -7,6 +7,15 @@
 //! x-hipaa-signature: keyid=<id>; alg=hmac-sha256; sig=<base64url>
 //! ```
 //!
+//! On requests (`verifyRequests`) it is a header the client sends. On responses
+//! (`signResponses`, `inference`) it is an HTTP **trailer**: the filter signs the body as it
+//! streams and appends the trailer at the end, so no response is buffered and there is no size
+//! limit. (Proxy-Wasm on Envoy cannot add a header after reading the body: pausing the
+//! response headers stops the body callbacks too.) A response without a body gets it as a
+//! header. Trailers need HTTP/2 downstream (the mesh default between sidecars) or HTTP/1.1
+//! with chunked encoding and Envoy's `enable_trailers`; a receiver that finds no signature
+//! must treat the body as unsigned.
+//!
 //! - `keyid`: the id of the MAC key (`KEYID` of `KEYID:HEX`; for a bare `HEX` key, `k` and 16
 //!   hex characters derived from the key, as in the audit records), 1 to 64 characters of
 //!   `A-Z a-z 0-9 . _ -`.
@@ -91,8 +100,44 @@ pub fn load_keys(policy: &Policy, env_value: Option<&str>) -> Result<Option<MacK
 
 /// The header value for `body`, signed with `key`.
 pub fn sign(key: &MacKey, body: &[u8]) -> String {
-    let sig = URL_SAFE_NO_PAD.encode(body_mac(key, body).finalize().into_bytes());
-    format!("keyid={}; alg={ALG}; sig={sig}", key.id())
+    let mut signer = BodySigner::new(key);
+    signer.update(body);
+    signer.finish()
+}
+
+/// Signs a body that arrives in chunks, without keeping it: memory stays constant whatever
+/// the body's size.
+#[derive(Clone)]
+pub struct BodySigner {
+    key_id: String,
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for BodySigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodySigner")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BodySigner {
+    pub fn new(key: &MacKey) -> BodySigner {
+        BodySigner {
+            key_id: key.id().to_string(),
+            mac: body_mac(key, b""),
+        }
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.mac.update(chunk);
+    }
+
+    /// The signature header (or trailer) value.
+    pub fn finish(self) -> String {
+        let sig = URL_SAFE_NO_PAD.encode(self.mac.finalize().into_bytes());
+        format!("keyid={}; alg={ALG}; sig={sig}", self.key_id)
+    }
 }
 
 /// Checks a header value against `body` with the key of `keys` that its `keyid` names; the
@@ -223,6 +268,18 @@ mod tests {
         );
         // empty bodies sign too
         assert_eq!(verify(&ring(), &sign(&key(), b""), b""), Ok(()));
+    }
+
+    #[test]
+    fn streaming_equals_one_shot() {
+        let body = b"{\"risk\":0.42,\"model\":\"sepsis\"}";
+        for split in [0, 1, 7, body.len()] {
+            let mut s = BodySigner::new(&key());
+            s.update(&body[..split]);
+            s.update(&body[split..]);
+            assert_eq!(s.finish(), sign(&key(), body));
+        }
+        assert!(!format!("{:?}", BodySigner::new(&key())).contains("mac"));
     }
 
     #[test]

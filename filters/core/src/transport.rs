@@ -11,7 +11,7 @@
 //! annotation headers for the audit filter), or a local reply with the denial's status and body.
 
 use crate::calendar::Date;
-use crate::integrity::{self, MacKeyRing};
+use crate::integrity::{self, BodySigner, MacKeyRing};
 use crate::policy::schema::{TlsVersion, UnlistedHosts};
 use crate::policy::Policy;
 use crate::routes::RouteMatch;
@@ -135,8 +135,6 @@ pub enum Denial {
     RequestSignatureInvalid,
     /// A body to verify is larger than `transport.maxBodyBytes`.
     RequestBodyTooLarge,
-    /// A response to sign is larger than `transport.maxBodyBytes`: it is not sent unsigned.
-    ResponseBodyTooLarge,
     /// The integrity key is missing or unusable: nothing can be signed or verified.
     IntegrityKeyUnavailable,
     /// The filter has no valid policy (Envoy should have refused to load it).
@@ -145,7 +143,7 @@ pub enum Denial {
 
 impl Denial {
     /// Every reason code, for stats counters defined at start.
-    pub const CODES: [&'static str; 15] = [
+    pub const CODES: [&'static str; 14] = [
         "plaintext_refused",
         "connection_attribute_unavailable",
         "tls_version_too_low",
@@ -158,7 +156,6 @@ impl Denial {
         "request_signature_missing",
         "request_signature_invalid",
         "request_body_too_large",
-        "response_body_too_large",
         "integrity_key_unavailable",
         "filter_unconfigured",
     ];
@@ -178,9 +175,8 @@ impl Denial {
             Denial::RequestSignatureMissing => 9,
             Denial::RequestSignatureInvalid => 10,
             Denial::RequestBodyTooLarge => 11,
-            Denial::ResponseBodyTooLarge => 12,
-            Denial::IntegrityKeyUnavailable => 13,
-            Denial::Unconfigured => 14,
+            Denial::IntegrityKeyUnavailable => 12,
+            Denial::Unconfigured => 13,
         }
     }
 
@@ -189,12 +185,11 @@ impl Denial {
     }
 
     /// 403 for every transport, peer, egress and signature refusal; 413 for a request body too
-    /// large to verify; 502 for an upstream response too large to sign; 503 when the key is
-    /// unusable (the filter is misdeployed, not the client wrong).
+    /// large to verify; 503 when the key is unusable or the filter unconfigured (the filter is
+    /// misdeployed, not the client wrong).
     pub fn status(&self) -> u32 {
         match self {
             Denial::RequestBodyTooLarge => 413,
-            Denial::ResponseBodyTooLarge => 502,
             Denial::IntegrityKeyUnavailable | Denial::Unconfigured => 503,
             _ => 403,
         }
@@ -237,9 +232,6 @@ impl Denial {
             Denial::RequestSignatureMissing => "this route requires a body signature".into(),
             Denial::RequestSignatureInvalid => "the body signature is not valid".into(),
             Denial::RequestBodyTooLarge => "the request body is larger than the limit".into(),
-            Denial::ResponseBodyTooLarge => {
-                "the response body is larger than the signing limit".into()
-            }
             Denial::IntegrityKeyUnavailable => "the integrity key is not available".into(),
             Denial::Unconfigured => "the transport filter has no valid policy".into(),
         }
@@ -261,7 +253,8 @@ impl Denial {
 pub struct BodyPlan {
     /// Buffer the request body (up to `max_body_bytes`) and verify its signature header.
     pub verify_request: bool,
-    /// Buffer the response body (up to `max_body_bytes`) and add a signature header.
+    /// Sign the response body as it streams; the signature goes in a trailer (a header when
+    /// the response has no body).
     pub sign_response: bool,
     pub max_body_bytes: u32,
 }
@@ -469,9 +462,10 @@ pub fn verify_request_body(
     integrity::verify(keys, header, body).map_err(|_| Denial::RequestSignatureInvalid)
 }
 
-/// `signResponses`: the signature header value for the whole response body.
-pub fn sign_response_body(keys: Option<&MacKeyRing>, body: &[u8]) -> Result<String, Denial> {
-    keys.map(|k| integrity::sign(k.current(), body))
+/// `signResponses`: a streaming signer for the response body (the signature goes in a trailer,
+/// so nothing is buffered; see [`integrity`]).
+pub fn response_signer(keys: Option<&MacKeyRing>) -> Result<BodySigner, Denial> {
+    keys.map(|k| BodySigner::new(k.current()))
         .ok_or(Denial::IntegrityKeyUnavailable)
 }
 
@@ -1123,7 +1117,6 @@ mod tests {
             Denial::RequestSignatureMissing,
             Denial::RequestSignatureInvalid,
             Denial::RequestBodyTooLarge,
-            Denial::ResponseBodyTooLarge,
             Denial::IntegrityKeyUnavailable,
             Denial::Unconfigured,
         ];
@@ -1134,10 +1127,9 @@ mod tests {
                 .code()
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b == b'_'));
-            assert!(matches!(d.status(), 403 | 413 | 502 | 503));
+            assert!(matches!(d.status(), 403 | 413 | 503));
         }
         assert_eq!(Denial::RequestBodyTooLarge.status(), 413);
-        assert_eq!(Denial::ResponseBodyTooLarge.status(), 502);
         assert_eq!(Denial::IntegrityKeyUnavailable.status(), 503);
     }
 
@@ -1162,10 +1154,13 @@ mod tests {
             verify_request_body(None, Some(&good), b"{}"),
             Err(Denial::IntegrityKeyUnavailable)
         );
-        assert_eq!(sign_response_body(Some(&keys), b"{}"), Ok(good));
+        let mut signer = response_signer(Some(&keys)).unwrap();
+        signer.update(b"{");
+        signer.update(b"}");
+        assert_eq!(signer.finish(), good);
         assert_eq!(
-            sign_response_body(None, b"{}"),
-            Err(Denial::IntegrityKeyUnavailable)
+            response_signer(None).err(),
+            Some(Denial::IntegrityKeyUnavailable)
         );
         assert_eq!(Denial::RequestSignatureMissing.status(), 403);
         assert_eq!(Denial::RequestSignatureInvalid.status(), 403);

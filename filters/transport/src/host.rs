@@ -100,11 +100,13 @@ pub fn remove_header(map: MapType, name: &str) {
     let _ = hostcalls::remove_map_value(map, name);
 }
 
-/// The local reply; Envoy stops the filter chain for the request.
-pub fn send_reply(status: u32, body: &str) {
+/// The local reply; Envoy stops the filter chain for the request. It carries the reason as
+/// `x-hipaa-denial` too (the body's `error` says the same to the client).
+pub fn send_reply(status: u32, reason: &str, body: &str) {
     let headers = vec![
         ("content-type", "application/json"),
         ("cache-control", "no-store"),
+        ("x-hipaa-denial", reason),
     ];
     if hostcalls::send_http_response(status, headers, Some(body.as_bytes())).is_err() {
         log_error("hipaa-transport: could not send the local reply");

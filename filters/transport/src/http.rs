@@ -2,16 +2,27 @@
 //!
 //! Request path: remove every incoming `x-hipaa-*` header (keeping the value of
 //! `x-hipaa-signature` for verification), decide, set the annotation headers for the audit
-//! filter, then continue, refuse with a local reply, or hold the request until its body is
-//! verified. Response path, on routes that sign: hold the response headers, buffer the body
-//! (bounded), and add `x-hipaa-signature` at the end of the stream, before the headers go out.
+//! filter, then continue or refuse with a local reply. On `verifyRequests` writes the body is
+//! held (bounded by `maxBodyBytes`) until its signature is checked.
+//!
+//! Response path, on routes that sign: the body is signed as it streams and the signature is
+//! appended as the `x-hipaa-signature` trailer (a header when there is no body).
+//!
+//! Two facts about Envoy's Proxy-Wasm host shape this file:
+//! - Pausing in a headers callback stops the body callbacks as well (the host turns
+//!   StopIteration into StopAllIterationAndWatermark), so a filter cannot read a body before
+//!   its headers go on. Request headers therefore continue while the body is held; a refused
+//!   body means the upstream saw headers and then a reset, never the body.
+//! - A header map can only be written in its own headers callback (trailers: at the end of the
+//!   stream); any other write fails, and the SDK panics on that failure. Every write here is
+//!   made only where the host allows it.
 //!
 //! Envoy calls the response callbacks for a local reply this filter sent; after a reply every
 //! callback continues untouched (sending a second reply would hang the stream).
 
 use crate::host;
 use crate::root::Config;
-use hipaa_core::integrity::SIGNATURE_HEADER;
+use hipaa_core::integrity::{BodySigner, MacKeyRing, SIGNATURE_HEADER};
 use hipaa_core::transport::{
     self, BodyPlan, ConnectionFacts, Denial, Direction, RequestLine, Verdict, HEADER_DENIAL,
     HEADER_PREFIX,
@@ -22,6 +33,7 @@ use std::rc::Rc;
 
 const REQ: MapType = MapType::HttpRequestHeaders;
 const RESP: MapType = MapType::HttpResponseHeaders;
+const RESP_TRAILERS: MapType = MapType::HttpResponseTrailers;
 
 pub struct TransportHttp {
     config: Option<Rc<Config>>,
@@ -29,14 +41,21 @@ pub struct TransportHttp {
     plan: BodyPlan,
     /// The client's `x-hipaa-signature`, read before the reserved headers were removed.
     request_signature: Option<String>,
-    /// Waiting for the whole request body to verify it.
+    /// Holding the request body until its signature is checked.
     verifying: bool,
     request_body_size: usize,
-    /// Response headers held until the body is signed.
-    signing: bool,
-    response_body_size: usize,
+    /// Signing the response body as it passes.
+    signer: Option<BodySigner>,
     /// A local reply was sent; nothing more to do.
     replied: bool,
+}
+
+/// Where a refusal happens: only in the request headers callback may the request map be
+/// written (the audit filter reads `x-hipaa-denial` there).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    RequestHeaders,
+    Later,
 }
 
 impl TransportHttp {
@@ -48,24 +67,31 @@ impl TransportHttp {
             request_signature: None,
             verifying: false,
             request_body_size: 0,
-            signing: false,
-            response_body_size: 0,
+            signer: None,
             replied: false,
         }
     }
 
-    fn keys(&self) -> Option<&hipaa_core::integrity::MacKeyRing> {
+    fn keys(&self) -> Option<&MacKeyRing> {
         self.config.as_deref().and_then(|c| c.keys.as_ref())
     }
 
     /// Refuse: mark the request for the audit filter, count, and send the contract's reply.
-    fn deny(&mut self, denial: &Denial) -> Action {
-        host::set_header(REQ, HEADER_DENIAL, denial.code());
+    /// The reply itself also carries `x-hipaa-denial`, for refusals made after the request
+    /// headers have gone on.
+    fn deny(&mut self, denial: &Denial, phase: Phase) -> Action {
+        if phase == Phase::RequestHeaders {
+            host::set_header(REQ, HEADER_DENIAL, denial.code());
+        }
         host::count(&host::denial_counter(denial.code()));
-        host::send_reply(denial.status(), &denial.body(&self.request_id));
+        host::send_reply(
+            denial.status(),
+            denial.code(),
+            &denial.body(&self.request_id),
+        );
         self.replied = true;
         self.verifying = false;
-        self.signing = false;
+        self.signer = None;
         Action::Pause
     }
 
@@ -89,29 +115,22 @@ impl TransportHttp {
         }
     }
 
-    fn verify_request(&mut self) -> Action {
+    fn verify_request(&mut self, body: &[u8], phase: Phase) -> Action {
         self.verifying = false;
-        let body = host::buffer(BufferType::HttpRequestBody, self.request_body_size);
-        match transport::verify_request_body(self.keys(), self.request_signature.as_deref(), &body)
-        {
+        match transport::verify_request_body(self.keys(), self.request_signature.as_deref(), body) {
             Ok(()) => {
                 host::count(host::VERIFIED);
                 Action::Continue
             }
-            Err(denial) => self.deny(&denial),
+            Err(denial) => self.deny(&denial, phase),
         }
     }
 
-    fn sign_response(&mut self) -> Action {
-        self.signing = false;
-        let body = host::buffer(BufferType::HttpResponseBody, self.response_body_size);
-        match transport::sign_response_body(self.keys(), &body) {
-            Ok(signature) => {
-                host::set_header(RESP, SIGNATURE_HEADER, &signature);
-                host::count(host::SIGNED);
-                Action::Continue
-            }
-            Err(denial) => self.deny(&denial),
+    /// The end of a signed response: the signature as a trailer.
+    fn finish_signing(&mut self) {
+        if let Some(signer) = self.signer.take() {
+            host::set_header(RESP_TRAILERS, SIGNATURE_HEADER, &signer.finish());
+            host::count(host::SIGNED);
         }
     }
 }
@@ -128,7 +147,7 @@ impl HttpContext for TransportHttp {
         self.request_signature = host::header(REQ, SIGNATURE_HEADER);
         self.strip_reserved_headers();
         let Some(config) = self.config.clone() else {
-            return self.deny(&Denial::Unconfigured);
+            return self.deny(&Denial::Unconfigured, Phase::RequestHeaders);
         };
         let facts = Self::connection_facts();
         let method = host::header(REQ, ":method").unwrap_or_default();
@@ -144,7 +163,7 @@ impl HttpContext for TransportHttp {
             host::set_header(REQ, name, value);
         }
         let allowance = match decision.verdict {
-            Verdict::Deny(denial) => return self.deny(&denial),
+            Verdict::Deny(denial) => return self.deny(&denial, Phase::RequestHeaders),
             Verdict::Allow(a) => a,
         };
         host::count(match allowance.direction {
@@ -156,14 +175,13 @@ impl HttpContext for TransportHttp {
             return Action::Continue;
         }
         if end_of_stream {
-            return self.verify_request();
+            return self.verify_request(b"", Phase::RequestHeaders);
         }
         if content_length(REQ).is_some_and(|n| self.plan.too_large(n)) {
-            return self.deny(&Denial::RequestBodyTooLarge);
+            return self.deny(&Denial::RequestBodyTooLarge, Phase::RequestHeaders);
         }
-        // Hold the headers too: the upstream sees nothing of a request until it is verified.
         self.verifying = true;
-        Action::Pause
+        Action::Continue
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -173,15 +191,17 @@ impl HttpContext for TransportHttp {
         if !self.verifying {
             return Action::Continue;
         }
+        // While paused, Envoy hands over the whole buffered body each time.
         self.request_body_size = body_size;
         if self.plan.too_large(body_size as u64) {
-            return self.deny(&Denial::RequestBodyTooLarge);
+            return self.deny(&Denial::RequestBodyTooLarge, Phase::Later);
         }
         if !end_of_stream {
-            // Pause in a body callback buffers (StopIterationAndBuffer in Envoy).
+            // Pause in a body callback buffers (StopIterationAndBuffer).
             return Action::Pause;
         }
-        self.verify_request()
+        let body = host::buffer(BufferType::HttpRequestBody, body_size);
+        self.verify_request(&body, Phase::Later)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -189,7 +209,8 @@ impl HttpContext for TransportHttp {
             return Action::Pause;
         }
         if self.verifying {
-            return self.verify_request();
+            let body = host::buffer(BufferType::HttpRequestBody, self.request_body_size);
+            return self.verify_request(&body, Phase::Later);
         }
         Action::Continue
     }
@@ -198,34 +219,40 @@ impl HttpContext for TransportHttp {
         if self.replied || !self.plan.sign_response {
             return Action::Continue;
         }
+        let mut signer = match transport::response_signer(self.keys()) {
+            Ok(s) => s,
+            Err(denial) => return self.deny(&denial, Phase::Later),
+        };
+        // An upstream's own signature is never passed off as the mesh's.
+        host::remove_header(RESP, SIGNATURE_HEADER);
         if end_of_stream {
-            return self.sign_response();
+            signer.update(b"");
+            host::set_header(RESP, SIGNATURE_HEADER, &signer.finish());
+            host::count(host::SIGNED);
+            return Action::Continue;
         }
-        if content_length(RESP).is_some_and(|n| self.plan.too_large(n)) {
-            return self.deny(&Denial::ResponseBodyTooLarge);
-        }
-        self.signing = true;
-        Action::Pause
+        // The signature follows the body as a trailer. Without a length, HTTP/1.1 goes
+        // chunked, the framing that can carry trailers (with Envoy's `enable_trailers`).
+        host::remove_header(RESP, "content-length");
+        self.signer = Some(signer);
+        Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.replied || !self.signing {
+        let Some(signer) = self.signer.as_mut() else {
             return Action::Continue;
+        };
+        if body_size > 0 {
+            signer.update(&host::buffer(BufferType::HttpResponseBody, body_size));
         }
-        self.response_body_size = body_size;
-        if self.plan.too_large(body_size as u64) {
-            return self.deny(&Denial::ResponseBodyTooLarge);
+        if end_of_stream {
+            self.finish_signing();
         }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        self.sign_response()
+        Action::Continue
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        if self.signing {
-            return self.sign_response();
-        }
+        self.finish_signing();
         Action::Continue
     }
 }

@@ -1,0 +1,842 @@
+//! hipaa_transport.wasm in the real Envoy 1.40 (V8): TLS versions, mTLS, SPIFFE peers, an
+//! untrusted CA, plaintext, BAA-only egress, signed responses checked by the CLI, verified
+//! request bodies, and the body bounds. Certificates are made at test time with `openssl`;
+//! TLS cases are driven with `curl`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use hipaa_e2e::envoy::{Filter, Topology};
+use hipaa_e2e::idp::Upstream;
+use hipaa_e2e::process::{wait_for_port, Proc};
+use hipaa_e2e::{cli_bin, envoy_bin, free_port, http, wasm, TempDir};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const WEB: &str = "spiffe://cluster.local/ns/ehr/sa/web";
+const BATCH: &str = "spiffe://cluster.local/ns/ehr/sa/batch";
+const KEY: &str = "k1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+// ---------------------------------------------------------------- certificates
+
+/// A CA, a server certificate for localhost, client certificates with SPIFFE URI SANs, and a
+/// second CA that Envoy does not trust, issuing a client certificate with an allowed SPIFFE id.
+struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki {
+            dir: TempDir::new("pki"),
+        };
+        pki.ca("ca");
+        pki.ca("rogue-ca");
+        pki.leaf(
+            "ca",
+            "server",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+        );
+        pki.leaf(
+            "ca",
+            "web",
+            &format!("subjectAltName=URI:{WEB}\nextendedKeyUsage=clientAuth"),
+        );
+        pki.leaf(
+            "ca",
+            "batch",
+            &format!("subjectAltName=URI:{BATCH}\nextendedKeyUsage=clientAuth"),
+        );
+        pki.leaf(
+            "rogue-ca",
+            "rogue",
+            &format!("subjectAltName=URI:{WEB}\nextendedKeyUsage=clientAuth"),
+        );
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl is needed for the transport tests (make setup installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn ca(&self, name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+    }
+
+    fn leaf(&self, ca: &str, name: &str, ext: &str) {
+        std::fs::write(self.path(&format!("{name}.ext")), ext).unwrap();
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        let serial = format!(
+            "{}",
+            std::process::id() as u64 * 1000 + name.len() as u64 + ca.len() as u64 * 7
+        );
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-set_serial",
+            &serial,
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}.crt"),
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+}
+
+// ---------------------------------------------------------------- Envoy
+
+fn spec(extra: Value) -> Value {
+    let mut spec = json!({
+        "identity": {"providers": [{
+            "name": "idp", "issuer": "https://idp.example", "audiences": ["ehr-api"],
+            "jwks": {"cluster": "idp", "path": "/jwks.json"}
+        }]},
+        "routes": [
+            {"name": "health", "match": {"path": "/healthz"}, "public": true, "allowPlaintext": true},
+            {"name": "risk", "match": {"pathPrefix": "/ai/risk"}, "phi": true,
+             "inference": {"modelHeader": "x-model-name", "versionHeader": "x-model-version"}},
+            {"name": "orders", "match": {"pathPrefix": "/orders"}, "phi": true, "verifyRequests": true}
+        ],
+        "audit": {"collector": {"cluster": "audit-collector"}},
+        "transport": {"minTlsVersion": "TLSv1.2", "requireMtls": true, "allowedPeers": [WEB], "maxBodyBytes": 2048},
+        "egress": {"baaVendors": [
+            {"host": "api.llm-vendor.example", "baaId": "BAA-2026-014", "expires": "2099-12-31"},
+            {"host": "old-llm.example", "baaId": "BAA-2019-001", "expires": "2020-01-01"}
+        ]}
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    spec
+}
+
+/// The wasm HTTP filter exactly as the harness builds it (same VM settings and env).
+fn transport_filter(policy: &Value) -> Value {
+    let mut t = Topology::new(
+        0,
+        vec![Filter {
+            name: "transport",
+            config: policy.to_string(),
+        }],
+    );
+    t.vm_env = vec![("HIPAA_AUDIT_HMAC_KEY".into(), KEY.into())];
+    t.config()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"][0]
+        .clone()
+}
+
+enum Tls<'a> {
+    Plain,
+    /// Downstream TLS with client certificates validated against the CA (optional, so the
+    /// filter is the one that refuses a missing certificate). TLS 1.0 is left enabled on this
+    /// listener on purpose: the filter, not the listener, must refuse it.
+    Mtls(&'a Pki),
+}
+
+fn listener(name: &str, port: u16, direction: &str, tls: Tls<'_>, filter: &Value) -> Value {
+    let mut chain = json!({"filters": [{
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": name,
+            "http_protocol_options": {"enable_trailers": true},
+            "normalize_path": true,
+            "merge_slashes": true,
+            "route_config": {"virtual_hosts": [{
+                "name": "app", "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app", "timeout": "10s"}}]
+            }]},
+            "http_filters": [filter, {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+            }]
+        }
+    }]});
+    if let Tls::Mtls(pki) = tls {
+        chain["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": false,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "tls_params": {
+                        "tls_minimum_protocol_version": "TLSv1_0",
+                        "tls_maximum_protocol_version": "TLSv1_3",
+                        "cipher_suites": [
+                            "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305",
+                            "ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA"
+                        ]
+                    },
+                    "tls_certificates": [{
+                        "certificate_chain": {"filename": pki.path("server.crt").display().to_string()},
+                        "private_key": {"filename": pki.path("server.key").display().to_string()}
+                    }],
+                    "validation_context": {
+                        "trusted_ca": {"filename": pki.path("ca.crt").display().to_string()}
+                    }
+                }
+            }
+        });
+    }
+    json!({
+        "name": name,
+        "traffic_direction": direction,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [chain]
+    })
+}
+
+struct Stack {
+    mtls_port: u16,
+    plain_port: u16,
+    outbound_port: u16,
+    admin_port: u16,
+    _proc: Proc,
+    _dir: TempDir,
+    _upstream: Upstream,
+}
+
+impl Stack {
+    fn start(pki: &Pki, policy: &Value) -> Stack {
+        let upstream = Upstream::start();
+        let filter = transport_filter(policy);
+        let (mtls_port, plain_port, outbound_port, admin_port) =
+            (free_port(), free_port(), free_port(), free_port());
+        let config = json!({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+            "static_resources": {
+                "listeners": [
+                    listener("inbound_mtls", mtls_port, "INBOUND", Tls::Mtls(pki), &filter),
+                    listener("inbound_plain", plain_port, "INBOUND", Tls::Plain, &filter),
+                    listener("outbound", outbound_port, "OUTBOUND", Tls::Plain, &filter)
+                ],
+                "clusters": [{
+                    "name": "app", "type": "STATIC", "connect_timeout": "1s",
+                    "load_assignment": {"cluster_name": "app", "endpoints": [{"lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream.port}}}}
+                    ]}]}
+                }]
+            }
+        });
+        let dir = TempDir::new("envoy-transport");
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let mut cmd = Command::new(envoy_bin());
+        cmd.arg("-c").arg(&path).args([
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "info",
+            "--component-log-level",
+            "wasm:debug,http:debug",
+        ]);
+        let mut proc = Proc::spawn("envoy", cmd, dir.path().join("envoy.log"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(proc.alive(), "Envoy exited at start:\n{}", proc.log_text());
+            let ready = wait_for_port(admin_port, Duration::from_millis(100))
+                && http::try_request(admin_port, "GET", "/ready", &[], b"")
+                    .is_ok_and(|r| r.status == 200)
+                && [mtls_port, plain_port, outbound_port]
+                    .iter()
+                    .all(|p| wait_for_port(*p, Duration::from_millis(100)));
+            if ready {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Envoy not ready in 30 s:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Stack {
+            mtls_port,
+            plain_port,
+            outbound_port,
+            admin_port,
+            _proc: proc,
+            _dir: dir,
+            _upstream: upstream,
+        }
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        let stats = http::get(self.admin_port, "/stats?filter=hipaa_transport", &[]);
+        stats
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("wasmcustom.{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+// ---------------------------------------------------------------- curl
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The sample upstream's echo of a request header it received.
+    fn echoed(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name].as_str().map(String::from)
+    }
+
+    fn assert_denied(&self, status: u16, error: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let body = self.json();
+        assert_eq!(body["error"], error, "{body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{body}"
+        );
+        assert!(
+            body["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+            "{body}"
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+    }
+}
+
+/// Run curl; Err(exit code, stderr) when no HTTP response came back (e.g. a failed handshake).
+fn curl(args: &[&str]) -> Result<Reply, (i32, String)> {
+    let dir = TempDir::new("curl");
+    let head = dir.path().join("head");
+    let body = dir.path().join("body");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "15", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&head)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is needed for the transport tests (make setup installs it)");
+    if !out.status.success() {
+        return Err((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into(),
+        ));
+    }
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let head = std::fs::read_to_string(&head).unwrap_or_default();
+    let headers = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Reply {
+        status,
+        headers,
+        body: std::fs::read(&body).unwrap_or_default(),
+    })
+}
+
+/// An HTTPS request to the mTLS listener. `client`: a certificate name from the PKI, or None.
+fn https(
+    s: &Stack,
+    pki: &Pki,
+    client: Option<&str>,
+    tls: &[&str],
+    extra: &[&str],
+    path: &str,
+) -> Result<Reply, (i32, String)> {
+    let url = format!("https://localhost:{}{path}", s.mtls_port);
+    let resolve = format!("localhost:{}:127.0.0.1", s.mtls_port);
+    let ca = pki.path("ca.crt");
+    let mut args: Vec<String> = vec![
+        "--resolve".into(),
+        resolve,
+        "--cacert".into(),
+        ca.display().to_string(),
+    ];
+    if let Some(c) = client {
+        args.extend([
+            "--cert".into(),
+            pki.path(&format!("{c}.crt")).display().to_string(),
+            "--key".into(),
+            pki.path(&format!("{c}.key")).display().to_string(),
+        ]);
+    }
+    args.extend(tls.iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(url);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(&refs)
+}
+
+const TLS13: &[&str] = &["--tlsv1.3", "--tls-max", "1.3"];
+const TLS12: &[&str] = &["--tlsv1.2", "--tls-max", "1.2"];
+// OpenSSL 3 refuses TLS < 1.2 at its default security level; level 0 lets curl still speak it.
+const TLS11: &[&str] = &[
+    "--tlsv1.1",
+    "--tls-max",
+    "1.1",
+    "--ciphers",
+    "DEFAULT:@SECLEVEL=0",
+];
+const TLS10: &[&str] = &[
+    "--tlsv1.0",
+    "--tls-max",
+    "1.0",
+    "--ciphers",
+    "DEFAULT:@SECLEVEL=0",
+];
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+// ---------------------------------------------------------------- inbound
+
+#[test]
+fn inbound_tls_versions_client_certificates_and_peers() {
+    let pki = Pki::new();
+    let s = Stack::start(&pki, &spec(json!({})));
+
+    // TLS 1.3 and 1.2 with an allowed SPIFFE id pass; the upstream gets the TLS facts, and the
+    // client's forged x-hipaa-* headers are gone.
+    for (tls, version) in [(TLS13, "TLSv1.3"), (TLS12, "TLSv1.2")] {
+        let r = https(
+            &s,
+            &pki,
+            Some("web"),
+            tls,
+            &[
+                "-H",
+                "x-hipaa-peer: spiffe://forged",
+                "-H",
+                "x-hipaa-baa: forged",
+                "-H",
+                "X-Hipaa-Subject: mallory",
+            ],
+            "/fhir/Patient/1",
+        )
+        .unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "{version}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.echoed("x-hipaa-tls").as_deref(), Some(version));
+        assert_eq!(r.echoed("x-hipaa-peer").as_deref(), Some(WEB));
+        assert_eq!(r.echoed("x-hipaa-baa"), None);
+        assert_eq!(r.echoed("x-hipaa-subject"), None);
+    }
+
+    // TLS 1.1 and 1.0: the listener still speaks them here, the filter refuses them.
+    for (tls, version) in [(TLS11, "TLSv1.1"), (TLS10, "TLSv1")] {
+        match https(&s, &pki, Some("web"), tls, &[], "/fhir/Patient/1") {
+            Ok(r) => {
+                r.assert_denied(403, "tls_version_too_low");
+                assert!(r.json()["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .contains(version));
+            }
+            // The local OpenSSL build cannot speak this version at all: nothing to test.
+            Err((code, err)) => eprintln!("curl could not speak {version} (exit {code}): {err}"),
+        }
+    }
+
+    // No client certificate.
+    https(&s, &pki, None, TLS13, &[], "/fhir/Patient/1")
+        .unwrap()
+        .assert_denied(403, "client_certificate_required");
+
+    // A valid certificate from our CA, but a SPIFFE id not on the list.
+    https(&s, &pki, Some("batch"), TLS13, &[], "/fhir/Patient/1")
+        .unwrap()
+        .assert_denied(403, "peer_not_allowed");
+
+    // A certificate from an untrusted CA with an allowed SPIFFE id: Envoy's TLS context refuses
+    // the handshake (the filter's mtls flag is never the validation).
+    match https(&s, &pki, Some("rogue"), TLS13, &[], "/fhir/Patient/1") {
+        Err(_) => {}
+        Ok(r) => panic!("untrusted client certificate got HTTP {}", r.status),
+    }
+
+    // Plaintext: refused, except the explicit allowPlaintext public probe route.
+    let r = http::get(s.plain_port, "/fhir/Patient/1", &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["error"], "plaintext_refused");
+    let r = http::get(s.plain_port, "/healthz", &[("x-hipaa-tls", "TLSv1.3")]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.echoed_header("x-hipaa-tls"),
+        None,
+        "a forged TLS fact reached the upstream"
+    );
+
+    assert!(s.counter("hipaa_transport.allow.inbound") >= 3);
+    assert!(s.counter("hipaa_transport.deny.client_certificate_required") >= 1);
+    assert!(s.counter("hipaa_transport.deny.peer_not_allowed") >= 1);
+    assert!(s.counter("hipaa_transport.deny.plaintext_refused") >= 1);
+}
+
+#[test]
+fn tls13_minimum_and_any_verified_peer() {
+    let pki = Pki::new();
+    let s = Stack::start(
+        &pki,
+        &spec(
+            json!({"transport": {"minTlsVersion": "TLSv1.3", "requireMtls": true, "allowedPeers": []}}),
+        ),
+    );
+    https(&s, &pki, Some("batch"), TLS12, &[], "/x")
+        .unwrap()
+        .assert_denied(403, "tls_version_too_low");
+    let r = https(&s, &pki, Some("batch"), TLS13, &[], "/x").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echoed("x-hipaa-peer").as_deref(), Some(BATCH));
+}
+
+// ---------------------------------------------------------------- egress
+
+#[test]
+fn egress_only_to_vendors_with_a_current_baa() {
+    let pki = Pki::new();
+    let s = Stack::start(&pki, &spec(json!({})));
+    let to = |host: &str| {
+        let url = format!("http://127.0.0.1:{}/v1/chat", s.outbound_port);
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Host: {host}"),
+            "-H",
+            "x-hipaa-baa: BAA-FORGED",
+            "--data",
+            "{}",
+            &url,
+        ])
+        .unwrap()
+    };
+    for host in [
+        "api.llm-vendor.example",
+        "API.LLM-Vendor.Example",
+        "api.llm-vendor.example:443",
+    ] {
+        let r = to(host);
+        assert_eq!(
+            r.status,
+            200,
+            "{host}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(
+            r.echoed("x-hipaa-baa").as_deref(),
+            Some("BAA-2026-014"),
+            "{host}"
+        );
+    }
+    // Plaintext from the app to its sidecar is normal outbound; the rules there are egress rules.
+    let r = to("api.other-llm.example");
+    r.assert_denied(403, "egress_host_not_listed");
+    assert!(r.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("api.other-llm.example"));
+    let r = to("old-llm.example");
+    r.assert_denied(403, "egress_baa_expired");
+    assert!(r.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("BAA-2019-001"));
+    assert_eq!(s.counter("hipaa_transport.allow.egress"), 3);
+    assert_eq!(s.counter("hipaa_transport.deny.egress_host_not_listed"), 1);
+    assert_eq!(s.counter("hipaa_transport.deny.egress_baa_expired"), 1);
+}
+
+// ---------------------------------------------------------------- integrity
+
+fn cli_verify(signature: &str, body: &Path) -> (bool, String) {
+    let out = Command::new(cli_bin())
+        .args([
+            "integrity",
+            "verify",
+            "--key-env",
+            "HIPAA_AUDIT_HMAC_KEY",
+            "--signature",
+            signature,
+        ])
+        .arg(body)
+        .env("HIPAA_AUDIT_HMAC_KEY", KEY)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn cli_sign(body: &Path) -> String {
+    let out = Command::new(cli_bin())
+        .args(["integrity", "sign", "--key-env", "HIPAA_AUDIT_HMAC_KEY"])
+        .arg(body)
+        .env("HIPAA_AUDIT_HMAC_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn inference_responses_are_signed_and_the_cli_catches_tampering() {
+    let pki = Pki::new();
+    let s = Stack::start(&pki, &spec(json!({})));
+    let dir = TempDir::new("signed");
+
+    // The signature is a trailer (signed as the body streams). Between sidecars that is HTTP/2;
+    // here HTTP/1.1 chunked with Envoy's enable_trailers, which curl writes out with -D.
+    let r = https(
+        &s,
+        &pki,
+        Some("web"),
+        TLS13,
+        &["--http1.1", "-H", "x-patient-id: 123"],
+        "/ai/risk",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sig = r
+        .header("x-hipaa-signature")
+        .expect("signed response (trailer)")
+        .to_string();
+    assert!(sig.starts_with("keyid=k1; alg=hmac-sha256; sig="), "{sig}");
+    let body = write_file(dir.path(), "body.json", &r.body);
+    let (ok, out) = cli_verify(&sig, &body);
+    assert!(ok, "{out}");
+
+    let mut tampered = r.body.clone();
+    let at = tampered.iter().position(|b| *b == b'/').unwrap();
+    tampered[at] = b'\\';
+    let tampered = write_file(dir.path(), "tampered.json", &tampered);
+    let (ok, out) = cli_verify(&sig, &tampered);
+    assert!(!ok && out.contains("does not match"), "{out}");
+
+    // Unsigned routes carry no signature.
+    let r = https(
+        &s,
+        &pki,
+        Some("web"),
+        TLS13,
+        &["--http1.1"],
+        "/fhir/Patient/1",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-hipaa-signature"), None);
+    assert_eq!(s.counter("hipaa_transport.integrity.signed"), 1);
+}
+
+#[test]
+fn responses_larger_than_the_buffer_bound_are_signed_as_they_stream() {
+    let pki = Pki::new();
+    let s = Stack::start(&pki, &spec(json!({})));
+    let dir = TempDir::new("large");
+    // The upstream echoes request headers: a 30 KB header makes a response far over the
+    // 2 KB maxBodyBytes, which bounds only what is buffered (request bodies).
+    let filler = format!("x-filler: {}", "a".repeat(30_000));
+    let r = https(
+        &s,
+        &pki,
+        Some("web"),
+        TLS13,
+        &["--http1.1", "-H", &filler],
+        "/ai/risk",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.body.len() > 30_000);
+    let sig = r
+        .header("x-hipaa-signature")
+        .expect("signed response (trailer)")
+        .to_string();
+    let body = write_file(dir.path(), "body.json", &r.body);
+    let (ok, out) = cli_verify(&sig, &body);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn write_requests_must_carry_a_valid_body_signature() {
+    let pki = Pki::new();
+    let s = Stack::start(&pki, &spec(json!({})));
+    let dir = TempDir::new("requests");
+    let body = br#"{"order":"cbc","patient":"123"}"#;
+    let file = write_file(dir.path(), "order.json", body);
+    let good = cli_sign(&file);
+    let post = |headers: &[&str], data: &Path| {
+        let mut extra = vec![
+            "--http1.1",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+        ];
+        for h in headers {
+            extra.extend(["-H", h]);
+        }
+        let at = format!("@{}", data.display());
+        extra.extend(["--data-binary", &at]);
+        https(&s, &pki, Some("web"), TLS13, &extra, "/orders/1").unwrap()
+    };
+
+    let r = post(&[&format!("x-hipaa-signature: {good}")], &file);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["bodyBytes"], body.len());
+    assert_eq!(
+        r.echoed("x-hipaa-signature"),
+        None,
+        "the signature header reaches the upstream"
+    );
+
+    post(&[], &file).assert_denied(403, "request_signature_missing");
+    let altered = write_file(
+        dir.path(),
+        "altered.json",
+        br#"{"order":"cbc","patient":"124"}"#,
+    );
+    post(&[&format!("x-hipaa-signature: {good}")], &altered)
+        .assert_denied(403, "request_signature_invalid");
+    post(
+        &["x-hipaa-signature: keyid=k1; alg=hmac-sha256; sig=AAAA"],
+        &file,
+    )
+    .assert_denied(403, "request_signature_invalid");
+
+    let big = write_file(dir.path(), "big.json", &vec![b'x'; 4096]);
+    let big_sig = cli_sign(&big);
+    post(&[&format!("x-hipaa-signature: {big_sig}")], &big)
+        .assert_denied(413, "request_body_too_large");
+
+    // Reads on the same route are not verified.
+    let r = https(&s, &pki, Some("web"), TLS13, &[], "/orders/1").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(s.counter("hipaa_transport.integrity.verified"), 1);
+}
+
+// ---------------------------------------------------------------- configuration
+
+#[test]
+fn an_invalid_policy_or_a_missing_key_refuses_to_start() {
+    let bad = spec(json!({"transport": {"minTlsVersion": "TLSv1.1"}}));
+    let t = Topology::new(
+        free_port(),
+        vec![Filter {
+            name: "transport",
+            config: bad.to_string(),
+        }],
+    );
+    let (code, log) = hipaa_e2e::envoy::Envoy::start_expecting_failure(&t);
+    assert_ne!(code, 0);
+    assert!(log.contains("spec.transport.minTlsVersion"), "{log}");
+
+    // Signing routes and no key in the environment.
+    let t = Topology::new(
+        free_port(),
+        vec![Filter {
+            name: "transport",
+            config: spec(json!({})).to_string(),
+        }],
+    );
+    let (code, log) = hipaa_e2e::envoy::Envoy::start_expecting_failure(&t);
+    assert_ne!(code, 0);
+    assert!(log.contains("HIPAA_AUDIT_HMAC_KEY"), "{log}");
+    let _ = wasm("transport");
+}
