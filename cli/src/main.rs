@@ -1,6 +1,8 @@
 //! `hipaa-mesh`: the one binary for platform engineers and compliance officers.
 //! Each command family lives in its own module; this file only parses and dispatches.
 
+mod audit_cmd;
+mod collector_cmd;
 mod dev;
 mod integrity_cmd;
 mod policy_cmd;
@@ -26,6 +28,11 @@ enum Command {
     /// Sign a body, or verify it against an `x-hipaa-signature` header value (HMAC-SHA256).
     #[command(subcommand)]
     Integrity(integrity_cmd::IntegrityCommand),
+    /// Run the audit collector: receives, checks, encrypts and stores audit records.
+    Collector(collector_cmd::CollectorArgs),
+    /// Review the audit trail: query, verify, purge.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +41,8 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Dev(cmd) => dev::run(cmd),
         Command::Integrity(cmd) => integrity_cmd::run(cmd),
+        Command::Collector(args) => collector_cmd::run(args),
+        Command::Audit(cmd) => audit_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -896,9 +896,9 @@ fn verify_catches_a_deleted_middle_row(b: Backend) {
     );
     // Named by chain and seq too: c1 seq 3 is gone.
     assert!(
-        deleted
-            .iter()
-            .any(|f| f.chain_id.as_deref() == Some("c1") && f.detail.contains("seq 3 missing")),
+        deleted.iter().any(|f| f.chain_id.as_deref() == Some("c1")
+            && f.seq == Some(3)
+            && f.detail.contains("seq 3 missing")),
         "{deleted:?}"
     );
 }

@@ -298,13 +298,28 @@ pub fn verify(store: &mut dyn Store, keys: &VerifyKeys<'_>) -> Result<VerifyRepo
                 } else {
                     Problem::Modified
                 };
-                findings.push(Finding {
-                    problem,
-                    ledger_seq: Some(e.ledger_seq),
-                    chain_id: Some(chain_id.clone()),
-                    seq: Some(e.seq),
-                    request_id: e.request_id.clone(),
-                    detail: format!("{f}; not flagged at ingest, so changed after storage"),
+                findings.push(match f {
+                    // Name the missing record itself: its chain and seq.
+                    ChainFinding::Gap { expected, .. } => Finding {
+                        problem,
+                        ledger_seq: None,
+                        chain_id: Some(chain_id.clone()),
+                        seq: Some(expected),
+                        request_id: None,
+                        detail: format!(
+                            "{f} before seq {} (ledger #{}); not flagged at ingest, so deleted \
+                             after storage",
+                            e.seq, e.ledger_seq
+                        ),
+                    },
+                    _ => Finding {
+                        problem,
+                        ledger_seq: Some(e.ledger_seq),
+                        chain_id: Some(chain_id.clone()),
+                        seq: Some(e.seq),
+                        request_id: e.request_id.clone(),
+                        detail: format!("{f}; not flagged at ingest, so changed after storage"),
+                    },
                 });
             }
             first = false;

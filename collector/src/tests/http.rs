@@ -123,8 +123,6 @@ fn server_round_trip(backend: Backend) {
     let last = cps.last().unwrap();
     assert_eq!(last.ledger_count, 5);
     crate::checkpoint::check_signature(last, &[public]).unwrap();
-    // The port is released.
-    assert!(TcpStream::connect(addr).is_err());
 }
 
 #[test]

@@ -1,0 +1,346 @@
+//! `hipaa-mesh audit query | verify | purge`: the compliance officer's review of the audit trail.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use hipaa_collector::keys::{
+    default_public_key_path, load_public_keys, mac_ring_from_env, EncryptionKey,
+    ENV_ENCRYPTION_KEY_FILE, ENV_PUBLIC_KEY_FILE,
+};
+use hipaa_collector::purge::purge;
+use hipaa_collector::query::{parse_kind, parse_time, Query, MAX_LIMIT};
+use hipaa_collector::{open_store, query, system_clock, verify, VerifyKeys};
+use serde_json::Value;
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// List audit records (decrypted) matching every filter given, in the order stored.
+    Query(QueryArgs),
+    /// Recompute every MAC, chain, ledger link and checkpoint signature; exit 0 when intact,
+    /// 1 naming each modified, deleted, reordered or truncated record.
+    Verify(VerifyArgs),
+    /// Remove records stored before DATE (at least 6 years ago), as signed checkpoints prove.
+    Purge(PurgeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Args)]
+pub struct QueryArgs {
+    /// The audit database: sqlite:PATH or postgres://...
+    #[arg(long)]
+    db: String,
+    /// Patient id (exact).
+    #[arg(long)]
+    patient: Option<String>,
+    /// User (token subject, exact).
+    #[arg(long)]
+    subject: Option<String>,
+    /// Inference model name (exact).
+    #[arg(long)]
+    model: Option<String>,
+    /// Inference model version (exact).
+    #[arg(long)]
+    version: Option<String>,
+    /// From this time on: YYYY-MM-DD or RFC 3339.
+    #[arg(long)]
+    from: Option<String>,
+    /// Before this time: YYYY-MM-DD or RFC 3339.
+    #[arg(long)]
+    to: Option<String>,
+    /// Break-glass (emergency access) records only.
+    #[arg(long)]
+    emergency: bool,
+    /// access, chain-start, integrity or all.
+    #[arg(long, default_value = "access")]
+    kind: String,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The audit database: sqlite:PATH or postgres://...
+    #[arg(long)]
+    db: String,
+    /// Checkpoint public key file(s), PEM (default: $HIPAA_AUDIT_CHECKPOINT_PUBLIC_KEY_FILE, else
+    /// PATH.checkpoint-keys.pem next to a SQLite database).
+    #[arg(long = "public-key")]
+    public_keys: Vec<PathBuf>,
+    /// Also fail on integrity events the collector flagged at ingest (bad MACs, gaps on the way in).
+    #[arg(long)]
+    strict: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct PurgeArgs {
+    /// The audit database: sqlite:PATH or postgres://...
+    #[arg(long)]
+    db: String,
+    /// Remove records stored before this date (YYYY-MM-DD or RFC 3339); at least 6 years ago.
+    #[arg(long)]
+    before: String,
+}
+
+pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
+    match cmd {
+        AuditCommand::Query(a) => run_query(a),
+        AuditCommand::Verify(a) => run_verify(a),
+        AuditCommand::Purge(a) => run_purge(a),
+    }
+}
+
+fn encryption_key() -> Result<EncryptionKey, String> {
+    EncryptionKey::from_env().map_err(|e| {
+        format!("{e}: reading the audit trail needs the at-rest key ({ENV_ENCRYPTION_KEY_FILE})")
+    })
+}
+
+fn run_query(a: QueryArgs) -> Result<ExitCode, String> {
+    let enc = encryption_key()?;
+    let mut q = Query {
+        patient: a.patient,
+        subject: a.subject,
+        model: a.model,
+        version: a.version,
+        from_ms: a.from.as_deref().map(parse_time).transpose()?,
+        to_ms: a.to.as_deref().map(parse_time).transpose()?,
+        emergency: a.emergency.then_some(true),
+        kind: parse_kind(&a.kind)?,
+        after: 0,
+        limit: MAX_LIMIT,
+    };
+    let mut store = open_store(&a.db).map_err(|e| e.to_string())?;
+    let mut records = Vec::new();
+    loop {
+        let page = query(store.as_mut(), &enc, &q).map_err(|e| e.to_string())?;
+        let full = page.records.len() as i64 >= q.limit;
+        records.extend(page.records);
+        match page.last_ledger_seq {
+            Some(last) if full => q.after = last,
+            _ => break,
+        }
+    }
+    match a.format {
+        Format::Json => {
+            let text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;
+            println!("{text}");
+        }
+        Format::Csv => {
+            println!("{}", COLUMNS.join(","));
+            for r in &records {
+                let line: Vec<String> = columns(r).iter().map(|c| csv_field(c)).collect();
+                println!("{}", line.join(","));
+            }
+        }
+        Format::Table => print_table(&records),
+    }
+    eprintln!("{} record(s)", records.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+const COLUMNS: [&str; 14] = [
+    "time",
+    "kind",
+    "subject",
+    "roles",
+    "patient",
+    "method",
+    "path",
+    "operation",
+    "model",
+    "version",
+    "emergency",
+    "decision",
+    "status",
+    "request_id",
+];
+
+fn s(v: &Value, path: &str) -> String {
+    match v.pointer(path) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| i.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn columns(r: &Value) -> Vec<String> {
+    let integrity = r.get("kind").and_then(Value::as_str) == Some("integrity");
+    let (decision, status) = if integrity {
+        (
+            s(r, "/integrity/finding"),
+            format!(
+                "{} seq {}",
+                s(r, "/integrity/chainId"),
+                s(r, "/integrity/seq")
+            ),
+        )
+    } else {
+        let mut d = s(r, "/outcome/decision");
+        let reason = s(r, "/outcome/reason");
+        if !reason.is_empty() {
+            d = format!("{d} ({reason})");
+        }
+        (d, s(r, "/outcome/status"))
+    };
+    vec![
+        s(r, "/time"),
+        s(r, "/kind"),
+        s(r, "/actor/subject"),
+        s(r, "/actor/roles"),
+        s(r, "/resource/patient"),
+        s(r, "/action/method"),
+        s(r, "/action/path"),
+        s(r, "/action/operation"),
+        s(r, "/inference/model"),
+        s(r, "/inference/version"),
+        s(r, "/emergency/reason"),
+        decision,
+        status,
+        s(r, "/requestId"),
+    ]
+}
+
+fn csv_field(v: &str) -> String {
+    // Quote when needed; a leading = + - @ is prefixed so spreadsheets do not run it as a formula.
+    let v = if v.starts_with(['=', '+', '-', '@']) {
+        format!("'{v}")
+    } else {
+        v.to_string()
+    };
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
+fn print_table(records: &[Value]) {
+    let rows: Vec<Vec<String>> = records.iter().map(columns).collect();
+    let widths: Vec<usize> = (0..COLUMNS.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain(std::iter::once(COLUMNS[i].len()))
+                .max()
+                .unwrap_or(0)
+                .min(48)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| {
+                let c: String = c.chars().take(*w).collect();
+                format!("{c:<w$}")
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let header: Vec<String> = COLUMNS.iter().map(|c| c.to_uppercase()).collect();
+    println!("{}", line(&header));
+    for r in &rows {
+        println!("{}", line(r));
+    }
+}
+
+fn run_verify(a: VerifyArgs) -> Result<ExitCode, String> {
+    let mac_keys = mac_ring_from_env().map_err(|e| e.to_string())?;
+    let enc = encryption_key()?;
+    let mut paths = a.public_keys.clone();
+    if paths.is_empty() {
+        if let Some(p) = std::env::var_os(ENV_PUBLIC_KEY_FILE).map(PathBuf::from) {
+            paths.push(p);
+        } else if let Some(p) = default_public_key_path(&a.db) {
+            paths.push(p);
+        }
+    }
+    if paths.is_empty() {
+        return Err(format!(
+            "no checkpoint public key: pass --public-key FILE (or set {ENV_PUBLIC_KEY_FILE})"
+        ));
+    }
+    let mut checkpoint_keys = Vec::new();
+    for p in &paths {
+        checkpoint_keys.extend(load_public_keys(p).map_err(|e| e.to_string())?);
+    }
+    let mut store = open_store(&a.db).map_err(|e| e.to_string())?;
+    let report = verify(
+        store.as_mut(),
+        &VerifyKeys {
+            mac_keys: &mac_keys,
+            encryption: &enc,
+            checkpoint_keys: &checkpoint_keys,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let failed = !report.intact || (a.strict && !report.ingest_flags.is_empty());
+    if a.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        for f in &report.findings {
+            println!("{f}");
+        }
+        for flag in &report.ingest_flags {
+            println!("   flagged {flag}");
+        }
+        for note in &report.notes {
+            println!("      note {note}");
+        }
+        println!(
+            "{}: {} row(s), {} chain(s), {} checkpoint(s), {} finding(s), {} ingest flag(s)",
+            if failed { "NOT INTACT" } else { "intact" },
+            report.rows,
+            report.chains,
+            report.checkpoints,
+            report.findings.len(),
+            report.ingest_flags.len()
+        );
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_purge(a: PurgeArgs) -> Result<ExitCode, String> {
+    let before = parse_time(&a.before)?;
+    let now = system_clock()();
+    let mut store = open_store(&a.db).map_err(|e| e.to_string())?;
+    let out = purge(store.as_mut(), before, now).map_err(|e| e.to_string())?;
+    if out.deleted == 0 {
+        println!(
+            "nothing to purge: no signed checkpoint before {} covers records not yet purged",
+            a.before
+        );
+    } else {
+        println!(
+            "purged {} record(s): ledger rows through #{}",
+            out.deleted, out.through_seq
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
