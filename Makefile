@@ -9,7 +9,7 @@ WASM_DIR := target/wasm32-wasip1/release
 FILTERS := authn audit transport
 export ENVOY_BIN
 
-.PHONY: help setup build test unit e2e lint demo sizes clean
+.PHONY: help setup build test unit unit-wasm e2e lint demo sizes clean
 
 help:
 	@echo "make demo   - build everything and walk through allowed and denied requests in a real Envoy"
@@ -35,6 +35,11 @@ sizes:
 unit:
 	cargo test --workspace --exclude hipaa-e2e
 
+# core's unit tests again, compiled to wasm32 and run under wasmtime: 32-bit sizes, WASI clock.
+unit-wasm:
+	CARGO_TARGET_WASM32_WASIP1_RUNNER=$(CURDIR)/scripts/wasm-test-runner.py \
+	  cargo test -p hipaa-core --target wasm32-wasip1
+
 e2e: build
 	cargo test --release -p hipaa-e2e -- --test-threads 4
 
@@ -45,6 +50,7 @@ lint:
 
 test: setup
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory unit-wasm
 	@$(MAKE) --no-print-directory e2e
 	@$(MAKE) --no-print-directory lint
 

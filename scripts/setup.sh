@@ -45,5 +45,11 @@ if [ ! -x "$ENVOY" ] || ! "$ENVOY" --version 2>/dev/null | grep -q "/$ENVOY_VERS
 fi
 say "$("$ENVOY" --version | grep -o "version: .*" | cut -c1-80)"
 
+# wasmtime (PyPI) runs core's unit tests compiled to wasm32 (`make unit-wasm`).
+if [ ! -d "$TOOLS/wasmtime-py/wasmtime" ]; then
+  say "installing wasmtime from PyPI into $TOOLS/wasmtime-py"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/wasmtime-py" "wasmtime==50.0.1"
+fi
+
 # PostgreSQL for the collector's cluster store.
 scripts/ensure-postgres.sh

@@ -2,7 +2,7 @@
 //! the shared-data session store, and counters.
 
 use hipaa_core::authn::session::{self, SessionKey, SessionState};
-use hipaa_core::authn::SessionStore;
+use hipaa_core::authn::{SessionStore, SessionStoreUnavailable};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MetricType, Status};
 use std::cell::RefCell;
@@ -31,18 +31,24 @@ pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Statu
 pub struct SharedSessions;
 
 impl SessionStore for SharedSessions {
-    fn touch(&mut self, key: &SessionKey, now: u64, idle_timeout: u64) -> Result<SessionState, ()> {
+    fn touch(
+        &mut self,
+        key: &SessionKey,
+        now: u64,
+        idle_timeout: u64,
+    ) -> Result<SessionState, SessionStoreUnavailable> {
         let bucket_key = key.bucket_key();
         for _ in 0..16 {
-            let (bytes, cas) = hostcalls::get_shared_data(&bucket_key).map_err(|_| ())?;
+            let (bytes, cas) =
+                hostcalls::get_shared_data(&bucket_key).map_err(|_| SessionStoreUnavailable)?;
             let (state, updated) = session::touch(bytes.as_deref().unwrap_or(&[]), key, now, idle_timeout);
             match hostcalls::set_shared_data(&bucket_key, Some(&updated), cas) {
                 Ok(()) => return Ok(state),
                 Err(Status::CasMismatch) => continue,
-                Err(_) => return Err(()),
+                Err(_) => return Err(SessionStoreUnavailable),
             }
         }
-        Err(())
+        Err(SessionStoreUnavailable)
     }
 }
 

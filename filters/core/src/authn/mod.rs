@@ -29,11 +29,20 @@ pub struct RequestFacts {
     pub break_glass: Option<String>,
 }
 
+/// The session store could not be read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionStoreUnavailable;
+
 /// Reads and writes session buckets (proxy-wasm shared data in the shell).
 pub trait SessionStore {
     /// Apply `session::touch` to the bucket of `key` atomically and return the state.
-    /// An error (the store is unavailable) is treated as an expired session: fail closed.
-    fn touch(&mut self, key: &SessionKey, now: u64, idle_timeout: u64) -> Result<SessionState, ()>;
+    /// An unavailable store is treated as an expired session: fail closed.
+    fn touch(
+        &mut self,
+        key: &SessionKey,
+        now: u64,
+        idle_timeout: u64,
+    ) -> Result<SessionState, SessionStoreUnavailable>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +226,9 @@ pub fn decide(
         let key = SessionKey::new(&claims.issuer, sid, session::slots_for(session.max_tracked));
         match sessions.touch(&key, now, session.idle_timeout_seconds) {
             Ok(SessionState::New | SessionState::Active) => {}
-            Ok(SessionState::Expired) | Err(()) => return verdict.deny(Denial::SessionIdle),
+            Ok(SessionState::Expired) | Err(SessionStoreUnavailable) => {
+                return verdict.deny(Denial::SessionIdle)
+            }
         }
     }
 

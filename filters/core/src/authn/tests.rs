@@ -70,9 +70,9 @@ struct MemSessions {
 }
 
 impl SessionStore for MemSessions {
-    fn touch(&mut self, key: &SessionKey, now: u64, idle: u64) -> Result<SessionState, ()> {
+    fn touch(&mut self, key: &SessionKey, now: u64, idle: u64) -> Result<SessionState, SessionStoreUnavailable> {
         if self.broken {
-            return Err(());
+            return Err(SessionStoreUnavailable);
         }
         let bucket = self.buckets.entry(key.bucket_key()).or_default();
         let (state, bytes) = session::touch(bucket, key, now, idle);

@@ -54,8 +54,8 @@ impl TokenCache {
         if self.capacity == 0 {
             return;
         }
-        if self.entries.contains_key(&hash) {
-            self.entries.insert(hash, (token, expires_at));
+        if let Some(entry) = self.entries.get_mut(&hash) {
+            *entry = (token, expires_at);
             return;
         }
         if self.entries.len() >= self.capacity {

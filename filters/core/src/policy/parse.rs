@@ -212,6 +212,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // fields exist to be parsed, not read
     struct Doc {
         items: Vec<Item>,
         #[serde(default)]
@@ -220,6 +221,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
     struct Item {
         name: String,
         #[serde(default)]
