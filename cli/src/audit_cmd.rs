@@ -344,3 +344,46 @@ fn run_purge(a: PurgeArgs) -> Result<ExitCode, String> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formula_safe() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(csv_field("-1,2"), "\"'-1,2\"");
+    }
+
+    #[test]
+    fn columns_cover_access_and_integrity_records() {
+        let access = json!({
+            "v": 1, "kind": "access", "time": "2026-11-23T16:37:08.123Z", "requestId": "r1",
+            "actor": {"subject": "dr-a", "roles": ["clinician", "admin"], "session": null, "amr": null, "peer": null},
+            "action": {"method": "GET", "path": "/fhir/Patient/1", "route": "p", "operation": "read"},
+            "resource": {"patient": "1", "type": "Patient"},
+            "inference": null, "source": null,
+            "emergency": {"reason": "patient-emergency"},
+            "outcome": {"decision": "deny", "status": 403, "reason": "role", "bytes": 0, "durationMs": 1},
+            "chain": {"id": "c", "seq": 1, "prev": "", "keyId": "k", "mac": ""}
+        });
+        let c = columns(&access);
+        assert_eq!(c.len(), COLUMNS.len());
+        assert_eq!(c[2], "dr-a");
+        assert_eq!(c[3], "clinician admin");
+        assert_eq!(c[10], "patient-emergency");
+        assert_eq!(c[11], "deny (role)");
+        assert_eq!(c[12], "403");
+        let integrity = json!({
+            "v": 1, "kind": "integrity", "time": "2026-11-23T16:37:08.123Z", "requestId": null,
+            "integrity": {"finding": "gap", "chainId": "c", "seq": 4, "detail": "x", "record": null}
+        });
+        let c = columns(&integrity);
+        assert_eq!(c[11], "gap");
+        assert_eq!(c[12], "c seq 4");
+    }
+}
