@@ -1004,3 +1004,37 @@ fn concurrent_writers_keep_one_ledger(b: Backend) {
     assert_eq!(r.rows, 84);
     assert_eq!(r.chains, 4);
 }
+
+#[test]
+fn signing_key_file_and_public_key_publication() {
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let dir = temp_dir();
+    let generated = CheckpointSigner::generate();
+    assert!(generated.generated);
+    let pem = generated.key.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let key_file = dir.0.join("signing.pem");
+    std::fs::write(&key_file, pem.as_bytes()).unwrap();
+    let loaded = CheckpointSigner::from_pem_file(&key_file).unwrap();
+    assert!(!loaded.generated);
+    assert_eq!(loaded.key_id(), generated.key_id());
+    assert!(!format!("{loaded:?}").contains("BEGIN"));
+    std::fs::write(dir.0.join("bad.pem"), "not a key").unwrap();
+    assert!(CheckpointSigner::from_pem_file(&dir.0.join("bad.pem")).is_err());
+
+    // Appended once per key; earlier keys stay, so old checkpoints stay verifiable.
+    let pub_file = crate::keys::default_public_key_path(&format!(
+        "sqlite:{}",
+        dir.0.join("audit.db").display()
+    ))
+    .unwrap();
+    assert!(pub_file.ends_with("audit.db.checkpoint-keys.pem"));
+    loaded.publish_public_key(&pub_file).unwrap();
+    loaded.publish_public_key(&pub_file).unwrap();
+    let other = CheckpointSigner::generate();
+    other.publish_public_key(&pub_file).unwrap();
+    let keys = crate::keys::load_public_keys(&pub_file).unwrap();
+    assert_eq!(keys, vec![loaded.verifying_key(), other.verifying_key()]);
+    let text = std::fs::read_to_string(&pub_file).unwrap();
+    assert!(!text.contains("PRIVATE"));
+}
