@@ -26,8 +26,11 @@
 //! seq 0), `chain.keyId` = the id of the MAC key, and `chain.mac` = lowercase hex HMAC-SHA256 of the
 //! canonical bytes without `chain.mac`.
 
+pub mod buffer;
+pub mod build;
 mod canonical;
 mod chain;
+pub mod delivery;
 mod key;
 mod record;
 mod time;
