@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENVOY_VERSION := 1.40.0
 TOOLS := $(CURDIR)/.tools
 ENVOY_BIN ?= $(TOOLS)/envoy/bin/envoy
-WASM_DIR := target/wasm32-wasip1/release
+WASM_DIR := target/wasm
 FILTERS := authn audit transport
 export ENVOY_BIN
 
@@ -23,6 +23,7 @@ setup:
 
 build:
 	cargo build --release --target wasm32-wasip1 $(addprefix -p hipaa-,$(FILTERS))
+	scripts/optimize-wasm.sh $(FILTERS)
 	cargo build --release -p hipaa-mesh-cli
 	@$(MAKE) --no-print-directory sizes
 

@@ -8,7 +8,7 @@ ROOT=$PWD
 DEMO=$ROOT/.demo
 CLI=$ROOT/target/release/hipaa-mesh
 ENVOY=${ENVOY_BIN:-$ROOT/.tools/envoy/bin/envoy}
-WASM=$ROOT/target/wasm32-wasip1/release
+WASM=$ROOT/target/wasm
 
 bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 pids=()

@@ -14,10 +14,11 @@ if command -v rustup >/dev/null; then
   rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 fi
 
-# Debian packages the tests drive: curl and openssl (TLS cases), PostgreSQL (collector).
+# Debian packages: curl and openssl (TLS cases), binaryen (wasm-opt), PostgreSQL (collector).
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v wasm-opt >/dev/null || missing+=(binaryen)
 if ! command -v pg_ctlcluster >/dev/null && ! command -v pg_ctl >/dev/null && ! command -v postgres >/dev/null; then
   missing+=(postgresql)
 fi

@@ -29,14 +29,26 @@ pub fn envoy_bin() -> PathBuf {
     path
 }
 
-/// A filter module built by `make build` (`cargo build --target wasm32-wasip1 --release`).
+/// A filter module built by `make build`: the wasm-opt output in `target/wasm/`, else
+/// cargo's own output (`cargo build --target wasm32-wasip1 --release`), else `$HIPAA_WASM_DIR`.
 pub fn wasm(name: &str) -> PathBuf {
-    let dir = std::env::var_os("HIPAA_WASM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("wasm32-wasip1/release"));
-    let path = dir.join(format!("hipaa_{name}.wasm"));
-    assert!(path.is_file(), "{} missing — run `make build`", path.display());
-    path
+    let file = format!("hipaa_{name}.wasm");
+    let candidates = match std::env::var_os("HIPAA_WASM_DIR") {
+        Some(dir) => vec![PathBuf::from(dir).join(&file)],
+        None => vec![
+            target_dir().join("wasm").join(&file),
+            target_dir().join("wasm32-wasip1/release").join(&file),
+        ],
+    };
+    // The optimised copy only when it is at least as new as cargo's output.
+    let newest = candidates
+        .iter()
+        .filter(|p| p.is_file())
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    match newest {
+        Some(path) => path.clone(),
+        None => panic!("{} missing — run `make build`", candidates[0].display()),
+    }
 }
 
 /// The `hipaa-mesh` binary: `$HIPAA_MESH_BIN`, else the one `make build` put in target/.
