@@ -894,6 +894,21 @@ fn verify_catches_a_deleted_middle_row(b: Backend) {
         deleted.iter().any(|f| f.ledger_seq == Some(4)),
         "{deleted:?}"
     );
+    // Read in pages of 2 rows: the same findings.
+    let c = collector();
+    let keys = [signer.verifying_key()];
+    let paged = crate::verify::verify_paged(
+        s.as_mut(),
+        &VerifyKeys {
+            mac_keys: &c.mac_keys,
+            encryption: &c.encryption,
+            checkpoint_keys: &keys,
+        },
+        2,
+    )
+    .unwrap();
+    assert_eq!(paged.findings, r.findings);
+    assert_eq!(paged.rows, r.rows);
     // Named by chain and seq too: c1 seq 3 is gone.
     assert!(
         deleted.iter().any(|f| f.chain_id.as_deref() == Some("c1")

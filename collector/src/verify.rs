@@ -102,35 +102,64 @@ pub struct VerifyKeys<'a> {
     pub checkpoint_keys: &'a [VerifyingKey],
 }
 
+/// What the chain check needs of a record whose MAC verified (small: verify keeps one per row).
 struct ChainEntry {
     seq: u64,
     ledger_seq: i64,
     request_id: Option<String>,
-    record: Value,
+    prev: String,
+    hash: String,
+    is_start: bool,
 }
+
+/// One row's ledger link, kept for every row (no record contents).
+struct Link {
+    ledger_seq: i64,
+    prev: String,
+    hash: String,
+}
+
+const PAGE: i64 = 2_000;
 
 /// Verifies the whole database.
 pub fn verify(store: &mut dyn Store, keys: &VerifyKeys<'_>) -> Result<VerifyReport, StoreError> {
+    verify_paged(store, keys, PAGE)
+}
+
+/// [`verify`], reading `page` rows at a time.
+pub(crate) fn verify_paged(
+    store: &mut dyn Store,
+    keys: &VerifyKeys<'_>,
+    page_size: i64,
+) -> Result<VerifyReport, StoreError> {
     let mut findings = Vec::new();
     let mut notes = Vec::new();
     let mut ingest_flags = Vec::new();
 
-    // Read every row, in ledger order.
-    let mut rows: Vec<StoredRow> = Vec::new();
+    // Checkpoints and purges first: rows stored while verify runs are then simply newer than
+    // every checkpoint read, never mistaken for a truncation.
+    let purges = store.purges()?;
+    let checkpoints = store.checkpoints()?;
+    let purged = purges.iter().max_by_key(|p| p.through_seq);
+
+    // Pass 1: every row's ledger link, in ledger order (contents are read page by page in pass 2).
+    let mut links: Vec<Link> = Vec::new();
     loop {
         let page = store.rows(&RowFilter {
-            after: rows.last().map(|r| r.ledger_seq).unwrap_or(0),
-            limit: 5_000,
+            after: links.last().map(|l| l.ledger_seq).unwrap_or(0),
+            limit: page_size,
             ..RowFilter::default()
         })?;
         if page.is_empty() {
             break;
         }
-        rows.extend(page);
+        links.extend(page.into_iter().map(|r| Link {
+            ledger_seq: r.ledger_seq,
+            prev: r.ledger_prev,
+            hash: r.ledger_hash,
+        }));
     }
-    let purges = store.purges()?;
-    let checkpoints = store.checkpoints()?;
-    let purged = purges.iter().max_by_key(|p| p.through_seq);
+    let max_seq = links.last().map(|l| l.ledger_seq).unwrap_or(0);
 
     let mut chains: BTreeMap<String, Vec<ChainEntry>> = BTreeMap::new();
     let mut flagged: HashSet<(String, u64, String)> = HashSet::new();
@@ -142,125 +171,141 @@ pub fn verify(store: &mut dyn Store, keys: &VerifyKeys<'_>) -> Result<VerifyRepo
     let start_prev = purged
         .map(|p| p.through_hash.clone())
         .unwrap_or_else(|| GENESIS_PREV.to_string());
-    let by_prev: HashMap<&str, usize> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.ledger_prev.as_str(), i))
-        .collect();
-    let mut written_at: Vec<Option<i64>> = vec![None; rows.len()];
+    let mut written_at: HashMap<i64, i64> = HashMap::new();
     {
+        let by_prev: HashMap<&str, usize> = links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.prev.as_str(), i))
+            .collect();
         let (mut pos, mut prev) = (start_seq, start_prev.as_str());
         while let Some(&i) = by_prev.get(prev) {
-            if written_at[i].is_some() || rows[i].ledger_hash.is_empty() {
+            let link = &links[i];
+            if written_at.contains_key(&link.ledger_seq) {
                 break;
             }
-            written_at[i] = Some(pos);
+            written_at.insert(link.ledger_seq, pos);
             pos += 1;
-            prev = rows[i].ledger_hash.as_str();
+            prev = link.hash.as_str();
         }
     }
     let mut unreadable: HashSet<(String, u64)> = HashSet::new();
 
     let mut expected_seq = start_seq;
     let mut expected_prev = start_prev.clone();
-    for (index, row) in rows.iter().enumerate() {
-        let mut finding = |problem: Problem, detail: String| Finding {
-            problem,
-            ledger_seq: Some(row.ledger_seq),
-            chain_id: row.chain_id.clone(),
-            seq: row.chain_seq.and_then(|s| u64::try_from(s).ok()),
-            request_id: None,
-            detail,
-        };
-        let mut row_findings = Vec::new();
-        if row.ledger_seq > expected_seq {
-            let last = row.ledger_seq - 1;
-            let what = if last > expected_seq {
-                format!("ledger rows #{expected_seq}..=#{last} are missing (deleted)")
-            } else {
-                format!("ledger row #{expected_seq} is missing (deleted)")
+    // Pass 2: each row's contents, page by page, up to the last row pass 1 saw.
+    let mut after = 0;
+    loop {
+        let page = store.rows(&RowFilter {
+            after,
+            limit: page_size,
+            ..RowFilter::default()
+        })?;
+        let page: Vec<StoredRow> = page
+            .into_iter()
+            .filter(|r| r.ledger_seq <= max_seq)
+            .collect();
+        let Some(last) = page.last() else { break };
+        after = last.ledger_seq;
+        for row in &page {
+            let mut finding = |problem: Problem, detail: String| Finding {
+                problem,
+                ledger_seq: Some(row.ledger_seq),
+                chain_id: row.chain_id.clone(),
+                seq: row.chain_seq.and_then(|s| u64::try_from(s).ok()),
+                request_id: None,
+                detail,
             };
-            let mut f = finding(Problem::Deleted, what);
-            f.ledger_seq = Some(expected_seq);
-            f.chain_id = None;
-            f.seq = None;
-            row_findings.push(f);
-        }
-        let written_at = match written_at[index] {
-            Some(w) if w != row.ledger_seq => {
-                row_findings.push(finding(
-                    Problem::Reordered,
-                    format!("row stored at #{} was written as #{w}", row.ledger_seq),
-                ));
-                w
+            let mut row_findings = Vec::new();
+            if row.ledger_seq > expected_seq {
+                let last = row.ledger_seq - 1;
+                let what = if last > expected_seq {
+                    format!("ledger rows #{expected_seq}..=#{last} are missing (deleted)")
+                } else {
+                    format!("ledger row #{expected_seq} is missing (deleted)")
+                };
+                let mut f = finding(Problem::Deleted, what);
+                f.ledger_seq = Some(expected_seq);
+                f.chain_id = None;
+                f.seq = None;
+                row_findings.push(f);
             }
-            Some(w) => w,
-            None => {
-                if row.ledger_prev != expected_prev && row.ledger_seq == expected_seq {
+            let written_at = match written_at.get(&row.ledger_seq).copied() {
+                Some(w) if w != row.ledger_seq => {
                     row_findings.push(finding(
-                        Problem::Modified,
-                        format!(
+                        Problem::Reordered,
+                        format!("row stored at #{} was written as #{w}", row.ledger_seq),
+                    ));
+                    w
+                }
+                Some(w) => w,
+                None => {
+                    if row.ledger_prev != expected_prev && row.ledger_seq == expected_seq {
+                        row_findings.push(finding(
+                            Problem::Modified,
+                            format!(
                             "does not link to row #{} (a row before it was replaced or modified)",
                             row.ledger_seq - 1
                         ),
-                    ));
+                        ));
+                    }
+                    row.ledger_seq
                 }
-                row.ledger_seq
-            }
-        };
-        let as_written = StoredRow {
-            ledger_seq: written_at,
-            ..row.clone()
-        };
-        if row_hash(&as_written) != row.ledger_hash {
-            row_findings.push(finding(
-                Problem::Modified,
-                "columns changed since stored (ledger hash mismatch)".into(),
-            ));
-        }
-        let mut request_id = None;
-        match keys
-            .encryption
-            .decrypt(written_at, &row.nonce, &row.ciphertext)
-            .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
-        {
-            None => {
-                if let (Some(c), Some(q)) = (&row.chain_id, row.chain_seq) {
-                    unreadable.insert((c.clone(), u64::try_from(q).unwrap_or(0)));
-                }
+            };
+            let as_written = StoredRow {
+                ledger_seq: written_at,
+                ..row.clone()
+            };
+            if row_hash(&as_written) != row.ledger_hash {
                 row_findings.push(finding(
                     Problem::Modified,
-                    "ciphertext fails authentication (modified, or swapped with another row)"
-                        .into(),
-                ))
+                    "columns changed since stored (ledger hash mismatch)".into(),
+                ));
             }
-            Some(value) => {
-                request_id = value
-                    .get("requestId")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                check_record(
-                    row,
-                    &value,
-                    keys,
-                    &mut row_findings,
-                    &mut chains,
-                    &mut flagged,
-                    &mut ingest_flags,
-                    &mut finding,
-                );
+            let mut request_id = None;
+            match keys
+                .encryption
+                .decrypt(written_at, &row.nonce, &row.ciphertext)
+                .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
+            {
+                None => {
+                    if let (Some(c), Some(q)) = (&row.chain_id, row.chain_seq) {
+                        unreadable.insert((c.clone(), u64::try_from(q).unwrap_or(0)));
+                    }
+                    row_findings.push(finding(
+                        Problem::Modified,
+                        "ciphertext fails authentication (modified, or swapped with another row)"
+                            .into(),
+                    ))
+                }
+                Some(value) => {
+                    request_id = value
+                        .get("requestId")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    check_record(
+                        row,
+                        &value,
+                        keys,
+                        &mut row_findings,
+                        &mut chains,
+                        &mut flagged,
+                        &mut ingest_flags,
+                        &mut unreadable,
+                        &mut finding,
+                    );
+                }
             }
+            for mut f in row_findings {
+                if f.request_id.is_none() && f.ledger_seq == Some(row.ledger_seq) {
+                    f.request_id.clone_from(&request_id);
+                }
+                findings.push(f);
+            }
+            expected_seq = row.ledger_seq + 1;
+            expected_prev.clone_from(&row.ledger_hash);
         }
-        for mut f in row_findings {
-            if f.request_id.is_none() && f.ledger_seq == Some(row.ledger_seq) {
-                f.request_id.clone_from(&request_id);
-            }
-            findings.push(f);
-        }
-        expected_seq = row.ledger_seq + 1;
-        expected_prev.clone_from(&row.ledger_hash);
     }
-    let max_seq = rows.last().map(|r| r.ledger_seq).unwrap_or(0);
 
     // Chains, in seq order.
     for (chain_id, entries) in &mut chains {
@@ -268,7 +313,7 @@ pub fn verify(store: &mut dyn Store, keys: &VerifyKeys<'_>) -> Result<VerifyRepo
         let mut v = ChainVerifier::new(chain_id.clone());
         let mut first = true;
         for e in entries.iter() {
-            for f in v.feed(keys.mac_keys, &e.record) {
+            for f in v.feed_verified(e.seq, &e.prev, &e.hash, e.is_start) {
                 let (kind, seq) = match &f {
                     // Seqs whose rows exist but cannot be read are reported per row above.
                     ChainFinding::Gap { expected, got }
@@ -352,14 +397,18 @@ pub fn verify(store: &mut dyn Store, keys: &VerifyKeys<'_>) -> Result<VerifyRepo
             }
             continue;
         }
-        match rows.iter().find(|r| r.ledger_seq == cp.ledger_count) {
+        match links
+            .binary_search_by_key(&cp.ledger_count, |l| l.ledger_seq)
+            .ok()
+            .map(|i| &links[i])
+        {
             // A missing row inside the ledger is reported as deleted above.
             None => {}
-            Some(r) if r.ledger_hash != cp.head_hash => findings.push(Finding {
+            Some(r) if r.hash != cp.head_hash => findings.push(Finding {
                 problem: Problem::Modified,
                 ledger_seq: Some(r.ledger_seq),
-                chain_id: r.chain_id.clone(),
-                seq: r.chain_seq.and_then(|s| u64::try_from(s).ok()),
+                chain_id: None,
+                seq: None,
                 request_id: None,
                 detail: format!(
                     "is not the row checkpoint {} signed as ledger head (replaced or rewritten)",
@@ -427,7 +476,7 @@ pub fn verify(store: &mut dyn Store, keys: &VerifyKeys<'_>) -> Result<VerifyRepo
 
     Ok(VerifyReport {
         intact: findings.is_empty(),
-        rows: rows.len() as u64,
+        rows: links.len() as u64,
         chains: chains.len() as u64,
         checkpoints: checkpoints.len() as u64,
         findings,
@@ -445,6 +494,7 @@ fn check_record(
     chains: &mut BTreeMap<String, Vec<ChainEntry>>,
     flagged: &mut HashSet<(String, u64, String)>,
     ingest_flags: &mut Vec<String>,
+    unreadable: &mut HashSet<(String, u64)>,
     finding: &mut dyn FnMut(Problem, String) -> Finding,
 ) {
     let mismatch = |what: &str| format!("{what} column does not match the stored record");
@@ -525,6 +575,11 @@ fn check_record(
             out.push(finding(Problem::Modified, mismatch(what)));
         }
     }
+    if verify_mac(keys.mac_keys, value) != MacCheck::Valid {
+        // Reported above; its chain position is not reported again as missing.
+        unreadable.insert((record.chain.id.clone(), record.chain.seq));
+        return;
+    }
     chains
         .entry(record.chain.id.clone())
         .or_default()
@@ -532,6 +587,8 @@ fn check_record(
             seq: record.chain.seq,
             ledger_seq: row.ledger_seq,
             request_id: record.request_id.clone(),
-            record: value.clone(),
+            prev: record.chain.prev.clone(),
+            hash: record_hash(value),
+            is_start: record.kind == hipaa_core::audit::RecordKind::ChainStart,
         });
 }

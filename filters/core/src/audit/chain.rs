@@ -303,24 +303,36 @@ impl ChainVerifier {
                 }]
             }
         }
-        if chain.seq < self.next_seq {
-            return vec![ChainFinding::Duplicate { seq: chain.seq }];
+        let is_start = record.get("kind").and_then(Value::as_str) == Some("chain-start");
+        self.feed_verified(chain.seq, chain.prev, &record_hash(record), is_start)
+    }
+
+    /// The continuity part of [`ChainVerifier::feed`], for a record whose MAC the caller has
+    /// already verified: its `seq`, `prev`, [`record_hash`] and whether it is `chain-start`.
+    pub fn feed_verified(
+        &mut self,
+        seq: u64,
+        prev: &str,
+        hash: &str,
+        is_start: bool,
+    ) -> Vec<ChainFinding> {
+        if seq < self.next_seq {
+            return vec![ChainFinding::Duplicate { seq }];
         }
         let mut findings = Vec::new();
-        let is_start = record.get("kind").and_then(Value::as_str) == Some("chain-start");
-        if is_start != (chain.seq == 0) {
-            findings.push(ChainFinding::ChainStartMisplaced { seq: chain.seq });
+        if is_start != (seq == 0) {
+            findings.push(ChainFinding::ChainStartMisplaced { seq });
         }
-        if chain.seq > self.next_seq {
+        if seq > self.next_seq {
             findings.push(ChainFinding::Gap {
                 expected: self.next_seq,
-                got: chain.seq,
+                got: seq,
             });
-        } else if chain.prev != self.prev {
-            findings.push(ChainFinding::PrevMismatch { seq: chain.seq });
+        } else if prev != self.prev {
+            findings.push(ChainFinding::PrevMismatch { seq });
         }
-        self.next_seq = chain.seq.saturating_add(1);
-        self.prev = record_hash(record);
+        self.next_seq = seq.saturating_add(1);
+        self.prev = hash.to_string();
         findings
     }
 
