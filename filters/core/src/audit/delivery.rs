@@ -160,6 +160,11 @@ impl Delivery {
         self.pending.len() + self.batch.len()
     }
 
+    /// Records in the current batch (in flight or waiting for its retry).
+    pub fn batch_len(&self) -> usize {
+        self.batch.len()
+    }
+
     pub fn in_flight(&self) -> bool {
         matches!(self.state, State::InFlight { .. })
     }
@@ -320,6 +325,7 @@ mod tests {
             "a full batch goes at once"
         );
         assert!(d.in_flight());
+        assert_eq!(d.batch_len(), 3);
         assert_eq!(d.unacked(), 4);
         assert_eq!(d.poll(700, false), None, "one batch in flight at a time");
         assert_eq!(d.on_response(Some("200"), 700), Answer::Acked(3));

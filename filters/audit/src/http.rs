@@ -1,0 +1,165 @@
+//! HTTP context: gather the request facts first (before any other filter), refuse PHI requests
+//! while the buffer is full under failClosed, read the outcome, and enqueue the record at
+//! `on_log` — which Envoy calls for every stream, aborted ones included.
+//!
+//! The audit filter runs first, so it also removes every `x-hipaa-*` header the client sent (as
+//! authn does; defence in depth): anything of that prefix present later was set by a hipaa filter
+//! and may be trusted for the record. A spoofing attempt is counted.
+
+use crate::host;
+use crate::root::Shared;
+use hipaa_core::audit::buffer::{self, Admission};
+use hipaa_core::audit::build::{self, ConnectionFacts, RequestFacts, ResponseFacts};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+use std::rc::Rc;
+
+const REQ: MapType = MapType::HttpRequestHeaders;
+const RESP: MapType = MapType::HttpResponseHeaders;
+
+pub struct AuditHttp {
+    shared: Rc<Shared>,
+    request: Option<RequestFacts>,
+    response: ResponseFacts,
+    response_seen: bool,
+    /// This filter refused the request (full buffer): counted, not recorded.
+    refused: bool,
+}
+
+impl AuditHttp {
+    pub fn new(shared: Rc<Shared>) -> AuditHttp {
+        AuditHttp {
+            shared,
+            request: None,
+            response: ResponseFacts::default(),
+            response_seen: false,
+            refused: false,
+        }
+    }
+
+    /// Reads the annotations the other filters set. Envoy refuses a header map outside its own
+    /// callback (and the SDK panics on that refusal), so the request headers are read here
+    /// through the `request.headers` attribute, which stays readable in the response callbacks
+    /// and at log time; the reply's headers likewise through `response.headers`.
+    fn read_outcome(&mut self) {
+        self.response.read_annotations(
+            |n| host::string_property(&["request", "headers", n]),
+            |n| host::string_property(&["response", "headers", n]),
+        );
+    }
+}
+
+fn connection_facts() -> ConnectionFacts {
+    ConnectionFacts {
+        source_address: host::string_property(&["source", "address"]),
+        tls_version: host::string_property(&["connection", "tls_version"]),
+        peer_uri_san: host::string_property(&["connection", "uri_san_peer_certificate"]),
+    }
+}
+
+impl Context for AuditHttp {}
+
+impl HttpContext for AuditHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let names = host::header_names(REQ);
+        let facts = RequestFacts::gather(
+            &self.shared.policy.routes,
+            &names,
+            |n| host::header(REQ, n),
+            &connection_facts(),
+            host::now_millis(),
+        );
+        if !facts.spoofed.is_empty() {
+            host::count(host::SPOOFED);
+            for name in &facts.spoofed {
+                host::remove_header(REQ, name);
+            }
+        }
+        let audit = &self.shared.audit;
+        let admission = buffer::admit(
+            facts.class(),
+            host::buffered(),
+            u64::from(audit.max_buffered),
+            audit.when_collector_down,
+        );
+        match admission {
+            Admission::Pass => {}
+            Admission::PassUnaudited => host::count(host::BUFFER_FULL_PASS),
+            Admission::Refuse => {
+                host::count(host::BUFFER_FULL_503);
+                self.refused = true;
+                let reply = buffer::refusal(facts.request_id.as_deref().unwrap_or_default());
+                let headers: Vec<(&str, &str)> = reply
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                if hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
+                    .is_err()
+                {
+                    log::error!("hipaa-audit: could not send the 503 reply");
+                }
+                return Action::Pause;
+            }
+        }
+        self.request = Some(facts);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.refused || self.request.is_none() {
+            return Action::Continue;
+        }
+        self.response_seen = true;
+        self.response.status = host::header(RESP, ":status")
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        self.read_outcome();
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if self.refused {
+            return;
+        }
+        let Some(request) = self.request.take() else {
+            return;
+        };
+        // The request headers stay readable at log time: catch what a filter set after the
+        // response headers were read (or when there were none: the client left first).
+        self.read_outcome();
+        if !self.response_seen {
+            // No response headers went through this filter: the client left first (status 0),
+            // unless Envoy itself answered.
+            self.response.status = host::int_property(&["response", "code"])
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(0);
+        }
+        if !build::should_record(request.class(), self.response.denied(), false) {
+            return;
+        }
+        self.response.bytes = host::int_property(&["response", "size"])
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0);
+        self.response.end_ms = host::now_millis();
+        let record = build::build_record(&request, &self.response);
+        let json = match serde_json::to_vec(&record) {
+            Ok(json) => json,
+            Err(e) => {
+                log::error!("hipaa-audit: a record could not be serialized: {e}");
+                host::count(host::DROPPED);
+                return;
+            }
+        };
+        if !buffer::may_enqueue(host::buffered(), u64::from(self.shared.audit.max_buffered)) {
+            log::error!("hipaa-audit: buffer past its hard limit; an audit record was dropped");
+            host::count(host::DROPPED);
+            return;
+        }
+        // Count first: the root context may take the record before this call returns.
+        let _ = host::adjust_shared(host::BUFFERED_KEY, 1);
+        self.shared.enqueue(json);
+        host::count(host::ENQUEUED);
+    }
+}

@@ -1,0 +1,374 @@
+//! Root context: load the policy and the MAC key (refuse to start without either), start this
+//! VM's chain, and deliver its records to the collector.
+//!
+//! # Queue, chain and delivery
+//!
+//! Envoy cancels a request context's outstanding `dispatch_http_call` when the request ends, so
+//! requests never send; each request's record goes into a proxy-wasm shared queue at `on_log`
+//! (which Envoy calls for aborted requests too) and the root context sends.
+//!
+//! A shared queue is keyed by (vm_id, name) across the whole Envoy: every worker VM of this
+//! plugin shares one namespace. Any VM may dequeue from any queue whose token it holds, and only
+//! the last VM that registered a name receives `on_queue_ready` for it (proxy-wasm-cpp-host
+//! `SharedQueue::registerQueue` overwrites the owner; `enqueue` posts `onQueueReady` to the
+//! owner's thread). One queue for all workers would therefore let another VM's root context take
+//! this VM's records, and a chain needs a single writer for contiguous seqs and in-order delivery.
+//!
+//! So **each VM registers its own queue, named after its chain id**
+//! (`hipaa.audit.records.<chain id>`): its HTTP contexts (same VM, same thread) enqueue the
+//! *unsealed* record, and only its own root context — the one notified, and the only one that
+//! knows the name — dequeues. The root context seals each record as it takes it (seq = order of
+//! dequeue, so seqs are contiguous by construction), keeps at most two batches sealed, and sends
+//! one batch at a time, retrying the same batch until the collector answers 2xx
+//! (`hipaa_core::audit::delivery`). Records wait unsealed in the host's queue, outside the VM's
+//! memory, while the collector is down. If registering the queue fails, records wait in a
+//! VM-local list instead (same order, same sealing).
+//!
+//! `maxBuffered` counts records per Envoy: a shared-data count (compare-and-swap) goes up when a
+//! request enqueues and down when the collector acknowledges; `hipaa_core::audit::buffer` decides
+//! admission from it.
+//!
+//! The chain id is 128 bits of SHA-256 over the host clock in nanoseconds, this root context's id,
+//! a shared-data counter incremented with compare-and-swap (unique per VM start within an
+//! Envoy) and a host-seeded hash: unique per VM without a randomness dependency.
+
+use crate::host;
+use crate::http::AuditHttp;
+use hipaa_core::audit::build::chain_id_from_seed;
+use hipaa_core::audit::delivery::{Answer, Delivery, DeliveryConfig};
+use hipaa_core::audit::{AuditRecord, ChainWriter, MacKeyRing};
+use hipaa_core::policy::{Audit, Policy};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, MapType};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// What the root context shares with the HTTP contexts of its VM.
+pub struct Shared {
+    pub policy: Policy,
+    pub audit: Audit,
+    /// This VM's queue; None if the host refused to register it.
+    pub queue: Option<u32>,
+    /// Records waiting when there is no queue (or the host refused an enqueue).
+    pub fallback: RefCell<VecDeque<Vec<u8>>>,
+}
+
+impl Shared {
+    /// Hands an unsealed record to the root context.
+    pub fn enqueue(&self, record: Vec<u8>) {
+        if let Some(queue) = self.queue {
+            if hostcalls::enqueue_shared_queue(queue, Some(&record)).is_ok() {
+                return;
+            }
+        }
+        self.fallback.borrow_mut().push_back(record);
+    }
+}
+
+pub struct AuditRoot {
+    context_id: u32,
+    shared: Option<Rc<Shared>>,
+    chain: Option<ChainWriter>,
+    delivery: Option<Delivery>,
+    /// The token of the call in flight.
+    token: Option<u32>,
+    /// The `chain-start` record is not in the shared buffered count (Envoy starts and drops
+    /// VMs, e.g. the one that validates the configuration, whose chain-start is never sent and
+    /// must not hold buffer space); its batch is acknowledged with one record less.
+    start_unacked: bool,
+}
+
+impl AuditRoot {
+    pub fn new(context_id: u32) -> AuditRoot {
+        AuditRoot {
+            context_id,
+            shared: None,
+            chain: None,
+            delivery: None,
+            token: None,
+            start_unacked: false,
+        }
+    }
+
+    fn chain_id(&self) -> String {
+        let counter = host::adjust_shared(host::VM_COUNTER_KEY, 1).unwrap_or(0);
+        let mut seed = Vec::with_capacity(64);
+        seed.extend_from_slice(&host::now_nanos().to_le_bytes());
+        seed.extend_from_slice(&self.context_id.to_le_bytes());
+        seed.extend_from_slice(&counter.to_le_bytes());
+        // std seeds RandomState from the host (WASI random_get); mixed in, never relied on alone.
+        let salt = std::collections::hash_map::RandomState::new().hash_one(self.context_id);
+        seed.extend_from_slice(&salt.to_le_bytes());
+        chain_id_from_seed(&seed)
+    }
+
+    /// Takes records from the queue (and the fallback list), seals them in order, and hands them
+    /// to delivery, as far as delivery has room.
+    fn drain(&mut self) {
+        let (Some(shared), Some(chain), Some(delivery)) = (
+            self.shared.as_ref(),
+            self.chain.as_mut(),
+            self.delivery.as_mut(),
+        ) else {
+            return;
+        };
+        let now = host::now_millis();
+        while delivery.room() > 0 {
+            let next = shared.fallback.borrow_mut().pop_front();
+            let bytes = match next {
+                Some(b) => b,
+                None => match shared
+                    .queue
+                    .and_then(|q| hostcalls::dequeue_shared_queue(q).ok().flatten())
+                {
+                    Some(b) => b,
+                    None => break,
+                },
+            };
+            let sealed = serde_json::from_slice::<AuditRecord>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|r| chain.seal_to_json(r).map_err(|e| e.to_string()));
+            match sealed {
+                Ok(json) => delivery.push(json, now),
+                Err(e) => {
+                    // Cannot happen for records this filter built; never silently.
+                    log::error!("hipaa-audit: a queued record could not be sealed: {e}");
+                    host::count(host::DROPPED);
+                    let _ = host::adjust_shared(host::BUFFERED_KEY, -1);
+                }
+            }
+        }
+    }
+
+    /// Sends the next batch if one is due.
+    fn send(&mut self, force: bool) {
+        let (Some(shared), Some(delivery)) = (self.shared.as_ref(), self.delivery.as_mut()) else {
+            return;
+        };
+        let now = host::now_millis();
+        let Some(body) = delivery.poll(now, force) else {
+            return;
+        };
+        let collector = &shared.audit.collector;
+        let authority = collector.authority.as_deref().unwrap_or(&collector.cluster);
+        let headers = vec![
+            (":method", "POST"),
+            (":path", collector.path.as_str()),
+            (":authority", authority),
+            ("content-type", "application/json"),
+        ];
+        let timeout = Duration::from_millis(delivery.config().timeout_ms.max(1));
+        let records = delivery.batch_len() as u64;
+        match hostcalls::dispatch_http_call(
+            &collector.cluster,
+            headers,
+            Some(&body),
+            vec![],
+            timeout,
+        ) {
+            Ok(token) => {
+                self.token = Some(token);
+                host::count_n(host::SENT, records);
+            }
+            Err(status) => {
+                self.token = None;
+                let answer = delivery.on_dispatch_failed(now);
+                host::count(host::RETRIED);
+                log_failure(
+                    &answer,
+                    &format!("not dispatched ({status:?})"),
+                    &collector.cluster,
+                );
+            }
+        }
+    }
+
+    fn pump(&mut self) {
+        self.drain();
+        self.send(false);
+    }
+}
+
+fn log_failure(answer: &Answer, what: &str, cluster: &str) {
+    if let Answer::Retry { failures, delay_ms } = answer {
+        // The first failure and then every tenth, so a long outage does not flood the log.
+        if *failures == 1 || failures % 10 == 0 {
+            log::warn!(
+                "hipaa-audit: delivery to cluster {cluster} failed ({what}); attempt {failures}, retrying in {delay_ms} ms"
+            );
+        }
+    }
+}
+
+impl Context for AuditRoot {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        if self.token != Some(token) {
+            return;
+        }
+        self.token = None;
+        let status = if num_headers == 0 {
+            None
+        } else {
+            host::header(MapType::HttpCallResponseHeaders, ":status")
+        };
+        let now = host::now_millis();
+        let Some(delivery) = self.delivery.as_mut() else {
+            return;
+        };
+        let answer = delivery.on_response(status.as_deref(), now);
+        match answer {
+            Answer::Acked(n) => {
+                host::count_n(host::ACKED, n as u64);
+                let mut counted = i64::try_from(n).unwrap_or(0);
+                if std::mem::take(&mut self.start_unacked) {
+                    counted -= 1;
+                }
+                let _ = host::adjust_shared(host::BUFFERED_KEY, -counted);
+            }
+            Answer::Retry { .. } => {
+                host::count(host::RETRIED);
+                let cluster = self
+                    .shared
+                    .as_ref()
+                    .map(|s| s.audit.collector.cluster.clone())
+                    .unwrap_or_default();
+                log_failure(
+                    &answer,
+                    &format!("status {}", status.as_deref().unwrap_or("none")),
+                    &cluster,
+                );
+            }
+            Answer::Ignored => {}
+        }
+        self.pump();
+    }
+
+    fn on_done(&mut self) -> bool {
+        // Records still here when the VM stops cannot be delivered: say how many, and take them
+        // out of the shared count so the other VMs do not refuse requests for them.
+        let mut lost = self.delivery.as_ref().map_or(0, Delivery::unacked) as i64;
+        if self.start_unacked {
+            lost -= 1;
+        }
+        if let Some(shared) = &self.shared {
+            lost += shared.fallback.borrow().len() as i64;
+            if let Some(q) = shared.queue {
+                while let Ok(Some(_)) = hostcalls::dequeue_shared_queue(q) {
+                    lost += 1;
+                }
+            }
+        }
+        if lost > 0 {
+            log::error!("hipaa-audit: VM stopping with {lost} audit record(s) not acknowledged by the collector");
+            let _ = host::adjust_shared(host::BUFFERED_KEY, -lost);
+        }
+        true
+    }
+}
+
+impl RootContext for AuditRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let policy = match Policy::from_plugin_config(&config) {
+            Ok(policy) => policy,
+            Err(errors) => {
+                log::error!("hipaa-audit: {}", errors.summary());
+                return false;
+            }
+        };
+        let Some(audit) = policy.spec.audit.clone() else {
+            log::error!("hipaa-audit: spec.audit: required by the audit filter (collector, flushIntervalMs, maxBatch, maxBuffered, whenCollectorDown, macKeyEnv)");
+            return false;
+        };
+        let key = match std::env::var(&audit.mac_key_env) {
+            Ok(text) => match MacKeyRing::parse(&text) {
+                Ok(ring) => ring.current().clone(),
+                Err(e) => {
+                    log::error!(
+                        "hipaa-audit: {} (named by spec.audit.macKeyEnv): {e}",
+                        audit.mac_key_env
+                    );
+                    return false;
+                }
+            },
+            Err(_) => {
+                log::error!(
+                    "hipaa-audit: the record-MAC key variable {} (spec.audit.macKeyEnv) is not set for the Wasm VM; pass it with vm_config.environment_variables",
+                    audit.mac_key_env
+                );
+                return false;
+            }
+        };
+        host::define_counters();
+        if self.chain.is_none() {
+            let chain_id = self.chain_id();
+            let queue =
+                hostcalls::register_shared_queue(&format!("hipaa.audit.records.{chain_id}")).ok();
+            if queue.is_none() {
+                log::warn!(
+                    "hipaa-audit: could not register the record queue; records wait in the VM"
+                );
+            }
+            let now = host::now_millis();
+            let (writer, start) = match ChainWriter::start(chain_id.clone(), key, now) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    log::error!("hipaa-audit: cannot start the chain: {e}");
+                    return false;
+                }
+            };
+            let start_json = match serde_json::to_vec(&start) {
+                Ok(json) => json,
+                Err(e) => {
+                    log::error!("hipaa-audit: cannot serialize the chain-start record: {e}");
+                    return false;
+                }
+            };
+            let mut delivery = Delivery::new(DeliveryConfig::from_policy(&audit));
+            delivery.push(start_json, now);
+            self.start_unacked = true;
+            self.chain = Some(writer);
+            self.delivery = Some(delivery);
+            self.shared = Some(Rc::new(Shared {
+                policy,
+                audit: audit.clone(),
+                queue,
+                fallback: RefCell::new(VecDeque::new()),
+            }));
+            log::info!("hipaa-audit: policy loaded; chain {chain_id} started");
+        }
+        let tick = DeliveryConfig::from_policy(&audit).tick_ms();
+        let _ = hostcalls::set_tick_period(Duration::from_millis(tick));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        self.pump();
+    }
+
+    fn on_queue_ready(&mut self, _queue_id: u32) {
+        self.pump();
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let shared = self.shared.clone()?;
+        Some(Box::new(AuditHttp::new(shared)))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
