@@ -3,6 +3,7 @@
 //! to them. Every process is killed when its guard is dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod collector;
 pub mod envoy;
 pub mod http;
 pub mod idp;

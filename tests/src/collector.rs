@@ -1,0 +1,210 @@
+//! The real audit collector (`hipaa-mesh collector`) on SQLite for the end-to-end tests, with its
+//! keys made at test time, and the review commands (`hipaa-mesh audit verify`).
+
+use crate::process::{wait_for_port, Proc};
+use crate::{cli_bin, free_port, http, TempDir};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const ENV_HMAC_KEY: &str = "HIPAA_AUDIT_HMAC_KEY";
+pub const ENV_ENCRYPTION_KEY_FILE: &str = "HIPAA_AUDIT_ENCRYPTION_KEY_FILE";
+
+/// A record-MAC key for tests: `KEYID:HEX`, 32 bytes, different per call.
+pub fn test_mac_key() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut hex = String::new();
+    for i in 0..4u64 {
+        let word = nanos
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left((i * 13) as u32)
+            ^ (n + i).wrapping_mul(0xD6E8_FEB8_6659_FD93)
+            ^ u64::from(std::process::id());
+        hex.push_str(&format!("{word:016x}"));
+    }
+    format!("e2e:{hex}")
+}
+
+/// A running collector on a SQLite database in a temporary folder; killed on drop. It can be
+/// stopped and started again on the same port and database.
+pub struct Collector {
+    pub port: u16,
+    pub db: String,
+    pub mac_key: String,
+    enc_key_file: PathBuf,
+    proc: Option<Proc>,
+    starts: u32,
+    dir: TempDir,
+}
+
+impl Collector {
+    pub fn start() -> Collector {
+        let dir = TempDir::new("collector");
+        let enc_key_file = dir.path().join("at-rest.key");
+        let enc: String = test_mac_key().split(':').nth(1).unwrap().to_string();
+        std::fs::write(&enc_key_file, enc).unwrap();
+        let mut c = Collector {
+            port: free_port(),
+            db: format!("sqlite:{}", dir.path().join("audit.db").display()),
+            mac_key: test_mac_key(),
+            enc_key_file,
+            proc: None,
+            starts: 0,
+            dir,
+        };
+        c.restart();
+        c
+    }
+
+    /// The environment the collector and the review commands need.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (ENV_HMAC_KEY.into(), self.mac_key.clone()),
+            (
+                ENV_ENCRYPTION_KEY_FILE.into(),
+                self.enc_key_file.display().to_string(),
+            ),
+        ]
+    }
+
+    /// The environment the Wasm VMs need (the MAC key only).
+    pub fn vm_env(&self) -> Vec<(String, String)> {
+        vec![(ENV_HMAC_KEY.into(), self.mac_key.clone())]
+    }
+
+    /// Start (again) on the same port and database.
+    pub fn restart(&mut self) {
+        assert!(self.proc.is_none(), "collector already running");
+        self.starts += 1;
+        let mut cmd = Command::new(cli_bin());
+        cmd.args([
+            "collector",
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+            "--db",
+            &self.db,
+        ])
+        .args(["--checkpoint-seconds", "1"])
+        .envs(self.env());
+        let log = self
+            .dir
+            .path()
+            .join(format!("collector-{}.log", self.starts));
+        let mut proc = Proc::spawn("collector", cmd, log);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(
+                proc.alive(),
+                "collector exited at start:\n{}",
+                proc.log_text()
+            );
+            if wait_for_port(self.port, Duration::from_millis(100))
+                && http::try_request(self.port, "GET", "/healthz", &[], b"")
+                    .is_ok_and(|r| r.status == 200)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "collector not ready in 20 s:\n{}",
+                proc.log_text()
+            );
+        }
+        self.proc = Some(proc);
+    }
+
+    /// Stop it gracefully (SIGTERM: it signs a final checkpoint), killing it after 10 s.
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(proc.child.id().to_string())
+                .status();
+            if proc.wait_exit(Duration::from_secs(10)).is_none() {
+                proc.kill();
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
+
+    /// `GET /v1/records?QUERY`: the records, in ingest order.
+    pub fn records(&self, query: &str) -> Vec<Value> {
+        let r = http::get(self.port, &format!("/v1/records?{query}"), &[]);
+        assert_eq!(r.status, 200, "GET /v1/records?{query}: {}", r.body);
+        match r.json() {
+            Value::Array(items) => items,
+            other => panic!("not an array: {other}"),
+        }
+    }
+
+    /// Wait until `query` returns at least `n` records (then a little longer, so extra records
+    /// would show), and return them.
+    pub fn wait_for(&self, query: &str, n: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self.records(query);
+            if found.len() >= n {
+                std::thread::sleep(Duration::from_millis(700));
+                return self.records(query);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} records for {query:?} after {timeout:?}",
+                found.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `hipaa-mesh audit verify --db DB`: (exit code, stdout + stderr).
+    pub fn verify(&self) -> (i32, String) {
+        let out = Command::new(cli_bin())
+            .args(["audit", "verify", "--db", &self.db])
+            .envs(self.env())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// `hipaa-mesh audit query --db DB --format json ARGS`.
+    pub fn query_cli(&self, args: &[&str]) -> Vec<Value> {
+        let out = Command::new(cli_bin())
+            .args(["audit", "query", "--db", &self.db, "--format", "json"])
+            .args(args)
+            .envs(self.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "audit query failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match serde_json::from_slice(&out.stdout).unwrap() {
+            Value::Array(items) => items,
+            other => panic!("not an array: {other}"),
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+}
