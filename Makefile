@@ -27,14 +27,20 @@ build:
 	cargo build --release -p hipaa-mesh-cli
 	@$(MAKE) --no-print-directory sizes
 
+# Each .wasm as an OCI image layout (target/oci/hipaa-*), the digests the rendered WasmPlugins pin.
+.PHONY: package
+package: build
+	target/release/hipaa-mesh package --wasm-dir $(WASM_DIR) --out target/oci
+
 sizes:
 	@for f in $(FILTERS); do \
 	  w=$(WASM_DIR)/hipaa_$$f.wasm; \
 	  [ -f $$w ] && printf '%-22s %8d bytes\n' "hipaa_$$f.wasm" $$(stat -c %s $$w); \
 	done; true
 
+# Release mode, so the unit tests share their dependency builds with `make build`.
 unit:
-	cargo test --workspace --exclude hipaa-e2e
+	cargo test --release --workspace --exclude hipaa-e2e
 
 # core's unit tests again, compiled to wasm32 and run under wasmtime: 32-bit sizes, WASI clock.
 unit-wasm:

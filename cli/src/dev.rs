@@ -18,7 +18,7 @@ pub enum DevCommand {
         out: PathBuf,
     },
     /// Print a signed access token (the demo identity provider).
-    Token(TokenArgs),
+    Token(Box<TokenArgs>),
     /// Serve a sample upstream that answers every request with a JSON echo of it.
     Upstream {
         #[arg(long, default_value = "127.0.0.1:8081")]

@@ -356,7 +356,9 @@ impl Reply {
         self.json()["headers"][name].as_str().map(String::from)
     }
 
-    fn assert_denied(&self, status: u16, error: &str) {
+    /// A refusal with this status and reason: the body's `error` is the shared category, the
+    /// specific reason travels in `x-hipaa-denial`.
+    fn assert_denied(&self, status: u16, reason: &str) {
         assert_eq!(
             self.status,
             status,
@@ -364,7 +366,13 @@ impl Reply {
             String::from_utf8_lossy(&self.body)
         );
         let body = self.json();
-        assert_eq!(body["error"], error, "{body}");
+        let category = match status {
+            413 => "request_too_large",
+            503 => "temporarily_unavailable",
+            _ => "access_denied",
+        };
+        assert_eq!(body["error"], category, "{body}");
+        assert_eq!(self.header("x-hipaa-denial"), Some(reason), "{body}");
         assert!(
             body["error_description"]
                 .as_str()
@@ -546,7 +554,8 @@ fn inbound_tls_versions_client_certificates_and_peers() {
     // Plaintext: refused, except the explicit allowPlaintext public probe route.
     let r = http::get(s.plain_port, "/fhir/Patient/1", &[]);
     assert_eq!(r.status, 403, "{}", r.body);
-    assert_eq!(r.json()["error"], "plaintext_refused");
+    assert_eq!(r.json()["error"], "access_denied");
+    assert_eq!(r.header("x-hipaa-denial"), Some("plaintext_refused"));
     let r = http::get(s.plain_port, "/healthz", &[("x-hipaa-tls", "TLSv1.3")]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(

@@ -237,10 +237,20 @@ impl Denial {
         }
     }
 
+    /// The `error` category, the same vocabulary as every hipaa-mesh denial (see
+    /// `crate::denial`); the specific reason is `code()`, carried in `x-hipaa-denial` and stats.
+    pub fn error(&self) -> &'static str {
+        match self.status() {
+            413 => "request_too_large",
+            503 => "temporarily_unavailable",
+            _ => "access_denied",
+        }
+    }
+
     /// The contract's JSON denial body.
     pub fn body(&self, request_id: &str) -> String {
         serde_json::json!({
-            "error": self.code(),
+            "error": self.error(),
             "error_description": self.description(),
             "request_id": request_id,
         })
@@ -1170,7 +1180,9 @@ mod tests {
     fn denial_body_is_the_contract_json() {
         let body = Denial::PlaintextRefused.body("req-1");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["error"], "plaintext_refused");
+        assert_eq!(v["error"], "access_denied");
+        assert_eq!(Denial::RequestBodyTooLarge.error(), "request_too_large");
+        assert_eq!(Denial::Unconfigured.error(), "temporarily_unavailable");
         assert_eq!(v["request_id"], "req-1");
         assert!(v["error_description"].as_str().unwrap().contains("TLS"));
         assert_eq!(v.as_object().unwrap().len(), 3);
