@@ -5,6 +5,7 @@
 
 pub mod errors;
 mod parse;
+pub mod safety;
 pub mod schema;
 pub mod validate;
 
