@@ -5,7 +5,13 @@ mod audit_cmd;
 mod collector_cmd;
 mod dev;
 mod integrity_cmd;
+mod oci;
+mod package_cmd;
 mod policy_cmd;
+mod render_cmd;
+mod render_istio;
+mod report;
+mod yaml_out;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +39,8 @@ enum Command {
     /// Review the audit trail: query, verify, purge.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Write each built `.wasm` as an OCI image layout that Istio's WasmPlugin pulls (`oci://`).
+    Package(package_cmd::PackageArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +51,7 @@ fn main() -> ExitCode {
         Command::Integrity(cmd) => integrity_cmd::run(cmd),
         Command::Collector(args) => collector_cmd::run(args),
         Command::Audit(cmd) => audit_cmd::run(cmd),
+        Command::Package(args) => package_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! `hipaa-mesh policy ...`: the same core validation the filters run.
 
 use clap::Subcommand;
+use hipaa_core::policy::safety::safety_errors;
 use hipaa_core::policy::PolicyDocument;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,12 +12,18 @@ pub enum PolicyCommand {
     Check { file: PathBuf },
     /// Print the policy's `spec` as the JSON plugin configuration the filters receive.
     PluginConfig { file: PathBuf },
+    /// Render a checked policy into deployable configuration (`--target istio`).
+    Render(crate::render_cmd::RenderArgs),
+    /// Which 164.312 safeguard each setting implements, the exceptions, and the gaps.
+    Report(crate::report::ReportArgs),
 }
 
 pub fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
     match cmd {
         PolicyCommand::Check { file } => check(&file),
         PolicyCommand::PluginConfig { file } => plugin_config(&file),
+        PolicyCommand::Render(args) => crate::render_cmd::run(args),
+        PolicyCommand::Report(args) => crate::report::run(args),
     }
 }
 
@@ -28,6 +35,15 @@ fn check(file: &PathBuf) -> Result<ExitCode, String> {
     let text = read(file)?;
     match PolicyDocument::compile(&text) {
         Ok((doc, policy)) => {
+            // The safety rules run on a valid document (they need its parsed form).
+            let unsafe_ = safety_errors(&doc.spec);
+            if !unsafe_.is_empty() {
+                eprintln!("{}: {} error(s)", file.display(), unsafe_.len());
+                for e in unsafe_.iter() {
+                    eprintln!("  {e}");
+                }
+                return Ok(ExitCode::from(1));
+            }
             println!(
                 "{}: valid ({} routes, {} identity providers)",
                 doc.metadata.name,

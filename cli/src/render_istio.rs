@@ -1,0 +1,272 @@
+//! `hipaa-mesh policy render --target istio`: everything a cluster needs for one policy.
+//!
+//! - Three `WasmPlugin`s (audit, transport, authn), all in phase `AUTHN` so they run before
+//!   Istio's own authentication, ordered by `priority` (Istio applies plugins of one phase in
+//!   descending priority): audit 300, transport 200, authn 100 — DESIGN.md's chain order.
+//!   Each pulls its module as an OCI image (`hipaa-mesh package` writes it) pinned by `sha256`
+//!   (for `oci://` URLs Istio compares it with the image's manifest digest, computed here from
+//!   the built `.wasm`), `failStrategy: FAIL_CLOSE`, `pluginConfig` = the policy's `spec`, and
+//!   the record-MAC key passed from the proxy's environment (`valueFrom: HOST`), never inline.
+//!   authn runs on inbound traffic only (`match: SERVER`); audit and transport run on both
+//!   sides, so egress to a vendor is checked against its BAA and recorded.
+//! - `PeerAuthentication` STRICT for the workload (164.312(e)(1), (d) for services).
+//! - `DestinationRule` with `ISTIO_MUTUAL` to the audit collector.
+//! - A `Sidecar` with `REGISTRY_ONLY` outbound traffic, and per BAA vendor a `ServiceEntry`
+//!   (annotated with the BAA id and expiry) plus a `DestinationRule` that originates TLS, so
+//!   the sidecar sees the request and the transport filter can check the vendor's BAA.
+
+use crate::oci;
+use crate::yaml_out;
+use hipaa_core::policy::{PolicyDocument, UnlistedHosts};
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+
+/// The modules in chain order (first runs first) with their Istio priority.
+pub const MODULES: [(&str, i64); 3] = [("audit", 300), ("transport", 200), ("authn", 100)];
+
+pub struct IstioOptions {
+    pub wasm_dir: PathBuf,
+    pub registry: String,
+    pub tag: String,
+}
+
+/// One rendered file: its name in the output directory and its YAML text.
+pub struct Rendered {
+    pub file: String,
+    pub text: String,
+}
+
+/// Warnings that do not stop rendering but that an operator must read.
+pub fn warnings(doc: &PolicyDocument) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(audit) = &doc.spec.audit {
+        if istio_cluster_host(&audit.collector.cluster).is_none() {
+            out.push(format!(
+                "spec.audit.collector.cluster `{}` is not an Istio cluster name; inside an Istio sidecar the audit filter can only call clusters named like `outbound|9100||audit-collector.hipaa-system.svc.cluster.local` (with failClosed, PHI requests get 503 once the buffer fills)",
+                audit.collector.cluster
+            ));
+        }
+    }
+    for (i, p) in doc.spec.identity.providers.iter().enumerate() {
+        if let Some(cluster) = &p.jwks.cluster {
+            if istio_cluster_host(cluster).is_none() {
+                out.push(format!(
+                    "spec.identity.providers[{i}].jwks.cluster `{cluster}` is not an Istio cluster name (`outbound|443||idp.example.com`, with a ServiceEntry for the IdP)"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `outbound|PORT|SUBSET|HOST` -> HOST.
+fn istio_cluster_host(cluster: &str) -> Option<&str> {
+    let mut parts = cluster.split('|');
+    let (dir, port, _subset, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (dir == "outbound" && port.parse::<u16>().is_ok() && !host.is_empty() && parts.next().is_none())
+        .then_some(host)
+}
+
+pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>, String> {
+    let labels = doc
+        .spec
+        .workload
+        .as_ref()
+        .map(|w| w.match_labels.clone())
+        .unwrap_or_default();
+    if labels.is_empty() {
+        return Err(format!(
+            "spec.workload.matchLabels is required to render for Istio: without it every resource would apply to every workload in namespace `{}`",
+            doc.metadata.namespace
+        ));
+    }
+    let labels = Value::Object(
+        labels
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    );
+    let name = &doc.metadata.name;
+    let ns = &doc.metadata.namespace;
+    let spec = serde_json::to_value(&doc.spec).map_err(|e| e.to_string())?;
+    let key_env = doc
+        .spec
+        .audit
+        .as_ref()
+        .map_or(hipaa_core::integrity::DEFAULT_KEY_ENV, |a| {
+            a.mac_key_env.as_str()
+        });
+
+    let mut plugins = Vec::new();
+    for (position, (module, priority)) in MODULES.iter().enumerate() {
+        let file = format!("hipaa_{module}.wasm");
+        let path = opts.wasm_dir.join(&file);
+        let wasm = std::fs::read(&path).map_err(|e| {
+            format!(
+                "cannot read {}: {e} (build the modules with `make build`, or point --wasm-dir at them)",
+                path.display()
+            )
+        })?;
+        let image = oci::image(&wasm, &file, &opts.tag);
+        let mut plugin_spec = json!({
+            "selector": {"matchLabels": labels},
+            "url": format!("oci://{}/hipaa-{module}:{}", opts.registry.trim_end_matches('/'), opts.tag),
+            "imagePullPolicy": "IfNotPresent",
+            "sha256": image.manifest_digest,
+            "phase": "AUTHN",
+            "priority": priority,
+            "failStrategy": "FAIL_CLOSE",
+            "type": "HTTP",
+            "pluginName": format!("hipaa-{module}"),
+            "pluginConfig": spec,
+        });
+        // Only the modules that use the key get it: audit (record MACs) and transport (body
+        // signatures). HOST: the value comes from the istio-proxy container's environment.
+        if *module != "authn" {
+            plugin_spec["vmConfig"] = json!({"env": [{"name": key_env, "valueFrom": "HOST"}]});
+        }
+        // authn checks the callers of this workload (inbound, SERVER). On the outbound side
+        // the app's own calls carry no user token; there transport checks egress (BAA
+        // vendors) and audit records the outcome, so those two run in both directions.
+        let mode = if *module == "authn" {
+            "SERVER"
+        } else {
+            "CLIENT_AND_SERVER"
+        };
+        plugin_spec["match"] = json!([{"mode": mode}]);
+        plugins.push(json!({
+            "apiVersion": "extensions.istio.io/v1alpha1",
+            "kind": "WasmPlugin",
+            "metadata": metadata(&format!("{name}-hipaa-{module}"), ns, name, json!({
+                "hipaa-mesh/chain-position": format!("{} of 3 (audit, transport, authn)", position + 1),
+                "hipaa-mesh/wasm-sha256": image.wasm_sha256,
+            })),
+            "spec": plugin_spec,
+        }));
+    }
+
+    let peer = json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": metadata(&format!("{name}-mtls"), ns, name, json!({})),
+        "spec": {"selector": {"matchLabels": labels}, "mtls": {"mode": "STRICT"}},
+    });
+
+    let mut security = vec![peer];
+    if let Some(audit) = &doc.spec.audit {
+        let host = istio_cluster_host(&audit.collector.cluster)
+            .or(audit.collector.authority.as_deref())
+            .unwrap_or(&audit.collector.cluster);
+        security.push(json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": metadata(&format!("{name}-audit-collector"), ns, name, json!({})),
+            "spec": {
+                "host": host,
+                "exportTo": ["."],
+                "workloadSelector": {"matchLabels": labels},
+                "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},
+            },
+        }));
+    }
+
+    let mode = match doc.spec.egress.unlisted_hosts {
+        UnlistedHosts::Deny => "REGISTRY_ONLY",
+        // Only valid with an `unlisted-egress` exception; the transport filter still checks.
+        UnlistedHosts::Allow => "ALLOW_ANY",
+    };
+    let mut egress = vec![json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": metadata(&format!("{name}-egress"), ns, name, json!({})),
+        "spec": {
+            "workloadSelector": {"labels": labels},
+            "outboundTrafficPolicy": {"mode": mode},
+        },
+    })];
+    for vendor in &doc.spec.egress.baa_vendors {
+        let host = vendor.host.to_ascii_lowercase();
+        let slug = host.replace('.', "-");
+        let annotations = json!({
+            "hipaa-mesh/baa-id": vendor.baa_id,
+            "hipaa-mesh/baa-expires": vendor.expires,
+        });
+        egress.push(json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": metadata(&format!("{name}-baa-{slug}"), ns, name, annotations.clone()),
+            "spec": {
+                "hosts": [host],
+                "exportTo": ["."],
+                "location": "MESH_EXTERNAL",
+                "resolution": "DNS",
+                // The app speaks HTTP to its sidecar (inside the pod); the sidecar sees the
+                // request, the transport filter checks the BAA, and TLS starts at the sidecar.
+                "ports": [{"number": 80, "name": "http", "protocol": "HTTP", "targetPort": 443}],
+            },
+        }));
+        egress.push(json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": metadata(&format!("{name}-baa-{slug}-tls"), ns, name, annotations),
+            "spec": {
+                "host": host,
+                "exportTo": ["."],
+                "workloadSelector": {"matchLabels": labels},
+                "trafficPolicy": {"portLevelSettings": [{
+                    "port": {"number": 80},
+                    "tls": {"mode": "SIMPLE", "sni": host, "subjectAltNames": [host]},
+                }]},
+            },
+        }));
+    }
+
+    let header = |what: &str| {
+        format!(
+            "# {what} for HipaaPolicy {ns}/{name}.\n# Rendered by `hipaa-mesh policy render --target istio`; edit the policy, not this file.\n"
+        )
+    };
+    Ok(vec![
+        Rendered {
+            file: "wasmplugins.yaml".into(),
+            text: header("WasmPlugins (chain order audit, transport, authn)")
+                + &yaml_out::documents(&plugins),
+        },
+        Rendered {
+            file: "security.yaml".into(),
+            text: header(
+                "mTLS: PeerAuthentication STRICT, and ISTIO_MUTUAL to the audit collector",
+            ) + &yaml_out::documents(&security),
+        },
+        Rendered {
+            file: "egress.yaml".into(),
+            text: header("Egress: registry-only, and one ServiceEntry per BAA-covered vendor")
+                + &yaml_out::documents(&egress),
+        },
+    ])
+}
+
+fn metadata(resource: &str, ns: &str, policy: &str, annotations: Value) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(resource));
+    m.insert("namespace".into(), json!(ns));
+    m.insert(
+        "labels".into(),
+        json!({"app.kubernetes.io/managed-by": "hipaa-mesh", "hipaa-mesh/policy": policy}),
+    );
+    if annotations.as_object().is_some_and(|a| !a.is_empty()) {
+        m.insert("annotations".into(), annotations);
+    }
+    Value::Object(m)
+}
+
+/// Write the rendered files into `dir` (created if needed).
+pub fn write(files: &[Rendered], dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for f in files {
+        let path = dir.join(&f.file);
+        std::fs::write(&path, &f.text)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

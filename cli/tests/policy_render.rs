@@ -1,0 +1,548 @@
+//! `hipaa-mesh policy check | render | report` and `hipaa-mesh package` on the example
+//! policies, with golden files for everything rendered (regenerate: `UPDATE_GOLDEN=1`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const EXAMPLES: [&str; 3] = ["ehr-api", "clinical-ai", "internal-api"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn cli(args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_hipaa-mesh"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct Temp(PathBuf);
+
+impl Temp {
+    fn new(tag: &str) -> Temp {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "hipaa-cli-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Temp(dir)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn s(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Stand-in modules with fixed bytes, so golden digests do not change with every build.
+fn fake_wasm_dir() -> Temp {
+    let dir = Temp::new("wasm");
+    for m in ["authn", "audit", "transport"] {
+        let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+        bytes.extend_from_slice(format!("hipaa_{m} test module").as_bytes());
+        std::fs::write(dir.path().join(format!("hipaa_{m}.wasm")), bytes).unwrap();
+    }
+    dir
+}
+
+/// Compare with the golden file, or rewrite it when UPDATE_GOLDEN=1.
+fn golden(rel: &str, actual: &str) {
+    let path = golden_dir().join(rel);
+    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{} differs from the rendered output at line {} (UPDATE_GOLDEN=1 rewrites it):\n--- golden\n{}\n--- rendered\n{}",
+            path.display(),
+            line + 1,
+            expected.lines().nth(line).unwrap_or("(end)"),
+            actual.lines().nth(line).unwrap_or("(end)")
+        );
+    }
+}
+
+fn policy(name: &str) -> String {
+    root()
+        .join(format!("policies/{name}.yaml"))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+// ---------------------------------------------------------------- check
+
+#[test]
+fn every_example_policy_passes_check_with_the_safety_rules() {
+    for name in EXAMPLES {
+        let out = cli(&["policy", "check", &policy(name)]);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        assert!(out.stdout.contains(": valid ("), "{}", out.stdout);
+    }
+}
+
+/// The EHR example with one edit, which must fail `check` with `expected` (and only that).
+fn broken(edit: impl Fn(String) -> String, expected: &str) {
+    let dir = Temp::new("broken");
+    let text = edit(std::fs::read_to_string(policy("ehr-api")).unwrap());
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = cli(&["policy", "check", path.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("1 error(s)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(expected),
+        "missing `{expected}` in:\n{}",
+        out.stderr
+    );
+}
+
+fn cut(text: String, from: &str, to: &str) -> String {
+    let start = text.find(from).unwrap();
+    let end = start + text[start..].find(to).unwrap();
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+#[test]
+fn check_refuses_a_policy_without_audit() {
+    broken(
+        |t| cut(t, "  audit:\n", "  transport:\n"),
+        "spec.audit: is required: audit controls (164.312(b)) are a Required safeguard",
+    );
+}
+
+#[test]
+fn check_refuses_a_policy_without_break_glass() {
+    broken(
+        |t| cut(t, "    breakGlass:", "  routes:\n"),
+        "spec.identity.breakGlass: is required: emergency access (164.312(a)(2)(ii))",
+    );
+}
+
+#[test]
+fn check_refuses_a_policy_without_shared_account_refusal() {
+    broken(
+        |t| cut(t, "    sharedAccounts:", "    mfa:"),
+        "spec.identity.sharedAccounts: must list the shared or generic accounts",
+    );
+}
+
+#[test]
+fn check_refuses_mtls_off() {
+    broken(
+        |t| t.replace("requireMtls: true", "requireMtls: false"),
+        "spec.transport.requireMtls: `false` switches mTLS off inside the mesh",
+    );
+}
+
+#[test]
+fn check_refuses_a_public_prefix_shadowing_a_phi_route() {
+    broken(
+        |t| t.replace("match: { path: /healthz }", "match: { pathPrefix: /fhir }"),
+        "spec.routes[0].match: public route `health` matches `/fhir/Patient/`, a path of PHI route `patient-record` (spec.routes[1])",
+    );
+}
+
+#[test]
+fn check_refuses_a_public_route_after_a_phi_route_with_the_same_path() {
+    broken(
+        |t| {
+            t.replace(
+                "  unmatchedRoutes: phi",
+                "    - name: risk-docs\n      match: { pathPrefix: /ai/risk }\n      public: true\n  unmatchedRoutes: phi",
+            )
+        },
+        "spec.routes[3].match: public route `risk-docs` matches `/ai/risk`, a path of PHI route `risk-model` (spec.routes[2]): it is listed after it",
+    );
+}
+
+#[test]
+fn check_still_refuses_fail_open_without_an_exception() {
+    broken(
+        |t| {
+            t.replace(
+                "whenCollectorDown: failClosed",
+                "whenCollectorDown: failOpen",
+            )
+        },
+        "spec.audit.whenCollectorDown: `failOpen` needs an `exceptions` entry for `audit-delivery`",
+    );
+}
+
+#[test]
+fn check_still_refuses_clock_skew_over_300() {
+    broken(
+        |t| t.replace("clockSkewSeconds: 30", "clockSkewSeconds: 301"),
+        "spec.identity.providers[0].clockSkewSeconds: 301 is above the maximum of 300",
+    );
+}
+
+#[test]
+fn check_accepts_an_addressable_safeguard_off_with_a_justified_exception() {
+    let dir = Temp::new("exception");
+    let text = std::fs::read_to_string(policy("ehr-api"))
+        .unwrap()
+        .replace("idleTimeoutSeconds: 900", "idleTimeoutSeconds: 0")
+        + "  exceptions:\n    - safeguard: automatic-logoff\n      justification: \"Shared ICU wall displays; workstation locks after 5 minutes (policy IT-112)\"\n";
+    let path = dir.path().join("p.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = cli(&["policy", "check", path.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = cli(&["policy", "report", path.to_str().unwrap()]);
+    assert!(
+        out.stdout
+            .contains("**exception** | `automatic-logoff`: Shared ICU wall displays"),
+        "{}",
+        out.stdout
+    );
+}
+
+// ---------------------------------------------------------------- render
+
+#[test]
+fn render_istio_matches_the_golden_files() {
+    let wasm = fake_wasm_dir();
+    for name in EXAMPLES {
+        let out_dir = Temp::new("render");
+        let out = cli(&[
+            "policy",
+            "render",
+            &policy(name),
+            "--target",
+            "istio",
+            "--out",
+            out_dir.s(),
+            "--wasm-dir",
+            wasm.s(),
+        ]);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        for file in ["wasmplugins.yaml", "security.yaml", "egress.yaml"] {
+            let text = std::fs::read_to_string(out_dir.path().join(file)).unwrap();
+            golden(&format!("istio/{name}/{file}"), &text);
+        }
+    }
+}
+
+#[test]
+fn rendered_plugins_pin_the_package_digest_and_keep_the_chain_order() {
+    let wasm = fake_wasm_dir();
+    let out_dir = Temp::new("render");
+    let oci = Temp::new("oci");
+    let out = cli(&[
+        "policy",
+        "render",
+        &policy("clinical-ai"),
+        "--target",
+        "istio",
+        "--out",
+        out_dir.s(),
+        "--wasm-dir",
+        wasm.s(),
+        "--registry",
+        "registry.example/hipaa",
+        "--tag",
+        "1.2.3",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plugins = std::fs::read_to_string(out_dir.path().join("wasmplugins.yaml")).unwrap();
+    let pkg = cli(&[
+        "package",
+        "--wasm-dir",
+        wasm.s(),
+        "--out",
+        oci.s(),
+        "--tag",
+        "1.2.3",
+    ]);
+    assert_eq!(pkg.code, 0, "{}", pkg.stderr);
+    let mut positions = Vec::new();
+    for (module, priority) in [("audit", 300), ("transport", 200), ("authn", 100)] {
+        // `package` prints `hipaa-<module> sha256:<manifest digest> <wasm sha256>`.
+        let line = pkg
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("hipaa-{module} ")))
+            .unwrap();
+        let digest = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .trim_start_matches("sha256:");
+        let doc = plugins
+            .split("---\n")
+            .find(|d| d.contains(&format!("name: clinical-ai-hipaa-{module}\n")))
+            .unwrap();
+        let pinned = doc
+            .lines()
+            .find_map(|l| l.strip_prefix("  sha256: "))
+            .unwrap()
+            .trim_matches('"');
+        assert_eq!(pinned, digest, "{module}: {doc}");
+        assert!(doc.contains(&format!("priority: {priority}\n")), "{doc}");
+        assert!(
+            doc.contains(&format!(
+                "url: oci://registry.example/hipaa/hipaa-{module}:1.2.3\n"
+            )),
+            "{doc}"
+        );
+        assert!(doc.contains("phase: AUTHN\n") && doc.contains("failStrategy: FAIL_CLOSE\n"));
+        // The key comes from the proxy's environment, never inline.
+        if module == "authn" {
+            assert!(!doc.contains("vmConfig"), "{doc}");
+        } else {
+            assert!(
+                doc.contains("- name: HIPAA_AUDIT_HMAC_KEY\n      valueFrom: HOST\n"),
+                "{doc}"
+            );
+        }
+        positions.push(
+            plugins
+                .find(&format!("name: clinical-ai-hipaa-{module}\n"))
+                .unwrap(),
+        );
+        // The layout on disk holds the manifest under that digest.
+        let manifest = oci
+            .path()
+            .join(format!("hipaa-{module}/blobs/sha256/{digest}"));
+        assert!(manifest.is_file(), "{}", manifest.display());
+        let index =
+            std::fs::read_to_string(oci.path().join(format!("hipaa-{module}/index.json"))).unwrap();
+        assert!(
+            index.contains(&format!("\"digest\":\"sha256:{digest}\"")),
+            "{index}"
+        );
+        assert!(
+            index.contains("\"org.opencontainers.image.ref.name\":\"1.2.3\""),
+            "{index}"
+        );
+    }
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "chain order in the file"
+    );
+}
+
+#[test]
+fn render_says_which_module_is_missing() {
+    let wasm = fake_wasm_dir();
+    std::fs::remove_file(wasm.path().join("hipaa_audit.wasm")).unwrap();
+    let out_dir = Temp::new("render");
+    let out = cli(&[
+        "policy",
+        "render",
+        &policy("ehr-api"),
+        "--target",
+        "istio",
+        "--out",
+        out_dir.s(),
+        "--wasm-dir",
+        wasm.s(),
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("hipaa_audit.wasm"), "{}", out.stderr);
+    assert!(out.stderr.contains("make build"), "{}", out.stderr);
+    let pkg = cli(&["package", "--wasm-dir", wasm.s(), "--out", out_dir.s()]);
+    assert_eq!(pkg.code, 2);
+    assert!(pkg.stderr.contains("hipaa_audit.wasm"), "{}", pkg.stderr);
+}
+
+#[test]
+fn render_refuses_an_unsafe_policy_and_a_policy_without_a_workload() {
+    let wasm = fake_wasm_dir();
+    let dir = Temp::new("unsafe");
+    let text = std::fs::read_to_string(policy("ehr-api")).unwrap();
+    let unsafe_path = dir.path().join("unsafe.yaml");
+    std::fs::write(
+        &unsafe_path,
+        text.replace("requireMtls: true", "requireMtls: false"),
+    )
+    .unwrap();
+    let out = cli(&[
+        "policy",
+        "render",
+        unsafe_path.to_str().unwrap(),
+        "--target",
+        "istio",
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+        "--wasm-dir",
+        wasm.s(),
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("spec.transport.requireMtls"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.path().join("out").exists());
+
+    let no_workload = dir.path().join("no-workload.yaml");
+    std::fs::write(
+        &no_workload,
+        text.replace("  workload:\n    matchLabels: { app: ehr-api }\n", ""),
+    )
+    .unwrap();
+    let out = cli(&[
+        "policy",
+        "render",
+        no_workload.to_str().unwrap(),
+        "--target",
+        "istio",
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+        "--wasm-dir",
+        wasm.s(),
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("spec.workload.matchLabels is required"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn render_warns_about_cluster_names_istio_does_not_have() {
+    let wasm = fake_wasm_dir();
+    let out_dir = Temp::new("render");
+    let out = cli(&[
+        "policy",
+        "render",
+        &policy("ehr-api"),
+        "--target",
+        "istio",
+        "--out",
+        out_dir.s(),
+        "--wasm-dir",
+        wasm.s(),
+    ]);
+    assert_eq!(out.code, 0);
+    assert!(
+        out.stderr.contains(
+            "warning: spec.audit.collector.cluster `audit-collector` is not an Istio cluster name"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = cli(&[
+        "policy",
+        "render",
+        &policy("clinical-ai"),
+        "--target",
+        "istio",
+        "--out",
+        out_dir.s(),
+        "--wasm-dir",
+        wasm.s(),
+    ]);
+    assert_eq!(out.code, 0);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+}
+
+// ---------------------------------------------------------------- report
+
+#[test]
+fn report_matches_the_golden_files() {
+    for name in EXAMPLES {
+        let md = cli(&["policy", "report", &policy(name)]);
+        assert_eq!(md.code, 0, "{}", md.stderr);
+        golden(&format!("report/{name}.md"), &md.stdout);
+        let html = cli(&["policy", "report", &policy(name), "--format", "html"]);
+        assert_eq!(html.code, 0, "{}", html.stderr);
+        golden(&format!("report/{name}.html"), &html.stdout);
+    }
+}
+
+#[test]
+fn report_lists_every_164_312_specification_and_the_ai_inventory() {
+    let md = cli(&["policy", "report", &policy("clinical-ai")]).stdout;
+    for cfr in [
+        "164.312(a)(1)",
+        "164.312(a)(2)(i)",
+        "164.312(a)(2)(ii)",
+        "164.312(a)(2)(iii)",
+        "164.312(a)(2)(iv)",
+        "164.312(b)",
+        "164.312(c)(1)",
+        "164.312(c)(2)",
+        "164.312(d)",
+        "164.312(e)(1)",
+        "164.312(e)(2)(i)",
+        "164.312(e)(2)(ii)",
+    ] {
+        assert!(md.contains(&format!("| {cfr} |")), "{cfr} missing:\n{md}");
+    }
+    assert!(md.contains("| sepsis-risk | `prefix /v1/predict/sepsis` | `x-model-name` | `x-model-version` | `header x-patient-id` |"), "{md}");
+    assert!(
+        md.contains("| api.llm-vendor.example | BAA-2026-014 | 2027-06-30 |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn report_shows_the_gaps_of_an_unsafe_policy() {
+    let dir = Temp::new("gaps");
+    let text = std::fs::read_to_string(policy("ehr-api"))
+        .unwrap()
+        .replace("requireMtls: true", "requireMtls: false");
+    let text = cut(text, "    breakGlass:", "  routes:\n");
+    let path = dir.path().join("gaps.yaml");
+    std::fs::write(&path, text).unwrap();
+    let md = cli(&["policy", "report", path.to_str().unwrap()]).stdout;
+    assert!(
+        md.contains("- **164.312(a)(2)(ii)** Emergency access procedure: is required"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "- **164.312(e)(1)** Transmission security (standard): `false` switches mTLS off"
+        ),
+        "{md}"
+    );
+}
