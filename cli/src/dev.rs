@@ -99,9 +99,21 @@ fn keys(out: &Path) -> Result<ExitCode, String> {
         let path = out.join(name);
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
     };
-    write("rsa.pem", rsa_key.to_pkcs8_pem(lf).map_err(|e| e.to_string())?.as_str())?;
-    write("ec.pem", ec_key.to_pkcs8_pem(lf).map_err(|e| e.to_string())?.as_str())?;
-    write("ed25519.pem", ed_key.to_pkcs8_pem(lf).map_err(|e| e.to_string())?.as_str())?;
+    write(
+        "rsa.pem",
+        rsa_key
+            .to_pkcs8_pem(lf)
+            .map_err(|e| e.to_string())?
+            .as_str(),
+    )?;
+    write(
+        "ec.pem",
+        ec_key.to_pkcs8_pem(lf).map_err(|e| e.to_string())?.as_str(),
+    )?;
+    write(
+        "ed25519.pem",
+        ed_key.to_pkcs8_pem(lf).map_err(|e| e.to_string())?.as_str(),
+    )?;
 
     let b64 = |bytes: &[u8]| base64_url(bytes);
     let ec_point = ec_key.public_key().to_encoded_point(false);
@@ -117,7 +129,10 @@ fn keys(out: &Path) -> Result<ExitCode, String> {
          "x": b64(ed_key.verifying_key().as_bytes())}
     ]});
     write("jwks.json", &jwks.to_string())?;
-    println!("wrote rsa.pem, ec.pem, ed25519.pem and jwks.json to {}", out.display());
+    println!(
+        "wrote rsa.pem, ec.pem, ed25519.pem and jwks.json to {}",
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -130,19 +145,41 @@ fn token(args: &TokenArgs) -> Result<String, String> {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     let read = |name: &str| {
         let path = args.keys.join(name);
-        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e} (run `hipaa-mesh dev keys` first)", path.display()))
+        std::fs::read(&path).map_err(|e| {
+            format!(
+                "cannot read {}: {e} (run `hipaa-mesh dev keys` first)",
+                path.display()
+            )
+        })
     };
     let (alg, kid, key) = match args.alg {
-        Alg::RS256 => (Algorithm::RS256, "demo-rsa", EncodingKey::from_rsa_pem(&read("rsa.pem")?)),
-        Alg::ES256 => (Algorithm::ES256, "demo-ec", EncodingKey::from_ec_pem(&read("ec.pem")?)),
-        Alg::EdDSA => (Algorithm::EdDSA, "demo-ed25519", EncodingKey::from_ed_pem(&read("ed25519.pem")?)),
+        Alg::RS256 => (
+            Algorithm::RS256,
+            "demo-rsa",
+            EncodingKey::from_rsa_pem(&read("rsa.pem")?),
+        ),
+        Alg::ES256 => (
+            Algorithm::ES256,
+            "demo-ec",
+            EncodingKey::from_ec_pem(&read("ec.pem")?),
+        ),
+        Alg::EdDSA => (
+            Algorithm::EdDSA,
+            "demo-ed25519",
+            EncodingKey::from_ed_pem(&read("ed25519.pem")?),
+        ),
     };
     let key = key.map_err(|e| format!("bad key: {e}"))?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?
         .as_secs() as i64;
-    let list = |s: &str| -> Vec<String> { s.split(',').filter(|v| !v.is_empty()).map(String::from).collect() };
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+            .collect()
+    };
     let mut claims = Map::new();
     claims.insert("iss".into(), json!(args.iss));
     claims.insert("aud".into(), json!(args.aud));
@@ -160,17 +197,19 @@ fn token(args: &TokenArgs) -> Result<String, String> {
         claims.insert("auth_time".into(), json!(now - age));
     }
     if let Some(extra) = &args.claims {
-        let extra: Map<String, Value> =
-            serde_json::from_str(extra).map_err(|e| format!("--claims is not a JSON object: {e}"))?;
+        let extra: Map<String, Value> = serde_json::from_str(extra)
+            .map_err(|e| format!("--claims is not a JSON object: {e}"))?;
         claims.extend(extra);
     }
     let mut header = Header::new(alg);
     header.kid = Some(args.kid.clone().unwrap_or_else(|| kid.to_string()));
-    jsonwebtoken::encode(&header, &Value::Object(claims), &key).map_err(|e| format!("signing failed: {e}"))
+    jsonwebtoken::encode(&header, &Value::Object(claims), &key)
+        .map_err(|e| format!("signing failed: {e}"))
 }
 
 fn upstream(listen: &str) -> Result<ExitCode, String> {
-    let listener = TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener =
+        TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     eprintln!("sample upstream listening on {listen}");
     for stream in listener.incoming().flatten() {
         std::thread::spawn(move || {
@@ -214,7 +253,8 @@ fn serve_connection(stream: TcpStream) -> std::io::Result<()> {
         }
         let mut body = vec![0u8; content_length.min(16 * 1024 * 1024)];
         reader.read_exact(&mut body)?;
-        let echo = json!({"method": method, "path": path, "headers": headers, "bodyBytes": body.len()});
+        let echo =
+            json!({"method": method, "path": path, "headers": headers, "bodyBytes": body.len()});
         let text = echo.to_string();
         write!(
             writer,

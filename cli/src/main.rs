@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "hipaa-mesh", version, about = "HIPAA Security Rule safeguards for Envoy / Istio meshes")]
+#[command(
+    name = "hipaa-mesh",
+    version,
+    about = "HIPAA Security Rule safeguards for Envoy / Istio meshes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -43,13 +43,18 @@ impl Topology {
     }
 
     pub fn config(&self) -> Value {
-        let mut http_filters: Vec<Value> = self.filters.iter().map(|f| self.wasm_filter(f)).collect();
+        let mut http_filters: Vec<Value> =
+            self.filters.iter().map(|f| self.wasm_filter(f)).collect();
         http_filters.push(json!({
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
         }));
         let mut clusters = vec![cluster("app", self.upstream_port)];
-        clusters.extend(self.clusters.iter().map(|(name, port)| cluster(name, *port)));
+        clusters.extend(
+            self.clusters
+                .iter()
+                .map(|(name, port)| cluster(name, *port)),
+        );
         json!({
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
             "static_resources": {
@@ -151,12 +156,18 @@ impl Envoy {
             }
             if wait_for_port(topology.admin_port, Duration::from_millis(100)) {
                 if let Ok(r) = http::try_request(topology.admin_port, "GET", "/ready", &[], b"") {
-                    if r.status == 200 && wait_for_port(topology.listener_port, Duration::from_millis(100)) {
+                    if r.status == 200
+                        && wait_for_port(topology.listener_port, Duration::from_millis(100))
+                    {
                         break;
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "Envoy not ready in 30 s:\n{}", proc.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "Envoy not ready in 30 s:\n{}",
+                proc.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Envoy {
@@ -181,7 +192,11 @@ impl Envoy {
 
     /// A counter from the admin `/stats`, 0 when absent.
     pub fn counter(&self, name: &str) -> u64 {
-        let stats = http::get(self.admin_port, &format!("/stats?filter=^{}$", name.replace('.', "\\.")), &[]);
+        let stats = http::get(
+            self.admin_port,
+            &format!("/stats?filter=^{}$", name.replace('.', "\\.")),
+            &[],
+        );
         stats
             .body
             .lines()
@@ -196,6 +211,8 @@ impl Envoy {
 
     /// Envoy is still up and serving its admin interface.
     pub fn healthy(&mut self) -> bool {
-        self.proc.alive() && http::try_request(self.admin_port, "GET", "/ready", &[], b"").is_ok_and(|r| r.status == 200)
+        self.proc.alive()
+            && http::try_request(self.admin_port, "GET", "/ready", &[], b"")
+                .is_ok_and(|r| r.status == 200)
     }
 }

@@ -19,8 +19,16 @@ pub struct Keys {
 impl Keys {
     pub fn generate() -> Keys {
         let dir = TempDir::new("keys");
-        let out = Command::new(cli_bin()).args(["dev", "keys", "--out"]).arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "dev keys failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(cli_bin())
+            .args(["dev", "keys", "--out"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dev keys failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Keys { dir }
     }
 
@@ -36,13 +44,26 @@ impl Keys {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "dev token failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "dev token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     /// A clinician with MFA and a session id: the token that should pass.
     pub fn clinician(&self, sub: &str) -> String {
-        self.token(&["--sub", sub, "--roles", "clinician", "--amr", "pwd,otp", "--sid", &format!("sid-{sub}")])
+        self.token(&[
+            "--sub",
+            sub,
+            "--roles",
+            "clinician",
+            "--amr",
+            "pwd,otp",
+            "--sid",
+            &format!("sid-{sub}"),
+        ])
     }
 }
 
@@ -56,7 +77,12 @@ pub fn decode(token: &str) -> (serde_json::Value, serde_json::Value, String) {
 
 /// Assemble a compact JWS from raw header and payload text and a signature segment.
 pub fn assemble(header: &str, payload: &str, signature: &str) -> String {
-    format!("{}.{}.{}", B64.encode(header), B64.encode(payload), signature)
+    format!(
+        "{}.{}.{}",
+        B64.encode(header),
+        B64.encode(payload),
+        signature
+    )
 }
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -77,7 +103,14 @@ impl Upstream {
         let mut cmd = Command::new(cli_bin());
         cmd.args(["dev", "upstream", "--listen", &format!("127.0.0.1:{port}")]);
         let proc = Proc::spawn("upstream", cmd, dir.path().join("upstream.log"));
-        assert!(wait_for_port(port, Duration::from_secs(10)), "upstream did not start");
-        Upstream { port, _proc: proc, _dir: dir }
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "upstream did not start"
+        );
+        Upstream {
+            port,
+            _proc: proc,
+            _dir: dir,
+        }
     }
 }

@@ -14,7 +14,10 @@ use std::path::PathBuf;
 
 /// The workspace root (this crate lives in `tests/`).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The Envoy binary: `$ENVOY_BIN`, else the copy `make setup` installed in `.tools/`.
@@ -57,7 +60,11 @@ pub fn cli_bin() -> PathBuf {
     let path = std::env::var_os("HIPAA_MESH_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| target_dir().join("release/hipaa-mesh"));
-    assert!(path.is_file(), "{} missing — run `make build`", path.display());
+    assert!(
+        path.is_file(),
+        "{} missing — run `make build`",
+        path.display()
+    );
     path
 }
 
@@ -69,7 +76,11 @@ fn target_dir() -> PathBuf {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh temporary folder under the target dir, removed on drop.

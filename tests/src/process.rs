@@ -22,7 +22,11 @@ impl Proc {
             .stderr(Stdio::from(err))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name: name.into(), child, log }
+        Proc {
+            name: name.into(),
+            child,
+            log,
+        }
     }
 
     pub fn log_text(&self) -> String {

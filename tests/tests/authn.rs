@@ -41,9 +41,19 @@ fn stack_with(idle: u64) -> Stack {
     let keys = Keys::generate();
     let upstream = Upstream::start();
     let config = spec(json!({"inline": keys.jwks()}), idle).to_string();
-    let topology = Topology::new(upstream.port, vec![Filter { name: "authn", config }]);
+    let topology = Topology::new(
+        upstream.port,
+        vec![Filter {
+            name: "authn",
+            config,
+        }],
+    );
     let envoy = Envoy::start(&topology);
-    Stack { keys, envoy, _upstream: upstream }
+    Stack {
+        keys,
+        envoy,
+        _upstream: upstream,
+    }
 }
 
 fn stack() -> Stack {
@@ -55,14 +65,22 @@ fn bearer(token: &str) -> String {
 }
 
 fn get_patient(s: &Stack, token: &str) -> Response {
-    get(s.envoy.port, "/fhir/Patient/123", &[("authorization", &bearer(token))])
+    get(
+        s.envoy.port,
+        "/fhir/Patient/123",
+        &[("authorization", &bearer(token))],
+    )
 }
 
 fn assert_denied(r: &Response, status: u16, error: &str, token: Option<&str>) {
     assert_eq!(r.status, status, "{}", r.body);
     let body = r.json();
     assert_eq!(body["error"], error, "{}", r.body);
-    assert!(body["request_id"].as_str().is_some_and(|id| !id.is_empty()), "request_id in {}", r.body);
+    assert!(
+        body["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "request_id in {}",
+        r.body
+    );
     assert_eq!(r.header("content-type"), Some("application/json"));
     if let Some(token) = token {
         assert!(!r.body.contains(token), "the body echoes the token");
@@ -76,11 +94,25 @@ fn assert_denied(r: &Response, status: u16, error: &str, token: Option<&str>) {
 fn valid_tokens_of_every_algorithm_pass_with_identity_headers() {
     let s = stack();
     for alg in ["RS256", "ES256", "EdDSA"] {
-        let t = s.keys.token(&["--alg", alg, "--sub", "alice", "--roles", "clinician,nurse", "--amr", "pwd,hwk", "--sid", "sid-a"]);
+        let t = s.keys.token(&[
+            "--alg",
+            alg,
+            "--sub",
+            "alice",
+            "--roles",
+            "clinician,nurse",
+            "--amr",
+            "pwd,hwk",
+            "--sid",
+            "sid-a",
+        ]);
         let r = get_patient(&s, &t);
         assert_eq!(r.status, 200, "{alg}: {}", r.body);
         assert_eq!(r.echoed_header("x-hipaa-subject").as_deref(), Some("alice"));
-        assert_eq!(r.echoed_header("x-hipaa-roles").as_deref(), Some("clinician,nurse"));
+        assert_eq!(
+            r.echoed_header("x-hipaa-roles").as_deref(),
+            Some("clinician,nurse")
+        );
         assert_eq!(r.echoed_header("x-hipaa-session").as_deref(), Some("sid-a"));
         assert_eq!(r.echoed_header("x-hipaa-break-glass"), None);
     }
@@ -90,7 +122,11 @@ fn valid_tokens_of_every_algorithm_pass_with_identity_headers() {
 fn spoofed_hipaa_headers_are_removed_on_every_route() {
     let s = stack();
     let t = s.keys.clinician("alice");
-    let spoof = [("x-hipaa-subject", "mallory"), ("X-Hipaa-Break-Glass", "disaster"), ("x-hipaa-denial", "none")];
+    let spoof = [
+        ("x-hipaa-subject", "mallory"),
+        ("X-Hipaa-Break-Glass", "disaster"),
+        ("x-hipaa-denial", "none"),
+    ];
     let mut headers = vec![("authorization", bearer(&t))];
     headers.extend(spoof.iter().map(|(k, v)| (*k, v.to_string())));
     let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -103,7 +139,11 @@ fn spoofed_hipaa_headers_are_removed_on_every_route() {
     let r = get(s.envoy.port, "/healthz", &spoof);
     assert_eq!(r.status, 200, "public route needs no token");
     for (k, _) in spoof {
-        assert_eq!(r.echoed_header(&k.to_ascii_lowercase()), None, "{k} reached the upstream");
+        assert_eq!(
+            r.echoed_header(&k.to_ascii_lowercase()),
+            None,
+            "{k} reached the upstream"
+        );
     }
 }
 
@@ -112,16 +152,37 @@ fn missing_and_malformed_credentials() {
     let s = stack();
     let r = get(s.envoy.port, "/fhir/Patient/1", &[]);
     assert_denied(&r, 401, "invalid_token", None);
-    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"hipaa-mesh\""));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"hipaa-mesh\"")
+    );
 
-    let r = get(s.envoy.port, "/fhir/Patient/1", &[("authorization", "Basic YWxpY2U6cHc=")]);
+    let r = get(
+        s.envoy.port,
+        "/fhir/Patient/1",
+        &[("authorization", "Basic YWxpY2U6cHc=")],
+    );
     assert_denied(&r, 401, "invalid_token", None);
-    assert!(r.header("www-authenticate").unwrap().contains("error=\"invalid_token\""));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("error=\"invalid_token\""));
 
     let t = s.keys.clinician("alice");
-    let r = get(s.envoy.port, "/fhir/Patient/1", &[("authorization", &bearer(&t)), ("authorization", &bearer(&t))]);
+    let r = get(
+        s.envoy.port,
+        "/fhir/Patient/1",
+        &[
+            ("authorization", &bearer(&t)),
+            ("authorization", &bearer(&t)),
+        ],
+    );
     assert_denied(&r, 400, "invalid_request", Some(&t));
-    let r = get(s.envoy.port, &format!("/fhir/Patient/1?access_token={t}"), &[("authorization", &bearer(&t))]);
+    let r = get(
+        s.envoy.port,
+        &format!("/fhir/Patient/1?access_token={t}"),
+        &[("authorization", &bearer(&t))],
+    );
     assert_denied(&r, 400, "invalid_request", Some(&t));
 
     // Unmatched paths are PHI by default: authenticated, not public.
@@ -137,18 +198,34 @@ fn attacks_are_4xx_never_5xx_and_envoy_keeps_serving() {
 
     let mut attacks: Vec<(&str, String)> = Vec::new();
     for alg in ["none", "None", "NONE", "nOnE"] {
-        attacks.push(("alg none", assemble(&json!({"alg": alg, "typ": "JWT"}).to_string(), &payload_text, "")));
-        attacks.push(("alg none + sig", assemble(&json!({"alg": alg}).to_string(), &payload_text, &sig)));
+        attacks.push((
+            "alg none",
+            assemble(
+                &json!({"alg": alg, "typ": "JWT"}).to_string(),
+                &payload_text,
+                "",
+            ),
+        ));
+        attacks.push((
+            "alg none + sig",
+            assemble(&json!({"alg": alg}).to_string(), &payload_text, &sig),
+        ));
     }
     let mut tampered = payload.clone();
     tampered["roles"] = json!(["admin", "clinician"]);
-    attacks.push(("tampered payload", assemble(&header.to_string(), &tampered.to_string(), &sig)));
+    attacks.push((
+        "tampered payload",
+        assemble(&header.to_string(), &tampered.to_string(), &sig),
+    ));
     let mut h = header.clone();
     h["kid"] = json!("no-such-key");
     attacks.push(("unknown kid", assemble(&h.to_string(), &payload_text, &sig)));
     let mut h = header.clone();
     h["alg"] = json!("HS256");
-    attacks.push(("HS256 key confusion", assemble(&h.to_string(), &payload_text, &sig)));
+    attacks.push((
+        "HS256 key confusion",
+        assemble(&h.to_string(), &payload_text, &sig),
+    ));
     let mut h = header.clone();
     h["jku"] = json!("https://evil.example/jwks.json");
     attacks.push(("jku header", assemble(&h.to_string(), &payload_text, &sig)));
@@ -157,36 +234,121 @@ fn attacks_are_4xx_never_5xx_and_envoy_keeps_serving() {
     attacks.push(("JWE five segments", format!("{good}.x.y")));
     attacks.push(("oversized", format!("{good}{}", "A".repeat(20_000))));
     attacks.push(("non-base64url", good.replacen('.', "!.", 1)));
-    let ec = s.keys.token(&["--alg", "ES256", "--sub", "alice", "--roles", "clinician", "--amr", "otp", "--sid", "s"]);
+    let ec = s.keys.token(&[
+        "--alg",
+        "ES256",
+        "--sub",
+        "alice",
+        "--roles",
+        "clinician",
+        "--amr",
+        "otp",
+        "--sid",
+        "s",
+    ]);
     let (eh, ep, _) = decode(&ec);
-    attacks.push(("ECDSA all-zero signature", assemble(&eh.to_string(), &ep.to_string(), &b64(&[0u8; 64]))));
+    attacks.push((
+        "ECDSA all-zero signature",
+        assemble(&eh.to_string(), &ep.to_string(), &b64(&[0u8; 64])),
+    ));
 
     // A rogue key presenting a known kid.
     let rogue = Keys::generate();
-    let forged = rogue.token(&["--sub", "alice", "--roles", "clinician", "--amr", "otp", "--sid", "s", "--kid", "demo-rsa"]);
+    let forged = rogue.token(&[
+        "--sub",
+        "alice",
+        "--roles",
+        "clinician",
+        "--amr",
+        "otp",
+        "--sid",
+        "s",
+        "--kid",
+        "demo-rsa",
+    ]);
     attacks.push(("rogue key under a known kid", forged));
 
     for (name, token) in &attacks {
         let r = get_patient(&s, token);
-        assert!((400..500).contains(&r.status), "{name}: got {} {}", r.status, r.body);
-        assert_denied(&r, r.status, r.json()["error"].as_str().unwrap(), Some(token));
+        assert!(
+            (400..500).contains(&r.status),
+            "{name}: got {} {}",
+            r.status,
+            r.body
+        );
+        assert_denied(
+            &r,
+            r.status,
+            r.json()["error"].as_str().unwrap(),
+            Some(token),
+        );
     }
     assert!(s.envoy.healthy(), "Envoy died under attack");
-    assert_eq!(get_patient(&s, &good).status, 200, "valid traffic still served");
-    assert!(!s.envoy.log().contains(&good), "a token reached the Envoy log");
+    assert_eq!(
+        get_patient(&s, &good).status,
+        200,
+        "valid traffic still served"
+    );
+    assert!(
+        !s.envoy.log().contains(&good),
+        "a token reached the Envoy log"
+    );
 }
 
 #[test]
 fn expired_and_overlong_tokens_are_refused() {
     let s = stack();
-    let expired = s.keys.token(&["--sub", "alice", "--roles", "clinician", "--amr", "otp", "--sid", "s", "--ttl=-120"]);
+    let expired = s.keys.token(&[
+        "--sub",
+        "alice",
+        "--roles",
+        "clinician",
+        "--amr",
+        "otp",
+        "--sid",
+        "s",
+        "--ttl=-120",
+    ]);
     let r = get_patient(&s, &expired);
     assert_denied(&r, 401, "invalid_token", Some(&expired));
-    let long = s.keys.token(&["--sub", "alice", "--roles", "clinician", "--amr", "otp", "--sid", "s", "--ttl", "7200"]);
+    let long = s.keys.token(&[
+        "--sub",
+        "alice",
+        "--roles",
+        "clinician",
+        "--amr",
+        "otp",
+        "--sid",
+        "s",
+        "--ttl",
+        "7200",
+    ]);
     assert_denied(&get_patient(&s, &long), 401, "invalid_token", Some(&long));
-    let wrong_aud = s.keys.token(&["--sub", "alice", "--roles", "clinician", "--amr", "otp", "--sid", "s", "--aud", "other-api"]);
+    let wrong_aud = s.keys.token(&[
+        "--sub",
+        "alice",
+        "--roles",
+        "clinician",
+        "--amr",
+        "otp",
+        "--sid",
+        "s",
+        "--aud",
+        "other-api",
+    ]);
     assert_denied(&get_patient(&s, &wrong_aud), 401, "invalid_token", None);
-    let wrong_iss = s.keys.token(&["--sub", "alice", "--roles", "clinician", "--amr", "otp", "--sid", "s", "--iss", "https://evil"]);
+    let wrong_iss = s.keys.token(&[
+        "--sub",
+        "alice",
+        "--roles",
+        "clinician",
+        "--amr",
+        "otp",
+        "--sid",
+        "s",
+        "--iss",
+        "https://evil",
+    ]);
     assert_denied(&get_patient(&s, &wrong_iss), 401, "invalid_token", None);
 }
 
@@ -194,29 +356,78 @@ fn expired_and_overlong_tokens_are_refused() {
 fn identity_rules_shared_accounts_mfa_roles_and_soft_delete() {
     let s = stack();
     let shared = s.keys.clinician("admin");
-    assert_denied(&get_patient(&s, &shared), 403, "access_denied", Some(&shared));
+    assert_denied(
+        &get_patient(&s, &shared),
+        403,
+        "access_denied",
+        Some(&shared),
+    );
     let generic = s.keys.clinician("generic-ward7");
     assert_denied(&get_patient(&s, &generic), 403, "access_denied", None);
-    let no_sub = s.keys.token(&["--roles", "clinician", "--amr", "otp", "--sid", "s"]);
+    let no_sub = s
+        .keys
+        .token(&["--roles", "clinician", "--amr", "otp", "--sid", "s"]);
     assert_denied(&get_patient(&s, &no_sub), 401, "invalid_token", None);
 
-    let no_mfa = s.keys.token(&["--sub", "bob", "--roles", "clinician", "--amr", "pwd", "--sid", "s-bob"]);
+    let no_mfa = s.keys.token(&[
+        "--sub",
+        "bob",
+        "--roles",
+        "clinician",
+        "--amr",
+        "pwd",
+        "--sid",
+        "s-bob",
+    ]);
     let r = get_patient(&s, &no_mfa);
     assert_denied(&r, 401, "insufficient_user_authentication", Some(&no_mfa));
-    assert!(r.header("www-authenticate").unwrap().contains("insufficient_user_authentication"));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("insufficient_user_authentication"));
 
-    let old_login = s.keys.token(&["--sub", "carol", "--roles", "clinician", "--amr", "otp", "--sid", "s-c", "--auth-age", "50000"]);
+    let old_login = s.keys.token(&[
+        "--sub",
+        "carol",
+        "--roles",
+        "clinician",
+        "--amr",
+        "otp",
+        "--sid",
+        "s-c",
+        "--auth-age",
+        "50000",
+    ]);
     let r = get_patient(&s, &old_login);
     assert_denied(&r, 401, "insufficient_user_authentication", None);
-    assert!(r.header("www-authenticate").unwrap().contains("max_age=43200"));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("max_age=43200"));
 
-    let nurse = s.keys.token(&["--sub", "nina", "--roles", "nurse", "--amr", "pwd", "--sid", "s-n"]);
-    assert_eq!(get_patient(&s, &nurse).status, 200, "nurses need no MFA under this policy");
-    let r = get(s.envoy.port, "/billing/1", &[("authorization", &bearer(&nurse))]);
+    let nurse = s.keys.token(&[
+        "--sub", "nina", "--roles", "nurse", "--amr", "pwd", "--sid", "s-n",
+    ]);
+    assert_eq!(
+        get_patient(&s, &nurse).status,
+        200,
+        "nurses need no MFA under this policy"
+    );
+    let r = get(
+        s.envoy.port,
+        "/billing/1",
+        &[("authorization", &bearer(&nurse))],
+    );
     assert_denied(&r, 403, "access_denied", None);
 
     let alice = s.keys.clinician("alice");
-    let r = request(s.envoy.port, "DELETE", "/fhir/Patient/1", &[("authorization", &bearer(&alice))], b"");
+    let r = request(
+        s.envoy.port,
+        "DELETE",
+        "/fhir/Patient/1",
+        &[("authorization", &bearer(&alice))],
+        b"",
+    );
     assert_denied(&r, 405, "method_not_allowed", None);
     assert_eq!(r.header("allow"), Some("GET, PUT"));
 }
@@ -225,15 +436,42 @@ fn identity_rules_shared_accounts_mfa_roles_and_soft_delete() {
 fn break_glass_is_flagged_for_eligible_roles_and_refused_otherwise() {
     let s = stack();
     let alice = bearer(&s.keys.clinician("alice"));
-    let r = get(s.envoy.port, "/billing/1", &[("authorization", &alice), ("x-break-glass", "patient-emergency")]);
+    let r = get(
+        s.envoy.port,
+        "/billing/1",
+        &[
+            ("authorization", &alice),
+            ("x-break-glass", "patient-emergency"),
+        ],
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.echoed_header("x-hipaa-break-glass").as_deref(), Some("patient-emergency"));
-    let r = get(s.envoy.port, "/billing/1", &[("authorization", &alice), ("x-break-glass", "curious")]);
+    assert_eq!(
+        r.echoed_header("x-hipaa-break-glass").as_deref(),
+        Some("patient-emergency")
+    );
+    let r = get(
+        s.envoy.port,
+        "/billing/1",
+        &[("authorization", &alice), ("x-break-glass", "curious")],
+    );
     assert_denied(&r, 403, "access_denied", None);
-    let nurse = bearer(&s.keys.token(&["--sub", "nina", "--roles", "nurse", "--amr", "otp", "--sid", "s-n"]));
-    let r = get(s.envoy.port, "/billing/1", &[("authorization", &nurse), ("x-break-glass", "patient-emergency")]);
+    let nurse = bearer(&s.keys.token(&[
+        "--sub", "nina", "--roles", "nurse", "--amr", "otp", "--sid", "s-n",
+    ]));
+    let r = get(
+        s.envoy.port,
+        "/billing/1",
+        &[
+            ("authorization", &nurse),
+            ("x-break-glass", "patient-emergency"),
+        ],
+    );
     assert_denied(&r, 403, "access_denied", None);
-    let r = get(s.envoy.port, "/billing/1", &[("x-break-glass", "patient-emergency")]);
+    let r = get(
+        s.envoy.port,
+        "/billing/1",
+        &[("x-break-glass", "patient-emergency")],
+    );
     assert_denied(&r, 401, "invalid_token", None);
 }
 
@@ -276,14 +514,26 @@ fn a_bad_policy_is_refused_at_start_naming_the_key() {
     let mut bad = spec(json!({"inline": keys.jwks()}), 900);
     bad["routes"][1]["match"]["pathPrefx"] = json!("/x");
     bad["unmatchedRoutes"] = json!("public");
-    let topology = Topology::new(1, vec![Filter { name: "authn", config: bad.to_string() }]);
+    let topology = Topology::new(
+        1,
+        vec![Filter {
+            name: "authn",
+            config: bad.to_string(),
+        }],
+    );
     let (code, log) = Envoy::start_expecting_failure(&topology);
     assert_ne!(code, 0);
     assert!(log.contains("spec.routes[1].match.pathPrefx"), "{log}");
     assert!(log.contains("spec.unmatchedRoutes"), "{log}");
     assert!(!log.contains("BEGIN PRIVATE KEY"));
 
-    let topology = Topology::new(1, vec![Filter { name: "authn", config: "{not json".into() }]);
+    let topology = Topology::new(
+        1,
+        vec![Filter {
+            name: "authn",
+            config: "{not json".into(),
+        }],
+    );
     let (code, log) = Envoy::start_expecting_failure(&topology);
     assert_ne!(code, 0);
     assert!(log.contains("not valid JSON"), "{log}");
@@ -356,8 +606,17 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 fn remote_stack(jwks: &JwksServer) -> (Keys, Envoy, Upstream) {
     let keys = Keys::generate();
     let upstream = Upstream::start();
-    let config = spec(json!({"cluster": "demo-idp", "path": "/jwks.json", "refreshSeconds": 10, "timeoutMs": 1000}), 900);
-    let mut topology = Topology::new(upstream.port, vec![Filter { name: "authn", config: config.to_string() }]);
+    let config = spec(
+        json!({"cluster": "demo-idp", "path": "/jwks.json", "refreshSeconds": 10, "timeoutMs": 1000}),
+        900,
+    );
+    let mut topology = Topology::new(
+        upstream.port,
+        vec![Filter {
+            name: "authn",
+            config: config.to_string(),
+        }],
+    );
     topology.clusters.push(("demo-idp".into(), jwks.port));
     let envoy = Envoy::start(&topology);
     (keys, envoy, upstream)
@@ -369,15 +628,30 @@ fn remote_jwks_refused_until_fetched_then_kept_through_failures() {
     let (keys, envoy, _up) = remote_stack(&jwks);
     let t = keys.clinician("frank");
     // The IdP is down: no keys yet, so PHI requests are refused, never passed.
-    assert!(wait_until(Duration::from_secs(10), || envoy.counter("wasmcustom.hipaa_authn.jwks.fetch_failed") >= 1));
-    let r = get(envoy.port, "/fhir/Patient/1", &[("authorization", &bearer(&t))]);
+    assert!(wait_until(Duration::from_secs(10), || envoy
+        .counter("wasmcustom.hipaa_authn.jwks.fetch_failed")
+        >= 1));
+    let r = get(
+        envoy.port,
+        "/fhir/Patient/1",
+        &[("authorization", &bearer(&t))],
+    );
     assert_denied(&r, 401, "invalid_token", Some(&t));
-    assert!(r.header("www-authenticate").unwrap().contains("not available yet"));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("not available yet"));
 
     // The IdP comes back (with the keys that signed the token): served within the backoff.
     jwks.set(200, keys.jwks());
     assert!(
-        wait_until(Duration::from_secs(30), || get(envoy.port, "/fhir/Patient/1", &[("authorization", &bearer(&t))]).status == 200),
+        wait_until(Duration::from_secs(30), || get(
+            envoy.port,
+            "/fhir/Patient/1",
+            &[("authorization", &bearer(&t))]
+        )
+        .status
+            == 200),
         "keys never arrived"
     );
     assert!(envoy.counter("wasmcustom.hipaa_authn.jwks.fetch_ok") >= 1);
@@ -385,9 +659,19 @@ fn remote_jwks_refused_until_fetched_then_kept_through_failures() {
     // The IdP fails again: the last good set is kept across the refresh.
     jwks.set(500, "oops".into());
     let failed_before = envoy.counter("wasmcustom.hipaa_authn.jwks.fetch_failed");
-    assert!(wait_until(Duration::from_secs(25), || envoy.counter("wasmcustom.hipaa_authn.jwks.fetch_failed") > failed_before));
+    assert!(wait_until(Duration::from_secs(25), || envoy
+        .counter("wasmcustom.hipaa_authn.jwks.fetch_failed")
+        > failed_before));
     let t2 = keys.clinician("grace");
-    assert_eq!(get(envoy.port, "/fhir/Patient/1", &[("authorization", &bearer(&t2))]).status, 200);
+    assert_eq!(
+        get(
+            envoy.port,
+            "/fhir/Patient/1",
+            &[("authorization", &bearer(&t2))]
+        )
+        .status,
+        200
+    );
 }
 
 #[test]
@@ -395,10 +679,18 @@ fn remote_jwks_garbage_is_refused_and_an_unknown_kid_triggers_one_refetch() {
     let first = Keys::generate();
     let jwks = JwksServer::start(200, "{\"keys\": \"garbage\"}".into());
     let (_, envoy, _up) = remote_stack(&jwks);
-    assert!(wait_until(Duration::from_secs(10), || envoy.counter("wasmcustom.hipaa_authn.jwks.fetch_failed") >= 1));
+    assert!(wait_until(Duration::from_secs(10), || envoy
+        .counter("wasmcustom.hipaa_authn.jwks.fetch_failed")
+        >= 1));
     jwks.set(200, first.jwks());
     let t = first.clinician("heidi");
-    assert!(wait_until(Duration::from_secs(30), || get(envoy.port, "/fhir/Patient/1", &[("authorization", &bearer(&t))]).status == 200));
+    assert!(wait_until(Duration::from_secs(30), || get(
+        envoy.port,
+        "/fhir/Patient/1",
+        &[("authorization", &bearer(&t))]
+    )
+    .status
+        == 200));
 
     // Key rotation: the IdP now serves a new set; a token signed with it names a new kid.
     let rotated = Keys::generate();
@@ -407,17 +699,46 @@ fn remote_jwks_garbage_is_refused_and_an_unknown_kid_triggers_one_refetch() {
         k["kid"] = json!(format!("{}-2", k["kid"].as_str().unwrap()));
     }
     jwks.set(200, set.to_string());
-    let new_token = rotated.token(&["--sub", "ivan", "--roles", "clinician", "--amr", "otp", "--sid", "s-i", "--kid", "demo-rsa-2"]);
+    let new_token = rotated.token(&[
+        "--sub",
+        "ivan",
+        "--roles",
+        "clinician",
+        "--amr",
+        "otp",
+        "--sid",
+        "s-i",
+        "--kid",
+        "demo-rsa-2",
+    ]);
     let before = jwks.requests();
-    let r = get(envoy.port, "/fhir/Patient/1", &[("authorization", &bearer(&new_token))]);
+    let r = get(
+        envoy.port,
+        "/fhir/Patient/1",
+        &[("authorization", &bearer(&new_token))],
+    );
     assert_eq!(r.status, 401, "unknown kid before the refetch");
     // A burst of unknown kids asks for one refetch, not one per request.
     for _ in 0..20 {
-        get(envoy.port, "/fhir/Patient/1", &[("authorization", &bearer(&new_token))]);
+        get(
+            envoy.port,
+            "/fhir/Patient/1",
+            &[("authorization", &bearer(&new_token))],
+        );
     }
     assert!(
-        wait_until(Duration::from_secs(40), || get(envoy.port, "/fhir/Patient/1", &[("authorization", &bearer(&new_token))]).status == 200),
+        wait_until(Duration::from_secs(40), || get(
+            envoy.port,
+            "/fhir/Patient/1",
+            &[("authorization", &bearer(&new_token))]
+        )
+        .status
+            == 200),
         "rotated key never picked up"
     );
-    assert!(jwks.requests() - before <= 3, "refetches were not rate-limited: {}", jwks.requests() - before);
+    assert!(
+        jwks.requests() - before <= 3,
+        "refetches were not rate-limited: {}",
+        jwks.requests() - before
+    );
 }

@@ -5,7 +5,11 @@ use hipaa_e2e::{cli_bin, root, TempDir};
 use std::process::Command;
 
 fn check(path: &std::path::Path) -> (i32, String, String) {
-    let out = Command::new(cli_bin()).args(["policy", "check"]).arg(path).output().unwrap();
+    let out = Command::new(cli_bin())
+        .args(["policy", "check"])
+        .arg(path)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -27,8 +31,14 @@ fn a_broken_policy_fails_with_every_error_and_its_key_path() {
         .unwrap()
         .replace("pathPrefix: /ai/risk", "pathPrefx: /ai/risk")
         .replace("minTlsVersion: TLSv1.2", "minTlsVersion: TLSv1.0")
-        .replace("algorithms: [RS256, ES256, EdDSA]", "algorithms: [RS256, none, HS256]")
-        .replace("whenCollectorDown: failClosed", "whenCollectorDown: failOpen");
+        .replace(
+            "algorithms: [RS256, ES256, EdDSA]",
+            "algorithms: [RS256, none, HS256]",
+        )
+        .replace(
+            "whenCollectorDown: failClosed",
+            "whenCollectorDown: failOpen",
+        );
     let path = dir.path().join("broken.yaml");
     std::fs::write(&path, text).unwrap();
     let (code, _, err) = check(&path);
@@ -49,14 +59,22 @@ fn semantic_errors_are_listed_together() {
     let dir = TempDir::new("policy");
     let text = std::fs::read_to_string(root().join("policies/ehr-api.yaml"))
         .unwrap()
-        .replace("whenCollectorDown: failClosed", "whenCollectorDown: failOpen")
+        .replace(
+            "whenCollectorDown: failClosed",
+            "whenCollectorDown: failOpen",
+        )
         .replace("clockSkewSeconds: 30", "clockSkewSeconds: 900");
     let path = dir.path().join("unsafe.yaml");
     std::fs::write(&path, text).unwrap();
     let (code, _, err) = check(&path);
     assert_eq!(code, 1);
     assert!(err.contains("spec.audit.whenCollectorDown: `failOpen` needs an `exceptions` entry for `audit-delivery`"), "{err}");
-    assert!(err.contains("spec.identity.providers[0].clockSkewSeconds: 900 is above the maximum of 300"), "{err}");
+    assert!(
+        err.contains(
+            "spec.identity.providers[0].clockSkewSeconds: 900 is above the maximum of 300"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

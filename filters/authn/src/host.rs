@@ -41,7 +41,8 @@ impl SessionStore for SharedSessions {
         for _ in 0..16 {
             let (bytes, cas) =
                 hostcalls::get_shared_data(&bucket_key).map_err(|_| SessionStoreUnavailable)?;
-            let (state, updated) = session::touch(bytes.as_deref().unwrap_or(&[]), key, now, idle_timeout);
+            let (state, updated) =
+                session::touch(bytes.as_deref().unwrap_or(&[]), key, now, idle_timeout);
             match hostcalls::set_shared_data(&bucket_key, Some(&updated), cas) {
                 Ok(()) => return Ok(state),
                 Err(Status::CasMismatch) => continue,

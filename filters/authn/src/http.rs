@@ -35,7 +35,12 @@ impl HttpContext for AuthnHttp {
             }
         }
         let policy = &self.state.policy;
-        let bg_header = policy.spec.identity.break_glass.as_ref().map(|bg| bg.header.as_str());
+        let bg_header = policy
+            .spec
+            .identity
+            .break_glass
+            .as_ref()
+            .map(|bg| bg.header.as_str());
         let mut facts = RequestFacts::default();
         let mut request_id = String::new();
         for (name, value) in request_headers {
@@ -84,7 +89,8 @@ impl HttpContext for AuthnHttp {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let _ = hostcalls::send_http_response(reply.status, reply_headers, Some(reply.body.as_bytes()));
+        let _ =
+            hostcalls::send_http_response(reply.status, reply_headers, Some(reply.body.as_bytes()));
         Action::Pause
     }
 }

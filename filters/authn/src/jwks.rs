@@ -97,7 +97,10 @@ impl JwksFetcher {
                     self.in_flight.insert(token, i);
                 }
                 Err(_) => {
-                    log::warn!("hipaa-authn: JWKS fetch could not be dispatched to cluster {}", remote.cluster);
+                    log::warn!(
+                        "hipaa-authn: JWKS fetch could not be dispatched to cluster {}",
+                        remote.cluster
+                    );
                     self.record(i, now, false);
                 }
             }
@@ -121,11 +124,16 @@ impl JwksFetcher {
         };
         let remote = &self.remotes[i];
         let keys = match (status.as_deref(), &body) {
-            (Some("200"), Some(body)) => std::str::from_utf8(body)
-                .ok()
-                .and_then(|text| KeySet::from_jwks_json(text, &remote.algorithms).map_err(|e| {
-                    log::warn!("hipaa-authn: JWKS from cluster {} refused: {e}", remote.cluster);
-                }).ok()),
+            (Some("200"), Some(body)) => std::str::from_utf8(body).ok().and_then(|text| {
+                KeySet::from_jwks_json(text, &remote.algorithms)
+                    .map_err(|e| {
+                        log::warn!(
+                            "hipaa-authn: JWKS from cluster {} refused: {e}",
+                            remote.cluster
+                        );
+                    })
+                    .ok()
+            }),
             _ => None,
         };
         match (keys, body) {
@@ -188,11 +196,19 @@ impl JwksFetcher {
 
     fn record(&self, i: usize, now: u64, ok: bool) {
         let remote = &self.remotes[i];
-        host::count(if ok { "hipaa_authn.jwks.fetch_ok" } else { "hipaa_authn.jwks.fetch_failed" });
+        host::count(if ok {
+            "hipaa_authn.jwks.fetch_ok"
+        } else {
+            "hipaa_authn.jwks.fetch_failed"
+        });
         for _ in 0..8 {
             let (bytes, cas) = host::shared_get(&remote.state_key);
             let state = FetchState::decode(bytes.as_deref().unwrap_or_default());
-            let next = if ok { state.succeeded(now) } else { state.failed(now) };
+            let next = if ok {
+                state.succeeded(now)
+            } else {
+                state.failed(now)
+            };
             if host::shared_set(&remote.state_key, &next.encode(), cas).is_ok() {
                 return;
             }

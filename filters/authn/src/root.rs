@@ -25,7 +25,13 @@ pub struct Shared {
 }
 
 impl Context for AuthnRoot {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         if let Some(state) = &self.state {
             if let Some(fetcher) = state.jwks.borrow_mut().as_mut() {
                 fetcher.on_response(token, body_size, &mut state.auth.borrow_mut());
@@ -36,10 +42,14 @@ impl Context for AuthnRoot {
 
 impl RootContext for AuthnRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let config = proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let config = proxy_wasm::hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
         let policy = match Policy::from_plugin_config(&config) {
             Ok(policy) => policy,
             Err(errors) => {

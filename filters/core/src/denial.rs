@@ -18,7 +18,9 @@ pub enum Denial {
     SessionIdle,
     // 401 insufficient_user_authentication (RFC 9470 step-up)
     MfaRequired,
-    AuthenticationTooOld { max_age: u64 },
+    AuthenticationTooOld {
+        max_age: u64,
+    },
     // 403
     SharedAccount,
     RoleNotAllowed,
@@ -107,7 +109,9 @@ impl Denial {
             Denial::MissingToken => "a bearer access token is required",
             Denial::MalformedAuthorization => "the Authorization header is not a Bearer token",
             Denial::InvalidToken("expired") => "the access token has expired",
-            Denial::InvalidToken("keys_not_loaded") => "the identity provider's keys are not available yet",
+            Denial::InvalidToken("keys_not_loaded") => {
+                "the identity provider's keys are not available yet"
+            }
             Denial::InvalidToken(_) => "the access token is invalid",
             Denial::MissingSubject => "the access token names no user",
             Denial::MissingSession => "the access token carries no session id",
@@ -116,7 +120,9 @@ impl Denial {
             Denial::AuthenticationTooOld { .. } => "the sign-in is too old; sign in again",
             Denial::SharedAccount => "shared or generic accounts may not access PHI",
             Denial::RoleNotAllowed => "your role may not use this route",
-            Denial::BreakGlassRefused => "emergency access refused: role or reason code not allowed",
+            Denial::BreakGlassRefused => {
+                "emergency access refused: role or reason code not allowed"
+            }
             Denial::RouteDenied => "this route is not open",
             Denial::Transport("plaintext") => "plaintext connections are refused",
             Denial::Transport(_) => "the connection or destination is not allowed",
@@ -175,14 +181,20 @@ mod tests {
     use super::*;
 
     fn header<'a>(r: &'a LocalReply, name: &str) -> Option<&'a str> {
-        r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
     fn missing_token_challenge_has_no_error_code() {
         let r = Denial::MissingToken.reply("rid-1", &[]);
         assert_eq!(r.status, 401);
-        assert_eq!(header(&r, "www-authenticate"), Some("Bearer realm=\"hipaa-mesh\""));
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Bearer realm=\"hipaa-mesh\"")
+        );
         let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(body["error"], "invalid_token");
         assert_eq!(body["request_id"], "rid-1");
@@ -192,26 +204,45 @@ mod tests {
     fn invalid_token_challenge_names_the_error() {
         let r = Denial::InvalidToken("bad_signature").reply("r", &[]);
         assert_eq!(r.status, 401);
-        assert!(header(&r, "www-authenticate").unwrap().contains("error=\"invalid_token\""));
-        assert_eq!(Denial::InvalidToken("bad_signature").reason(), "bad_signature");
+        assert!(header(&r, "www-authenticate")
+            .unwrap()
+            .contains("error=\"invalid_token\""));
+        assert_eq!(
+            Denial::InvalidToken("bad_signature").reason(),
+            "bad_signature"
+        );
     }
 
     #[test]
     fn step_up_challenges_follow_rfc_9470() {
         let r = Denial::MfaRequired.reply("r", &[]);
         assert_eq!(r.status, 401);
-        assert!(header(&r, "www-authenticate").unwrap().contains("error=\"insufficient_user_authentication\""));
+        assert!(header(&r, "www-authenticate")
+            .unwrap()
+            .contains("error=\"insufficient_user_authentication\""));
         let r = Denial::AuthenticationTooOld { max_age: 43200 }.reply("r", &[]);
-        assert!(header(&r, "www-authenticate").unwrap().ends_with("max_age=43200"));
+        assert!(header(&r, "www-authenticate")
+            .unwrap()
+            .ends_with("max_age=43200"));
     }
 
     #[test]
     fn status_codes_per_contract() {
         assert_eq!(Denial::MultipleCredentials.status(), 400);
-        for d in [Denial::SharedAccount, Denial::RoleNotAllowed, Denial::BreakGlassRefused, Denial::RouteDenied, Denial::Transport("plaintext")] {
+        for d in [
+            Denial::SharedAccount,
+            Denial::RoleNotAllowed,
+            Denial::BreakGlassRefused,
+            Denial::RouteDenied,
+            Denial::Transport("plaintext"),
+        ] {
             assert_eq!(d.status(), 403, "{d:?}");
             assert_eq!(d.error(), "access_denied");
-            assert!(d.reply("r", &[]).headers.iter().all(|(k, _)| k != "www-authenticate"));
+            assert!(d
+                .reply("r", &[])
+                .headers
+                .iter()
+                .all(|(k, _)| k != "www-authenticate"));
         }
         let r = Denial::HardDelete.reply("r", &["GET".into(), "PUT".into()]);
         assert_eq!(r.status, 405);

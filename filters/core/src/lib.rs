@@ -6,9 +6,9 @@
 pub mod audit;
 pub mod authn;
 pub mod calendar;
-pub mod integrity;
 pub mod denial;
 pub mod headers;
+pub mod integrity;
 pub mod jwt;
 pub mod policy;
 pub mod routes;

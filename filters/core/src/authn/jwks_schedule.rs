@@ -49,7 +49,10 @@ impl FetchState {
     }
 
     pub fn claim(&self, now: u64) -> FetchState {
-        FetchState { attempted_at: now, ..*self }
+        FetchState {
+            attempted_at: now,
+            ..*self
+        }
     }
 
     pub fn succeeded(&self, now: u64) -> FetchState {

@@ -78,7 +78,13 @@ impl Verdict {
             set_headers: Vec::new(),
             allowed_methods: route
                 .route()
-                .map(|r| r.methods.iter().filter(|m| *m != "DELETE").cloned().collect())
+                .map(|r| {
+                    r.methods
+                        .iter()
+                        .filter(|m| *m != "DELETE")
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default(),
             cache: CacheOutcome::NotUsed,
             refetch_jwks: false,
@@ -153,8 +159,12 @@ impl Authenticator {
                 .providers
                 .get(verified.provider)
                 .map_or(0, |p| p.clock_skew_seconds);
-            self.cache
-                .insert(hash, verified.clone(), verified.exp.saturating_add(skew), now);
+            self.cache.insert(
+                hash,
+                verified.clone(),
+                verified.exp.saturating_add(skew),
+                now,
+            );
         }
         (result, CacheOutcome::Miss)
     }
@@ -199,11 +209,19 @@ pub fn decide(
     if !header_safe(subject) || !claims.roles.iter().chain(&claims.amr).all(|v| list_safe(v)) {
         return verdict.deny(Denial::InvalidToken("bad_claim_value"));
     }
-    verdict.set_headers.push((headers::SUBJECT, subject.to_string()));
-    verdict.set_headers.push((headers::ROLES, claims.roles.join(",")));
-    verdict.set_headers.push((headers::AMR, claims.amr.join(",")));
+    verdict
+        .set_headers
+        .push((headers::SUBJECT, subject.to_string()));
+    verdict
+        .set_headers
+        .push((headers::ROLES, claims.roles.join(",")));
+    verdict
+        .set_headers
+        .push((headers::AMR, claims.amr.join(",")));
     if let Some(sid) = claims.session.as_deref().filter(|s| header_safe(s)) {
-        verdict.set_headers.push((headers::SESSION, sid.to_string()));
+        verdict
+            .set_headers
+            .push((headers::SESSION, sid.to_string()));
     }
 
     if is_shared_account(subject, identity) {
@@ -220,7 +238,11 @@ pub fn decide(
         });
     }
     if session.idle_timeout_seconds > 0 {
-        let Some(sid) = claims.session.as_deref().filter(|s| !s.is_empty() && header_safe(s)) else {
+        let Some(sid) = claims
+            .session
+            .as_deref()
+            .filter(|s| !s.is_empty() && header_safe(s))
+        else {
             return verdict.deny(Denial::MissingSession);
         };
         let key = SessionKey::new(&claims.issuer, sid, session::slots_for(session.max_tracked));
@@ -246,7 +268,9 @@ pub fn decide(
         if !allowed {
             return verdict.deny(Denial::BreakGlassRefused);
         }
-        verdict.set_headers.push((headers::BREAK_GLASS, reason.to_string()));
+        verdict
+            .set_headers
+            .push((headers::BREAK_GLASS, reason.to_string()));
         verdict.emergency = Some(reason.to_string());
         return verdict;
     }
@@ -259,9 +283,10 @@ pub fn decide(
 
 /// Exactly one `Authorization: Bearer <token>` and no token in the URL (RFC 6750 2, 3.1).
 fn bearer_token(facts: &RequestFacts) -> Result<&str, Denial> {
-    let in_query = crate::routes::split_query(&facts.path)
-        .1
-        .is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some("access_token")));
+    let in_query = crate::routes::split_query(&facts.path).1.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.split('=').next() == Some("access_token"))
+    });
     match facts.authorization.as_slice() {
         [] if in_query => Err(Denial::MultipleCredentials),
         [] => Err(Denial::MissingToken),
@@ -270,7 +295,9 @@ fn bearer_token(facts: &RequestFacts) -> Result<&str, Denial> {
         [value] if value.contains(',') => Err(Denial::MultipleCredentials),
         [value] => {
             let value = value.trim();
-            let (scheme, token) = value.split_once(' ').ok_or(Denial::MalformedAuthorization)?;
+            let (scheme, token) = value
+                .split_once(' ')
+                .ok_or(Denial::MalformedAuthorization)?;
             let token = token.trim();
             if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
                 return Err(Denial::MalformedAuthorization);
@@ -284,7 +311,10 @@ fn bearer_token(facts: &RequestFacts) -> Result<&str, Denial> {
 fn is_shared_account(subject: &str, identity: &Identity) -> bool {
     let lower = subject.to_lowercase();
     let shared = &identity.shared_accounts;
-    shared.deny_subjects.iter().any(|s| s.to_lowercase() == lower)
+    shared
+        .deny_subjects
+        .iter()
+        .any(|s| s.to_lowercase() == lower)
         || shared
             .deny_subject_prefixes
             .iter()
@@ -293,7 +323,10 @@ fn is_shared_account(subject: &str, identity: &Identity) -> bool {
 
 fn mfa_missing(claims: &VerifiedToken, identity: &Identity) -> bool {
     let mfa = &identity.mfa;
-    let needs = claims.roles.iter().any(|r| mfa.required_for_roles.contains(r));
+    let needs = claims
+        .roles
+        .iter()
+        .any(|r| mfa.required_for_roles.contains(r));
     needs && !claims.amr.iter().any(|a| mfa.accepted_amr.contains(a))
 }
 

@@ -93,7 +93,12 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
 
 /// Record activity for `key` at `now` in a bucket (empty bytes: a new bucket).
 /// Returns the session's state and the bucket's new bytes to store (with CAS).
-pub fn touch(bucket: &[u8], key: &SessionKey, now: u64, idle_timeout: u64) -> (SessionState, Vec<u8>) {
+pub fn touch(
+    bucket: &[u8],
+    key: &SessionKey,
+    now: u64,
+    idle_timeout: u64,
+) -> (SessionState, Vec<u8>) {
     let mut entries = decode(bucket);
     if let Some(e) = entries.iter_mut().find(|e| e.hash == key.hash) {
         if e.expired {
@@ -165,13 +170,19 @@ mod tests {
 
     #[test]
     fn bucket_is_bounded_and_forgets_least_recent() {
-        let keys: Vec<_> = (0..5).map(|i| SessionKey::new("iss", &format!("s{i}"), 1)).collect();
+        let keys: Vec<_> = (0..5)
+            .map(|i| SessionKey::new("iss", &format!("s{i}"), 1))
+            .collect();
         let mut b = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             b = touch(&b, k, i as u64, IDLE).1;
         }
         assert_eq!(b.len(), ENTRIES * ENTRY_BYTES);
-        assert_eq!(touch(&b, &keys[0], 10, IDLE).0, SessionState::New, "s0 was forgotten");
+        assert_eq!(
+            touch(&b, &keys[0], 10, IDLE).0,
+            SessionState::New,
+            "s0 was forgotten"
+        );
         assert_eq!(touch(&b, &keys[4], 10, IDLE).0, SessionState::Active);
     }
 

@@ -70,7 +70,12 @@ struct MemSessions {
 }
 
 impl SessionStore for MemSessions {
-    fn touch(&mut self, key: &SessionKey, now: u64, idle: u64) -> Result<SessionState, SessionStoreUnavailable> {
+    fn touch(
+        &mut self,
+        key: &SessionKey,
+        now: u64,
+        idle: u64,
+    ) -> Result<SessionState, SessionStoreUnavailable> {
         if self.broken {
             return Err(SessionStoreUnavailable);
         }
@@ -90,26 +95,52 @@ struct Harness {
 impl Harness {
     fn new(policy: Policy) -> Harness {
         let auth = Authenticator::new(&policy);
-        Harness { policy, auth, sessions: MemSessions::default() }
+        Harness {
+            policy,
+            auth,
+            sessions: MemSessions::default(),
+        }
     }
 
-    fn run(&mut self, method: &str, path: &str, auth: &[&str], bg: Option<&str>, now: u64) -> Verdict {
+    fn run(
+        &mut self,
+        method: &str,
+        path: &str,
+        auth: &[&str],
+        bg: Option<&str>,
+        now: u64,
+    ) -> Verdict {
         let facts = RequestFacts {
             method: method.into(),
             path: path.into(),
             authorization: auth.iter().map(|s| s.to_string()).collect(),
             break_glass: bg.map(String::from),
         };
-        decide(&facts, &self.policy, &mut self.auth, &mut self.sessions, now)
+        decide(
+            &facts,
+            &self.policy,
+            &mut self.auth,
+            &mut self.sessions,
+            now,
+        )
     }
 
     fn get(&mut self, token: &str) -> Verdict {
-        self.run("GET", "/fhir/Patient/1", &[&format!("Bearer {token}")], None, NOW)
+        self.run(
+            "GET",
+            "/fhir/Patient/1",
+            &[&format!("Bearer {token}")],
+            None,
+            NOW,
+        )
     }
 }
 
 fn header(v: &Verdict, name: &str) -> Option<String> {
-    v.set_headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+    v.set_headers
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.clone())
 }
 
 #[test]
@@ -137,9 +168,18 @@ fn public_routes_need_no_token() {
 #[test]
 fn unmatched_routes_are_phi_by_default_and_deny_when_asked() {
     let mut h = Harness::new(policy());
-    assert_eq!(h.run("GET", "/other", &[], None, NOW).denial, Some(Denial::MissingToken));
+    assert_eq!(
+        h.run("GET", "/other", &[], None, NOW).denial,
+        Some(Denial::MissingToken)
+    );
     let mut h = Harness::new(policy_with(|s| s["unmatchedRoutes"] = json!("deny")));
-    let v = h.run("GET", "/other", &[&format!("Bearer {}", token(&claims()))], None, NOW);
+    let v = h.run(
+        "GET",
+        "/other",
+        &[&format!("Bearer {}", token(&claims()))],
+        None,
+        NOW,
+    );
     assert_eq!(v.denial, Some(Denial::RouteDenied));
     assert_eq!(v.route, "unmatched");
 }
@@ -148,18 +188,47 @@ fn unmatched_routes_are_phi_by_default_and_deny_when_asked() {
 fn authorization_header_shapes() {
     let mut h = Harness::new(policy());
     let t = token(&claims());
-    let deny = |h: &mut Harness, auth: &[&str], path: &str| h.run("GET", path, auth, None, NOW).denial;
-    assert_eq!(deny(&mut h, &[], "/fhir/Patient/1"), Some(Denial::MissingToken));
-    assert_eq!(deny(&mut h, &["Basic abc"], "/fhir/Patient/1"), Some(Denial::MalformedAuthorization));
-    assert_eq!(deny(&mut h, &["Bearer"], "/fhir/Patient/1"), Some(Denial::MalformedAuthorization));
-    assert_eq!(deny(&mut h, &["Bearer a b"], "/fhir/Patient/1"), Some(Denial::MalformedAuthorization));
+    let deny =
+        |h: &mut Harness, auth: &[&str], path: &str| h.run("GET", path, auth, None, NOW).denial;
+    assert_eq!(
+        deny(&mut h, &[], "/fhir/Patient/1"),
+        Some(Denial::MissingToken)
+    );
+    assert_eq!(
+        deny(&mut h, &["Basic abc"], "/fhir/Patient/1"),
+        Some(Denial::MalformedAuthorization)
+    );
+    assert_eq!(
+        deny(&mut h, &["Bearer"], "/fhir/Patient/1"),
+        Some(Denial::MalformedAuthorization)
+    );
+    assert_eq!(
+        deny(&mut h, &["Bearer a b"], "/fhir/Patient/1"),
+        Some(Denial::MalformedAuthorization)
+    );
     let two = format!("Bearer {t}");
-    assert_eq!(deny(&mut h, &[&two, &two], "/fhir/Patient/1"), Some(Denial::MultipleCredentials));
+    assert_eq!(
+        deny(&mut h, &[&two, &two], "/fhir/Patient/1"),
+        Some(Denial::MultipleCredentials)
+    );
     let joined = format!("{two}, {two}");
-    assert_eq!(deny(&mut h, &[&joined], "/fhir/Patient/1"), Some(Denial::MultipleCredentials));
-    assert_eq!(deny(&mut h, &[&two], "/fhir/Patient/1?access_token=x"), Some(Denial::MultipleCredentials));
-    assert_eq!(deny(&mut h, &[], "/fhir/Patient/1?access_token=x"), Some(Denial::MultipleCredentials));
-    assert_eq!(deny(&mut h, &[&format!("bearer {t}")], "/fhir/Patient/1"), None, "scheme is case-insensitive");
+    assert_eq!(
+        deny(&mut h, &[&joined], "/fhir/Patient/1"),
+        Some(Denial::MultipleCredentials)
+    );
+    assert_eq!(
+        deny(&mut h, &[&two], "/fhir/Patient/1?access_token=x"),
+        Some(Denial::MultipleCredentials)
+    );
+    assert_eq!(
+        deny(&mut h, &[], "/fhir/Patient/1?access_token=x"),
+        Some(Denial::MultipleCredentials)
+    );
+    assert_eq!(
+        deny(&mut h, &[&format!("bearer {t}")], "/fhir/Patient/1"),
+        None,
+        "scheme is case-insensitive"
+    );
 }
 
 #[test]
@@ -180,7 +249,13 @@ fn repeat_tokens_hit_the_cache_until_expiry() {
     assert_eq!(h.get(&t).cache, CacheOutcome::Hit);
     assert_eq!(h.auth.cached_tokens(), 1);
     // Past exp + skew the cached entry is gone and verification refuses the token.
-    let v = h.run("GET", "/fhir/Patient/1", &[&format!("Bearer {t}")], None, NOW + 600 + 31);
+    let v = h.run(
+        "GET",
+        "/fhir/Patient/1",
+        &[&format!("Bearer {t}")],
+        None,
+        NOW + 600 + 31,
+    );
     assert_eq!(v.cache, CacheOutcome::Miss);
     assert!(!v.allowed());
 }
@@ -199,20 +274,37 @@ fn subject_must_be_present_and_not_shared() {
     let mut c = claims();
     c.as_object_mut().unwrap().remove("sub");
     assert_eq!(h.get(&token(&c)).denial, Some(Denial::MissingSubject));
-    assert_eq!(h.get(&with_claim("sub", json!("  "))).denial, Some(Denial::MissingSubject));
+    assert_eq!(
+        h.get(&with_claim("sub", json!("  "))).denial,
+        Some(Denial::MissingSubject)
+    );
     for shared in ["admin", "ADMIN", "shared", "generic-ward3"] {
         let v = h.get(&with_claim("sub", json!(shared)));
         assert_eq!(v.denial, Some(Denial::SharedAccount), "{shared}");
-        assert_eq!(header(&v, headers::SUBJECT).as_deref(), Some(shared), "audit sees who tried");
+        assert_eq!(
+            header(&v, headers::SUBJECT).as_deref(),
+            Some(shared),
+            "audit sees who tried"
+        );
     }
-    assert!(h.get(&with_claim("sub", json!("administrator-jones"))).allowed());
+    assert!(h
+        .get(&with_claim("sub", json!("administrator-jones")))
+        .allowed());
 }
 
 #[test]
 fn claim_values_that_cannot_be_headers_are_refused() {
     let mut h = Harness::new(policy());
-    assert_eq!(h.get(&with_claim("sub", json!("a\r\nx-hipaa-roles: admin"))).denial, Some(Denial::InvalidToken("bad_claim_value")));
-    assert_eq!(h.get(&with_claim("roles", json!(["clinician,admin"]))).denial, Some(Denial::InvalidToken("bad_claim_value")));
+    assert_eq!(
+        h.get(&with_claim("sub", json!("a\r\nx-hipaa-roles: admin")))
+            .denial,
+        Some(Denial::InvalidToken("bad_claim_value"))
+    );
+    assert_eq!(
+        h.get(&with_claim("roles", json!(["clinician,admin"])))
+            .denial,
+        Some(Denial::InvalidToken("bad_claim_value"))
+    );
 }
 
 #[test]
@@ -220,11 +312,17 @@ fn mfa_is_required_for_listed_roles_only() {
     let mut h = Harness::new(policy());
     let v = h.get(&with_claim("amr", json!(["pwd"])));
     assert_eq!(v.denial, Some(Denial::MfaRequired));
-    assert_eq!(v.denial.unwrap().error(), "insufficient_user_authentication");
+    assert_eq!(
+        v.denial.unwrap().error(),
+        "insufficient_user_authentication"
+    );
     let mut c = claims();
     c["roles"] = json!(["nurse"]);
     c["amr"] = json!(["pwd"]);
-    assert!(h.get(&token(&c)).allowed(), "nurse is not in requiredForRoles");
+    assert!(
+        h.get(&token(&c)).allowed(),
+        "nurse is not in requiredForRoles"
+    );
     c["roles"] = json!(["nurse", "admin"]);
     assert_eq!(h.get(&token(&c)).denial, Some(Denial::MfaRequired));
 }
@@ -235,12 +333,20 @@ fn absolute_timeout_uses_auth_time_else_iat() {
         s["identity"]["providers"][0]["maxTokenLifetimeSeconds"] = json!(86_400);
     }));
     let v = h.get(&with_claim("auth_time", json!(NOW - 43_201)));
-    assert_eq!(v.denial, Some(Denial::AuthenticationTooOld { max_age: 43_200 }));
-    assert!(h.get(&with_claim("auth_time", json!(NOW - 43_000))).allowed());
+    assert_eq!(
+        v.denial,
+        Some(Denial::AuthenticationTooOld { max_age: 43_200 })
+    );
+    assert!(h
+        .get(&with_claim("auth_time", json!(NOW - 43_000)))
+        .allowed());
     let mut c = claims();
     c["iat"] = json!(NOW - 43_201);
     c["exp"] = json!(NOW + 100);
-    assert_eq!(h.get(&token(&c)).denial, Some(Denial::AuthenticationTooOld { max_age: 43_200 }));
+    assert_eq!(
+        h.get(&token(&c)).denial,
+        Some(Denial::AuthenticationTooOld { max_age: 43_200 })
+    );
 }
 
 #[test]
@@ -249,14 +355,36 @@ fn idle_sessions_expire_and_stay_expired() {
     let mut c = claims();
     c["exp"] = json!(NOW + 3000);
     let t = token(&c);
-    let at = |h: &mut Harness, now: u64| h.run("GET", "/fhir/Patient/1", &[&format!("Bearer {t}")], None, now);
+    let at = |h: &mut Harness, now: u64| {
+        h.run(
+            "GET",
+            "/fhir/Patient/1",
+            &[&format!("Bearer {t}")],
+            None,
+            now,
+        )
+    };
     assert!(at(&mut h, NOW).allowed());
     assert!(at(&mut h, NOW + 899).allowed());
-    assert_eq!(at(&mut h, NOW + 899 + 901).denial, Some(Denial::SessionIdle));
-    assert_eq!(at(&mut h, NOW + 899 + 902).denial, Some(Denial::SessionIdle));
+    assert_eq!(
+        at(&mut h, NOW + 899 + 901).denial,
+        Some(Denial::SessionIdle)
+    );
+    assert_eq!(
+        at(&mut h, NOW + 899 + 902).denial,
+        Some(Denial::SessionIdle)
+    );
     // A new session id of the same user is a new session.
     c["sid"] = json!("s-2");
-    assert!(h.run("GET", "/fhir/Patient/1", &[&format!("Bearer {}", token(&c))], None, NOW + 1802).allowed());
+    assert!(h
+        .run(
+            "GET",
+            "/fhir/Patient/1",
+            &[&format!("Bearer {}", token(&c))],
+            None,
+            NOW + 1802
+        )
+        .allowed());
 }
 
 #[test]
@@ -289,15 +417,34 @@ fn roles_gate_routes() {
     let mut c = claims();
     c["roles"] = json!("nurse billing");
     c["amr"] = json!(["pwd"]);
-    assert!(h.run("GET", "/billing/1", &[&format!("Bearer {}", token(&c))], None, NOW).allowed(), "space-separated roles");
+    assert!(
+        h.run(
+            "GET",
+            "/billing/1",
+            &[&format!("Bearer {}", token(&c))],
+            None,
+            NOW
+        )
+        .allowed(),
+        "space-separated roles"
+    );
 }
 
 #[test]
 fn hard_deletes_on_soft_delete_routes_are_405_with_allow() {
     let mut h = Harness::new(policy());
-    let v = h.run("DELETE", "/fhir/Patient/1", &[&format!("Bearer {}", token(&claims()))], None, NOW);
+    let v = h.run(
+        "DELETE",
+        "/fhir/Patient/1",
+        &[&format!("Bearer {}", token(&claims()))],
+        None,
+        NOW,
+    );
     assert_eq!(v.denial, Some(Denial::HardDelete));
-    assert_eq!(v.allowed_methods, vec!["GET".to_string(), "PUT".to_string()]);
+    assert_eq!(
+        v.allowed_methods,
+        vec!["GET".to_string(), "PUT".to_string()]
+    );
 }
 
 #[test]
@@ -307,7 +454,10 @@ fn break_glass_widens_roles_for_eligible_roles_with_a_listed_reason() {
     let v = h.run("GET", "/billing/1", &[&t], Some("patient-emergency"), NOW);
     assert!(v.allowed(), "{v:?}");
     assert_eq!(v.emergency.as_deref(), Some("patient-emergency"));
-    assert_eq!(header(&v, headers::BREAK_GLASS).as_deref(), Some("patient-emergency"));
+    assert_eq!(
+        header(&v, headers::BREAK_GLASS).as_deref(),
+        Some("patient-emergency")
+    );
 
     let v = h.run("GET", "/billing/1", &[&t], Some("curiosity"), NOW);
     assert_eq!(v.denial, Some(Denial::BreakGlassRefused));
@@ -315,8 +465,18 @@ fn break_glass_widens_roles_for_eligible_roles_with_a_listed_reason() {
     let mut c = claims();
     c["roles"] = json!(["nurse"]);
     let nurse = format!("Bearer {}", token(&c));
-    let v = h.run("GET", "/billing/1", &[&nurse], Some("patient-emergency"), NOW);
-    assert_eq!(v.denial, Some(Denial::BreakGlassRefused), "nurse is not eligible");
+    let v = h.run(
+        "GET",
+        "/billing/1",
+        &[&nurse],
+        Some("patient-emergency"),
+        NOW,
+    );
+    assert_eq!(
+        v.denial,
+        Some(Denial::BreakGlassRefused),
+        "nurse is not eligible"
+    );
 }
 
 #[test]
@@ -335,7 +495,11 @@ fn break_glass_without_a_policy_section_is_refused() {
         s["identity"].as_object_mut().unwrap().remove("breakGlass");
     }));
     let t = format!("Bearer {}", token(&claims()));
-    assert_eq!(h.run("GET", "/billing/1", &[&t], Some("patient-emergency"), NOW).denial, Some(Denial::BreakGlassRefused));
+    assert_eq!(
+        h.run("GET", "/billing/1", &[&t], Some("patient-emergency"), NOW)
+            .denial,
+        Some(Denial::BreakGlassRefused)
+    );
 }
 
 #[test]
@@ -357,7 +521,12 @@ fn unknown_kid_asks_for_a_refetch() {
     let der = signing_key().to_pkcs8_der().unwrap();
     let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some("rotated".into());
-    let t = encode(&header, &claims(), &EncodingKey::from_ed_der(der.as_bytes())).unwrap();
+    let t = encode(
+        &header,
+        &claims(),
+        &EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .unwrap();
     let v = h.get(&t);
     assert_eq!(v.denial.map(|d| d.reason()), Some("unknown_kid"));
     assert!(v.refetch_jwks);
