@@ -42,22 +42,73 @@ pub struct Collector {
     proc: Option<Proc>,
     starts: u32,
     dir: TempDir,
+    /// A PostgreSQL database this collector owns (dropped with it).
+    pg_database: Option<String>,
+}
+
+/// The PostgreSQL server the tests use (`make setup` makes sure one answers).
+fn postgres_server() -> String {
+    std::env::var("HIPAA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn psql(sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .arg(postgres_server())
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .unwrap_or_else(|e| panic!("psql not found ({e}): run `make setup`"))
 }
 
 impl Collector {
+    /// A collector on a fresh SQLite database.
     pub fn start() -> Collector {
+        Collector::start_with(None)
+    }
+
+    /// A collector on a fresh PostgreSQL database (the cluster store).
+    pub fn start_postgres() -> Collector {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "hipaa_e2e_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let out = psql(&format!("CREATE DATABASE {name}"));
+        assert!(
+            out.status.success(),
+            "cannot create a PostgreSQL database at {} (is the server running? `make setup` starts one): {}",
+            postgres_server(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Collector::start_with(Some(name))
+    }
+
+    fn start_with(pg_database: Option<String>) -> Collector {
         let dir = TempDir::new("collector");
         let enc_key_file = dir.path().join("at-rest.key");
         let enc: String = test_mac_key().split(':').nth(1).unwrap().to_string();
         std::fs::write(&enc_key_file, enc).unwrap();
         let mut c = Collector {
             port: free_port(),
-            db: format!("sqlite:{}", dir.path().join("audit.db").display()),
+            db: match &pg_database {
+                Some(name) => {
+                    let server = postgres_server();
+                    let base = server
+                        .rsplit_once('/')
+                        .map_or(server.as_str(), |(b, _)| b)
+                        .to_string();
+                    format!("{base}/{name}")
+                }
+                None => format!("sqlite:{}", dir.path().join("audit.db").display()),
+            },
             mac_key: test_mac_key(),
             enc_key_file,
             proc: None,
             starts: 0,
             dir,
+            pg_database,
         };
         c.restart();
         c
@@ -93,6 +144,10 @@ impl Collector {
         ])
         .args(["--checkpoint-seconds", "1"])
         .envs(self.env());
+        if self.pg_database.is_some() {
+            // A database server is not a folder: say where the checkpoint public key goes.
+            cmd.arg("--public-key-out").arg(self.public_key_file());
+        }
         let log = self
             .dir
             .path()
@@ -167,12 +222,17 @@ impl Collector {
     }
 
     /// `hipaa-mesh audit verify --db DB`: (exit code, stdout + stderr).
+    fn public_key_file(&self) -> PathBuf {
+        self.dir.path().join("checkpoint-keys.pem")
+    }
+
     pub fn verify(&self) -> (i32, String) {
-        let out = Command::new(cli_bin())
-            .args(["audit", "verify", "--db", &self.db])
-            .envs(self.env())
-            .output()
-            .unwrap();
+        let mut cmd = Command::new(cli_bin());
+        cmd.args(["audit", "verify", "--db", &self.db]);
+        if self.pg_database.is_some() {
+            cmd.arg("--public-key").arg(self.public_key_file());
+        }
+        let out = cmd.envs(self.env()).output().unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -205,6 +265,9 @@ impl Drop for Collector {
     fn drop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill();
+        }
+        if let Some(name) = &self.pg_database {
+            let _ = psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
     }
 }

@@ -76,8 +76,11 @@ fn topology(
 }
 
 fn stack(max_buffered: u32, max_batch: u32) -> Stack {
+    stack_on(Collector::start(), max_buffered, max_batch)
+}
+
+fn stack_on(collector: Collector, max_buffered: u32, max_batch: u32) -> Stack {
     let keys = Keys::generate();
-    let collector = Collector::start();
     let upstream = Upstream::start();
     let envoy = Envoy::start(&topology(
         &keys,
@@ -132,7 +135,15 @@ fn assert_verify_clean(c: &Collector) {
 
 #[test]
 fn every_phi_access_and_every_denial_is_recorded_exactly_once() {
-    let s = stack(20_000, 50);
+    every_access_recorded_once(stack(20_000, 50));
+}
+
+#[test]
+fn every_phi_access_and_every_denial_is_recorded_exactly_once_on_postgresql() {
+    every_access_recorded_once(stack_on(Collector::start_postgres(), 20_000, 50));
+}
+
+fn every_access_recorded_once(s: Stack) {
     let alice = s.keys.clinician("alice");
     let bob = s.keys.token(&[
         "--sub", "bob", "--roles", "nurse", "--amr", "pwd,otp", "--sid", "sid-bob",
