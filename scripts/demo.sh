@@ -85,7 +85,7 @@ show() {
   body=$(head -c 400 "$DEMO/body")
   if [[ $out == 2* ]]; then printf '  \033[32m%s\033[0m ' "$out"; else printf '  \033[31m%s\033[0m ' "$out"; fi
   if [[ $out == 200 ]]; then
-    python3 -c 'import json,sys; h=json.load(open(sys.argv[1]))["headers"]; print("upstream saw: " + ", ".join(f"{k}={v}" for k,v in sorted(h.items()) if k.startswith("x-hipaa")))' "$DEMO/body" 2>/dev/null || echo "$body"
+    python3 -c 'import json,sys; h=json.load(open(sys.argv[1]))["headers"]; s=", ".join(f"{k}={v}" for k,v in sorted(h.items()) if k.startswith("x-hipaa")); print("upstream saw: " + (s or "no identity headers (public route)"))' "$DEMO/body" 2>/dev/null || echo "$body"
   else
     echo "$body"
   fi
