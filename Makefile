@@ -28,7 +28,11 @@ build:
 	@$(MAKE) --no-print-directory sizes
 
 # Each .wasm as an OCI image layout (target/oci/hipaa-*), the digests the rendered WasmPlugins pin.
-.PHONY: package
+.PHONY: package render
+# istio/ and envoy/ from the example policies in policies/.
+render: build
+	scripts/render-examples.sh
+
 package: build
 	target/release/hipaa-mesh package --wasm-dir $(WASM_DIR) --out target/oci
 

@@ -19,7 +19,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; return 1; }
 
 rm -rf "$DEMO" && mkdir -p "$DEMO"
-APP_PORT=$(free_port); LISTEN_PORT=$(free_port); ADMIN_PORT=$(free_port); COLLECTOR_PORT=$(free_port)
+APP_PORT=$(free_port); INBOUND_PORT=$(free_port); OUTBOUND_PORT=$(free_port); ADMIN_PORT=$(free_port)
+COLLECTOR_PORT=$(free_port); COLLECTOR_MTLS_PORT=$(free_port); COLLECTOR_ADMIN_PORT=$(free_port); VENDOR_PORT=$(free_port)
 
 # Demo keys (never reuse them): the record-MAC key shared by the filters and the collector, and
 # the at-rest encryption key, kept in a file apart from the database.
@@ -28,8 +29,11 @@ python3 -c 'import secrets; print(secrets.token_hex(32))' > "$DEMO/at-rest.key"
 export HIPAA_AUDIT_ENCRYPTION_KEY_FILE=$DEMO/at-rest.key
 DB=sqlite:$DEMO/audit.db
 
-bold "1. A demo identity provider: RSA, EC and Ed25519 keys (local use only)"
+bold "1. A demo identity provider (RSA, EC and Ed25519 keys) and a demo mesh CA with SPIFFE certificates (local use only)"
 "$CLI" dev keys --out "$DEMO/idp"
+scripts/dev-certs.sh "$DEMO/certs" spiffe://cluster.local/ns/demo/sa/demo-ehr \
+  web=spiffe://cluster.local/ns/demo/sa/web batch=spiffe://cluster.local/ns/demo/sa/batch \
+  vendor=dns:api.llm-vendor.example
 
 bold "2. The policy: policies/demo.yaml with the demo IdP's public keys inlined"
 python3 - "$ROOT/policies/demo.yaml" "$DEMO/idp/jwks.json" "$DEMO/policy.yaml" <<'PY'
@@ -39,49 +43,36 @@ text = open(src).read().replace("__DEMO_JWKS__", open(jwks).read().strip().repla
 open(out, "w").write(text)
 PY
 "$CLI" policy check "$DEMO/policy.yaml"
-"$CLI" policy plugin-config "$DEMO/policy.yaml" > "$DEMO/plugin-config.json"
 
-bold "3. The audit collector (SQLite in $DEMO), then Envoy $("$ENVOY" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -n1) with hipaa_audit.wasm + hipaa_authn.wasm in front of a sample upstream"
+bold "3. Rendered into Envoy configs: the workload's sidecar and the audit collector's sidecar"
+# The stand-in vendor's certificate comes from the demo CA, so the demo passes that CA as the
+# public bundle; a real deployment keeps the default (/etc/ssl/certs/ca-certificates.crt).
+"$CLI" policy render "$DEMO/policy.yaml" --target envoy --out "$DEMO/envoy" \
+  --wasm-dir "$WASM" --certs "$DEMO/certs" --public-ca "$DEMO/certs/ca.pem" \
+  --inbound "127.0.0.1:$INBOUND_PORT" --outbound "127.0.0.1:$OUTBOUND_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
+  --app "127.0.0.1:$APP_PORT" --collector "127.0.0.1:$COLLECTOR_MTLS_PORT" \
+  --collector-backend "127.0.0.1:$COLLECTOR_PORT" --collector-admin "127.0.0.1:$COLLECTOR_ADMIN_PORT" \
+  --endpoint "egress|api.llm-vendor.example=127.0.0.1:$VENDOR_PORT"
+
+bold "4. The audit collector (SQLite in $DEMO) behind its mTLS sidecar, a sample app, a stand-in LLM vendor, and Envoy $("$ENVOY" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -n1) with audit + transport + authn"
 "$CLI" collector --listen "127.0.0.1:$COLLECTOR_PORT" --db "$DB" --checkpoint-seconds 5 > "$DEMO/collector.log" 2>&1 & collector_pid=$!; pids+=($collector_pid)
+"$ENVOY" -c "$DEMO/envoy/collector-sidecar.yaml" --base-id 1 --concurrency 1 --disable-hot-restart --log-level warn > "$DEMO/collector-sidecar.log" 2>&1 & pids+=($!)
 "$CLI" dev upstream --listen "127.0.0.1:$APP_PORT" > "$DEMO/upstream.log" 2>&1 & pids+=($!)
-wait_port "$COLLECTOR_PORT"
-python3 - "$DEMO" "$WASM" "$LISTEN_PORT" "$ADMIN_PORT" "$APP_PORT" "$COLLECTOR_PORT" <<'PY'
-import json, os, sys
-demo, wasm, listen, admin, app, collector = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
-config = open(f"{demo}/plugin-config.json").read().strip()
-def wasm_filter(name):
-    return {"name": f"hipaa-{name}", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {"name": f"hipaa-{name}", "root_id": f"hipaa-{name}", "fail_open": False,
-            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
-            "vm_config": {"vm_id": f"hipaa-{name}", "runtime": "envoy.wasm.runtime.v8",
-                          "code": {"local": {"filename": f"{wasm}/hipaa_{name}.wasm"}},
-                          "environment_variables": {"host_env_keys": ["HIPAA_AUDIT_HMAC_KEY"]}}}}}
-def cluster(name, port):
-    return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
-cfg = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-  "static_resources": {"listeners": [{"name": "inbound",
-    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-    "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
-      "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-      "stat_prefix": "inbound", "normalize_path": True, "merge_slashes": True,
-      "path_with_escaped_slashes_action": "REJECT_REQUEST",
-      "route_config": {"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]},
-      "http_filters": [wasm_filter("audit"), wasm_filter("authn"), {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}],
-    "clusters": [cluster("app", app), cluster("audit-collector", collector)]}}
-json.dump(cfg, open(f"{demo}/envoy.yaml", "w"), indent=1)
-PY
-"$ENVOY" -c "$DEMO/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn > "$DEMO/envoy.log" 2>&1 & pids+=($!)
-wait_port "$APP_PORT"; wait_port "$LISTEN_PORT"
-echo "Envoy listening on 127.0.0.1:$LISTEN_PORT (admin :$ADMIN_PORT), upstream on :$APP_PORT"
+scripts/dev-vendor.py "$VENDOR_PORT" "$DEMO/certs/vendor.pem" "$DEMO/certs/vendor-key.pem" > "$DEMO/vendor.log" 2>&1 & pids+=($!)
+wait_port "$COLLECTOR_PORT"; wait_port "$COLLECTOR_MTLS_PORT"
+"$ENVOY" -c "$DEMO/envoy/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn > "$DEMO/envoy.log" 2>&1 & pids+=($!)
+wait_port "$APP_PORT"; wait_port "$VENDOR_PORT"; wait_port "$INBOUND_PORT"
+echo "Envoy: inbound https://localhost:$INBOUND_PORT, outbound http://127.0.0.1:$OUTBOUND_PORT (admin :$ADMIN_PORT)"
 
 token() { "$CLI" dev token --keys "$DEMO/idp" "$@"; }
 show() {
   local title=$1; shift
   printf '\n\033[1;34m▸ %s\033[0m\n' "$title"
-  local out status body
-  out=$(curl -s -o "$DEMO/body" -w '%{http_code}' "$@" || true)
+  local out body rc=0
+  out=$(curl -s -o "$DEMO/body" -w '%{http_code}' "$@") || rc=$?
+  if [[ $rc != 0 ]]; then
+    printf '  \033[31mrefused in the TLS handshake\033[0m (curl exit %s): nothing reached a filter or the app\n' "$rc"; return
+  fi
   body=$(head -c 400 "$DEMO/body")
   if [[ $out == 2* ]]; then printf '  \033[32m%s\033[0m ' "$out"; else printf '  \033[31m%s\033[0m ' "$out"; fi
   if [[ $out == 200 ]]; then
@@ -90,36 +81,64 @@ show() {
     echo "$body"
   fi
 }
-URL=http://127.0.0.1:$LISTEN_PORT
+URL=https://localhost:$INBOUND_PORT
+PLAIN=http://127.0.0.1:$INBOUND_PORT
+C=$DEMO/certs
+WEB=(--cacert "$C/ca.pem" --cert "$C/web.pem" --key "$C/web-key.pem")
 ALICE=$(token --sub alice --roles clinician --amr pwd,otp --sid s-alice)
 
-bold "4. Requests"
-show "Kubelet probe on a public route, no token" "$URL/healthz"
-show "Clinician alice with MFA reads patient 123" -H "authorization: Bearer $ALICE" "$URL/fhir/Patient/123"
-show "A client tries to spoof x-hipaa-subject: removed, alice stays alice" -H "authorization: Bearer $ALICE" -H "x-hipaa-subject: mallory" "$URL/fhir/Patient/123"
-show "No token" "$URL/fhir/Patient/123"
-show "A forged token (payload edited, signature kept)" -H "authorization: Bearer $(python3 -c 'import sys,base64,json; h,p,s=sys.argv[1].split("."); d=json.loads(base64.urlsafe_b64decode(p+"==")); d["sub"]="mallory"; print(h+"."+base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")+"."+s)' "$ALICE")" "$URL/fhir/Patient/123"
-show "alg: none" -H "authorization: Bearer $(python3 -c 'import base64,json; e=lambda o: base64.urlsafe_b64encode(json.dumps(o).encode()).decode().rstrip("="); print(e({"alg":"none"})+"."+e({"sub":"alice","roles":["clinician"]})+".")')" "$URL/fhir/Patient/123"
-show "A shared account (sub: admin)" -H "authorization: Bearer $(token --sub admin --roles clinician --amr otp --sid s-adm)" "$URL/fhir/Patient/123"
-show "Clinician bob without MFA: RFC 9470 step-up" -H "authorization: Bearer $(token --sub bob --roles clinician --amr pwd --sid s-bob)" "$URL/fhir/Patient/123"
-show "Nurse nina (no MFA needed for nurses) calls the clinician-only risk model" -H "authorization: Bearer $(token --sub nina --roles nurse --amr pwd --sid s-nina)" -H "x-patient-id: 123" "$URL/ai/risk"
-show "Clinician alice uses break-the-glass on the billing route (reason: patient-emergency)" -H "authorization: Bearer $ALICE" -H "x-break-glass: patient-emergency" "$URL/billing/claims/123"
-show "Break-the-glass with a reason code the policy does not list" -H "authorization: Bearer $ALICE" -H "x-break-glass: curiosity" "$URL/billing/claims/123"
-show "A hard DELETE on a soft-delete-only route" -X DELETE -H "authorization: Bearer $ALICE" "$URL/fhir/Patient/123"
-show "An expired token" -H "authorization: Bearer $(token --sub alice --roles clinician --amr otp --sid s-alice --ttl=-60)" "$URL/fhir/Patient/123"
+bold "5. Transport: who may connect (164.312(e)(1), (d) for services)"
+show "Kubelet probe over plaintext on the public /healthz route" "$PLAIN/healthz"
+show "A PHI request over plaintext" -H "authorization: Bearer $ALICE" "$PLAIN/fhir/Patient/123"
+show "TLS 1.1" --tls-max 1.1 "${WEB[@]}" -H "authorization: Bearer $ALICE" "$URL/fhir/Patient/123"
+show "TLS without a client certificate" --cacert "$C/ca.pem" -H "authorization: Bearer $ALICE" "$URL/fhir/Patient/123"
+show "A client certificate from a CA the mesh does not trust" --cacert "$C/ca.pem" --cert "$C/rogue.pem" --key "$C/rogue-key.pem" -H "authorization: Bearer $ALICE" "$URL/fhir/Patient/123"
+show "mTLS from the batch service (a verified peer, but not on allowedPeers)" --cacert "$C/ca.pem" --cert "$C/batch.pem" --key "$C/batch-key.pem" -H "authorization: Bearer $ALICE" "$URL/fhir/Patient/123"
 
-bold "5. What Envoy counted (admin /stats)"
+bold "6. Authentication and authorization, over mTLS from the web service (spiffe://cluster.local/ns/demo/sa/web)"
+show "Clinician alice with MFA reads patient 123" "${WEB[@]}" -H "authorization: Bearer $ALICE" "$URL/fhir/Patient/123"
+show "A client tries to spoof x-hipaa-subject: removed, alice stays alice" "${WEB[@]}" -H "authorization: Bearer $ALICE" -H "x-hipaa-subject: mallory" "$URL/fhir/Patient/123"
+show "No token" "${WEB[@]}" "$URL/fhir/Patient/123"
+show "A forged token (payload edited, signature kept)" "${WEB[@]}" -H "authorization: Bearer $(python3 -c 'import sys,base64,json; h,p,s=sys.argv[1].split("."); d=json.loads(base64.urlsafe_b64decode(p+"==")); d["sub"]="mallory"; print(h+"."+base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")+"."+s)' "$ALICE")" "$URL/fhir/Patient/123"
+show "alg: none" "${WEB[@]}" -H "authorization: Bearer $(python3 -c 'import base64,json; e=lambda o: base64.urlsafe_b64encode(json.dumps(o).encode()).decode().rstrip("="); print(e({"alg":"none"})+"."+e({"sub":"alice","roles":["clinician"]})+".")')" "$URL/fhir/Patient/123"
+show "A shared account (sub: admin)" "${WEB[@]}" -H "authorization: Bearer $(token --sub admin --roles clinician --amr otp --sid s-adm)" "$URL/fhir/Patient/123"
+show "Clinician bob without MFA: RFC 9470 step-up" "${WEB[@]}" -H "authorization: Bearer $(token --sub bob --roles clinician --amr pwd --sid s-bob)" "$URL/fhir/Patient/123"
+show "Nurse nina (no MFA needed for nurses) calls the clinician-only risk model" "${WEB[@]}" -H "authorization: Bearer $(token --sub nina --roles nurse --amr pwd --sid s-nina)" -H "x-patient-id: 123" "$URL/ai/risk"
+show "Clinician alice uses break-the-glass on the billing route (reason: patient-emergency)" "${WEB[@]}" -H "authorization: Bearer $ALICE" -H "x-break-glass: patient-emergency" "$URL/billing/claims/123"
+show "Break-the-glass with a reason code the policy does not list" "${WEB[@]}" -H "authorization: Bearer $ALICE" -H "x-break-glass: curiosity" "$URL/billing/claims/123"
+show "A hard DELETE on a soft-delete-only route" -X DELETE "${WEB[@]}" -H "authorization: Bearer $ALICE" "$URL/fhir/Patient/123"
+show "An expired token" "${WEB[@]}" -H "authorization: Bearer $(token --sub alice --roles clinician --amr otp --sid s-alice --ttl=-60)" "$URL/fhir/Patient/123"
+
+bold "7. Egress: the app's calls out of the mesh, through the outbound listener"
+show "To the LLM vendor with a current BAA (BAA-2026-014): Envoy originates TLS, the vendor answers" -x "http://127.0.0.1:$OUTBOUND_PORT" -d '{"note":"..."}' http://api.llm-vendor.example/v1/summarize
+show "To an LLM API without a BAA" -x "http://127.0.0.1:$OUTBOUND_PORT" -d '{"note":"..."}' http://api.unlisted-llm.example/v1/chat
+show "To a vendor whose BAA expired on 2025-12-31" -x "http://127.0.0.1:$OUTBOUND_PORT" -d '{"note":"..."}' http://api.old-vendor.example/v1/chat
+
+bold "8. What Envoy counted (admin /stats)"
 curl -s "http://127.0.0.1:$ADMIN_PORT/stats?filter=wasmcustom" | sed 's/^/  /'
 
-bold "6. The audit trail of patient 123, as the compliance officer reads it"
+bold "9. The audit trail of patient 123, as the compliance officer reads it"
 sleep 1.5   # the filter flushes every 200 ms; the collector acknowledges only durable batches
 "$CLI" audit query --db "$DB" --patient 123 --format table
 echo
 echo "Break-the-glass accesses:"
 "$CLI" audit query --db "$DB" --emergency --format table
+echo
+echo "Refused connections (transport) and calls out of the mesh (egress):"
+"$CLI" audit query --db "$DB" --format csv > "$DEMO/trail.csv" 2>/dev/null
+python3 - "$DEMO/trail.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+transport = ("plaintext_refused", "client_certificate_required", "peer_not_allowed")
+keep = [r for r in rows if r["egress"] or any(t in r["decision"] for t in transport)]
+for r in keep:
+    tls, peer = r["tls"] or "none", r["peer"] or "-"
+    print(f"  {r['decision']:<36} {r['status']:>4}  tls={tls:<8} peer={peer:<36} {r['egress']}")
+print(f"  ({len(keep)} of {len(rows)} records)")
+PY
 
-bold "7. Is the trail intact? (every MAC, chain link, ledger link and signed checkpoint)"
+bold "10. Is the trail intact? (every MAC, chain link, ledger link and signed checkpoint)"
 kill -TERM "$collector_pid" 2>/dev/null; wait "$collector_pid" 2>/dev/null || true   # signs a last checkpoint
 "$CLI" audit verify --db "$DB"
 echo
-echo "Demo files (keys, policy, Envoy config and log) are in $DEMO"
+echo "Demo files (keys, certificates, policy, rendered Envoy configs and logs) are in $DEMO"

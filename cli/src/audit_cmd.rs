@@ -148,7 +148,7 @@ fn run_query(a: QueryArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-const COLUMNS: [&str; 14] = [
+const COLUMNS: [&str; 17] = [
     "time",
     "kind",
     "subject",
@@ -160,6 +160,9 @@ const COLUMNS: [&str; 14] = [
     "model",
     "version",
     "emergency",
+    "tls",
+    "peer",
+    "egress",
     "decision",
     "status",
     "request_id",
@@ -213,10 +216,25 @@ fn columns(r: &Value) -> Vec<String> {
         s(r, "/inference/model"),
         s(r, "/inference/version"),
         s(r, "/emergency/reason"),
+        s(r, "/source/tls"),
+        s(r, "/actor/peer"),
+        egress(r),
         decision,
         status,
         s(r, "/requestId"),
     ]
+}
+
+/// `HOST (BAA-ID)`, or `HOST (no BAA)`, for records of calls out of the mesh.
+fn egress(r: &Value) -> String {
+    let host = s(r, "/egress/host");
+    if host.is_empty() {
+        return host;
+    }
+    match s(r, "/egress/baaId") {
+        id if id.is_empty() => format!("{host} (no BAA)"),
+        id => format!("{host} ({id})"),
+    }
 }
 
 fn csv_field(v: &str) -> String {
@@ -366,7 +384,8 @@ mod tests {
             "actor": {"subject": "dr-a", "roles": ["clinician", "admin"], "session": null, "amr": null, "peer": null},
             "action": {"method": "GET", "path": "/fhir/Patient/1", "route": "p", "operation": "read"},
             "resource": {"patient": "1", "type": "Patient"},
-            "inference": null, "source": null,
+            "inference": null, "source": {"ip": "10.0.0.1", "userAgent": null, "tls": "TLSv1.3"},
+            "egress": {"host": "api.llm-vendor.example", "baaId": "BAA-1"},
             "emergency": {"reason": "patient-emergency"},
             "outcome": {"decision": "deny", "status": 403, "reason": "role", "bytes": 0, "durationMs": 1},
             "chain": {"id": "c", "seq": 1, "prev": "", "keyId": "k", "mac": ""}
@@ -376,14 +395,17 @@ mod tests {
         assert_eq!(c[2], "dr-a");
         assert_eq!(c[3], "clinician admin");
         assert_eq!(c[10], "patient-emergency");
-        assert_eq!(c[11], "deny (role)");
-        assert_eq!(c[12], "403");
+        assert_eq!(c[11], "TLSv1.3");
+        assert_eq!(c[13], "api.llm-vendor.example (BAA-1)");
+        assert_eq!(c[14], "deny (role)");
+        assert_eq!(c[15], "403");
         let integrity = json!({
             "v": 1, "kind": "integrity", "time": "2026-11-23T16:37:08.123Z", "requestId": null,
             "integrity": {"finding": "gap", "chainId": "c", "seq": 4, "detail": "x", "record": null}
         });
         let c = columns(&integrity);
-        assert_eq!(c[11], "gap");
-        assert_eq!(c[12], "c seq 4");
+        assert_eq!(c[13], "");
+        assert_eq!(c[14], "gap");
+        assert_eq!(c[15], "c seq 4");
     }
 }

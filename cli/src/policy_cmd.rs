@@ -12,8 +12,8 @@ pub enum PolicyCommand {
     Check { file: PathBuf },
     /// Print the policy's `spec` as the JSON plugin configuration the filters receive.
     PluginConfig { file: PathBuf },
-    /// Render a checked policy into deployable configuration (`--target istio`).
-    Render(crate::render_cmd::RenderArgs),
+    /// Render a checked policy into deployable configuration (`--target istio|envoy`).
+    Render(Box<crate::render_cmd::RenderArgs>),
     /// Which 164.312 safeguard each setting implements, the exceptions, and the gaps.
     Report(crate::report::ReportArgs),
 }
@@ -22,7 +22,7 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
     match cmd {
         PolicyCommand::Check { file } => check(&file),
         PolicyCommand::PluginConfig { file } => plugin_config(&file),
-        PolicyCommand::Render(args) => crate::render_cmd::run(args),
+        PolicyCommand::Render(args) => crate::render_cmd::run(*args),
         PolicyCommand::Report(args) => crate::report::run(args),
     }
 }

@@ -1,6 +1,7 @@
-//! `hipaa-mesh policy render FILE --target istio --out DIR`: a checked policy, rendered.
+//! `hipaa-mesh policy render FILE --target istio|envoy --out DIR`: a checked policy, rendered.
 //! Only a policy that passes `policy check` (validation and safety rules) is rendered.
 
+use crate::render_envoy::{self, EnvoyOptions};
 use crate::render_istio::{self, IstioOptions};
 use clap::{Args, ValueEnum};
 use hipaa_core::policy::safety::safety_errors;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 pub enum Target {
     /// WasmPlugins, PeerAuthentication, DestinationRules, Sidecar, ServiceEntries.
     Istio,
-    /// A complete Envoy bootstrap (not implemented yet).
+    /// Envoy bootstraps: the workload's sidecar and the audit collector's sidecar.
     Envoy,
 }
 
@@ -34,6 +35,57 @@ pub struct RenderArgs {
     /// The image tag.
     #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
     pub tag: String,
+    #[command(flatten)]
+    pub envoy: EnvoyArgs,
+}
+
+/// Addresses and files for `--target envoy` (paths are written as given: relative paths are
+/// relative to the directory Envoy runs in).
+#[derive(Args)]
+pub struct EnvoyArgs {
+    /// Certificates: ca.pem, workload.pem + workload-key.pem, collector.pem + collector-key.pem.
+    #[arg(long, default_value = "certs")]
+    pub certs: PathBuf,
+    /// The CA bundle that BAA vendors' and IdPs' certificates are checked against.
+    #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
+    pub public_ca: PathBuf,
+    /// The inbound (TLS / mTLS) listener.
+    #[arg(long, default_value = "0.0.0.0:15006")]
+    pub inbound: String,
+    /// The outbound listener the app sends vendor calls to (rendered when there are vendors).
+    #[arg(long, default_value = "127.0.0.1:15001")]
+    pub outbound: String,
+    /// Envoy's admin interface.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin: String,
+    /// The app behind the sidecar.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub app: String,
+    /// The collector's sidecar (mTLS); default: from the policy's Istio cluster name.
+    #[arg(long)]
+    pub collector: Option<String>,
+    /// The collector process, behind its sidecar.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub collector_backend: String,
+    /// The collector sidecar's admin interface.
+    #[arg(long, default_value = "127.0.0.1:15100")]
+    pub collector_admin: String,
+    /// The collector's SPIFFE id, pinned by the workload's mTLS client.
+    #[arg(
+        long,
+        default_value = "spiffe://cluster.local/ns/hipaa-system/sa/audit-collector"
+    )]
+    pub collector_identity: String,
+    /// CLUSTER=HOST:PORT, repeatable: where a JWKS or vendor cluster really is.
+    #[arg(long = "endpoint", value_parser = parse_endpoint)]
+    pub endpoints: Vec<(String, String)>,
+}
+
+fn parse_endpoint(s: &str) -> Result<(String, String), String> {
+    s.rsplit_once('=')
+        .filter(|(c, a)| !c.is_empty() && a.contains(':'))
+        .map(|(c, a)| (c.to_string(), a.to_string()))
+        .ok_or_else(|| format!("`{s}`: expected CLUSTER=HOST:PORT"))
 }
 
 pub fn run(args: RenderArgs) -> Result<ExitCode, String> {
@@ -63,7 +115,32 @@ pub fn run(args: RenderArgs) -> Result<ExitCode, String> {
 
 fn render(doc: &PolicyDocument, args: &RenderArgs) -> Result<ExitCode, String> {
     match args.target {
-        Target::Envoy => Err("--target envoy is not implemented yet; use --target istio".into()),
+        Target::Envoy => {
+            let e = &args.envoy;
+            let opts = EnvoyOptions {
+                wasm_dir: args.wasm_dir.clone(),
+                certs: e.certs.clone(),
+                public_ca: e.public_ca.clone(),
+                inbound: e.inbound.clone(),
+                outbound: e.outbound.clone(),
+                admin: e.admin.clone(),
+                app: e.app.clone(),
+                collector: e.collector.clone(),
+                collector_backend: e.collector_backend.clone(),
+                collector_admin: e.collector_admin.clone(),
+                collector_identity: e.collector_identity.clone(),
+                endpoints: e.endpoints.clone(),
+            };
+            for w in render_envoy::warnings(doc, &opts) {
+                eprintln!("warning: {w}");
+            }
+            let files = render_envoy::render(doc, &opts)?;
+            render_istio::write(&files, &args.out)?;
+            for f in &files {
+                println!("{}", args.out.join(&f.file).display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Target::Istio => {
             for w in render_istio::warnings(doc) {
                 eprintln!("warning: {w}");

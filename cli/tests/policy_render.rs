@@ -80,13 +80,16 @@ fn fake_wasm_dir() -> Temp {
 
 /// Compare with the golden file, or rewrite it when UPDATE_GOLDEN=1.
 fn golden(rel: &str, actual: &str) {
-    let path = golden_dir().join(rel);
+    golden_at(&golden_dir().join(rel), actual);
+}
+
+fn golden_at(path: &Path, actual: &str) {
     if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
+        std::fs::write(path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
             path.display()
@@ -267,6 +270,87 @@ fn render_istio_matches_the_golden_files() {
             golden(&format!("istio/{name}/{file}"), &text);
         }
     }
+}
+
+/// envoy/NAME holds each example rendered with envoy/render-flags (scripts/render-examples.sh):
+/// a fresh render must match it byte for byte.
+#[test]
+fn render_envoy_matches_the_committed_examples() {
+    let flags_text = std::fs::read_to_string(root().join("envoy/render-flags")).unwrap();
+    let flags: Vec<&str> = flags_text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .collect();
+    for name in EXAMPLES {
+        let out_dir = Temp::new("render-envoy");
+        let mut args = vec![
+            "policy",
+            "render",
+            "--target",
+            "envoy",
+            "--out",
+            out_dir.s(),
+        ];
+        let file = policy(name);
+        args.push(&file);
+        args.extend(&flags);
+        let out = cli(&args);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        for file in ["envoy.yaml", "collector-sidecar.yaml"] {
+            let text = std::fs::read_to_string(out_dir.path().join(file)).unwrap();
+            golden_at(&root().join(format!("envoy/{name}/{file}")), &text);
+        }
+        // Keys never appear in a rendered config: the VMs read them from Envoy's environment.
+        let envoy = std::fs::read_to_string(out_dir.path().join("envoy.yaml")).unwrap();
+        assert!(envoy.contains("host_env_keys"), "{name}");
+        assert!(!envoy.contains("key_values"), "{name}");
+    }
+}
+
+#[test]
+fn render_envoy_pins_tls_and_mtls_to_the_collector() {
+    let out_dir = Temp::new("render-envoy-tls");
+    let out = cli(&[
+        "policy",
+        "render",
+        &policy("clinical-ai"),
+        "--target",
+        "envoy",
+        "--out",
+        out_dir.s(),
+        "--collector",
+        "10.0.0.9:9443",
+        "--wasm-dir",
+        "no-such-dir",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let envoy = std::fs::read_to_string(out_dir.path().join("envoy.yaml")).unwrap();
+    // clinical-ai asks for TLS 1.3 inbound; clusters carrying PHI never go below 1.2.
+    assert!(
+        envoy.contains("tls_minimum_protocol_version: TLSv1_3"),
+        "{envoy}"
+    );
+    assert!(
+        !envoy.contains("TLSv1_0") && !envoy.contains("TLSv1_1"),
+        "{envoy}"
+    );
+    assert!(envoy.contains("spiffe://cluster.local/ns/hipaa-system/sa/audit-collector"));
+    assert!(envoy.contains("traffic_direction: OUTBOUND"));
+    assert!(envoy.contains("egress|api.llm-vendor.example"));
+    assert!(envoy.contains("failure_policy: FAIL_CLOSED"));
+    let sidecar = std::fs::read_to_string(out_dir.path().join("collector-sidecar.yaml")).unwrap();
+    assert!(
+        sidecar.contains("require_client_certificate: true"),
+        "{sidecar}"
+    );
+    // Modules not built yet: a warning, not a failure.
+    assert!(
+        out.stderr
+            .contains("no-such-dir/hipaa_audit.wasm does not exist (yet)"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod collector;
+pub mod curl;
 pub mod envoy;
 pub mod http;
 pub mod idp;

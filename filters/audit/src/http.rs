@@ -63,12 +63,17 @@ impl Context for AuditHttp {}
 impl HttpContext for AuditHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let names = host::header_names(REQ);
-        let facts = RequestFacts::gather(
+        let mut facts = RequestFacts::gather(
             &self.shared.policy.routes,
             &names,
             |n| host::header(REQ, n),
             &connection_facts(),
             host::now_millis(),
+        );
+        facts.egress = build::egress_facts(
+            &self.shared.policy.spec.egress,
+            host::int_property(&["xds", "listener_direction"]),
+            host::header(REQ, ":authority").as_deref(),
         );
         if !facts.spoofed.is_empty() {
             host::count(host::SPOOFED);

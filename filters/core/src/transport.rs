@@ -12,7 +12,7 @@
 
 use crate::calendar::Date;
 use crate::integrity::{self, BodySigner, MacKeyRing};
-use crate::policy::schema::{TlsVersion, UnlistedHosts};
+use crate::policy::schema::{BaaVendor, Egress, TlsVersion, UnlistedHosts};
 use crate::policy::Policy;
 use crate::routes::RouteMatch;
 
@@ -417,10 +417,7 @@ fn decide_egress(authority: Option<&str>, policy: &Policy, now_unix: Option<i64>
     let verdict = match authority.and_then(normalize_host) {
         None => Verdict::Deny(Denial::EgressHostMissing),
         Some(host) => {
-            let vendor = e
-                .baa_vendors
-                .iter()
-                .find(|v| v.host.trim_end_matches('.').eq_ignore_ascii_case(&host));
+            let vendor = baa_vendor(e, &host);
             match vendor {
                 Some(_) if now_unix.is_none() => {
                     Verdict::Deny(Denial::AttributeUnavailable { attribute: "time" })
@@ -477,6 +474,15 @@ pub fn verify_request_body(
 pub fn response_signer(keys: Option<&MacKeyRing>) -> Result<BodySigner, Denial> {
     keys.map(|k| BodySigner::new(k.current()))
         .ok_or(Denial::IntegrityKeyUnavailable)
+}
+
+/// The listed vendor for a normalized host (case-insensitive; a trailing dot in the policy's
+/// host is ignored), whether or not its BAA is still in force.
+pub fn baa_vendor<'a>(egress: &'a Egress, host: &str) -> Option<&'a BaaVendor> {
+    egress
+        .baa_vendors
+        .iter()
+        .find(|v| v.host.trim_end_matches('.').eq_ignore_ascii_case(host))
 }
 
 /// `expires` is a UTC date and the agreement is valid through that whole day. An unparsable

@@ -24,12 +24,12 @@
 //! data rather than to only read it.
 
 use crate::audit::record::{
-    Action, Actor, AuditRecord, Decision, Emergency, Inference, Operation, Outcome, Resource,
-    Source,
+    Action, Actor, AuditRecord, Decision, Egress, Emergency, Inference, Operation, Outcome,
+    Resource, Source,
 };
 use crate::headers;
 use crate::routes::{RouteClass, RouteTable};
-use crate::transport::{HEADER_PEER, HEADER_TLS};
+use crate::transport::{baa_vendor, normalize_host, Direction, HEADER_PEER, HEADER_TLS};
 use sha2::{Digest, Sha256};
 
 /// What the request said, gathered before any other filter ran.
@@ -53,6 +53,8 @@ pub struct RequestFacts {
     pub tls: Option<String>,
     /// The peer's SPIFFE id from the connection.
     pub peer: Option<String>,
+    /// On an outbound listener: the host and the BAA covering it ([`egress_facts`]).
+    pub egress: Option<Egress>,
     /// `x-hipaa-*` header names the client sent (a spoofing attempt; the filter removes them).
     pub spoofed: Vec<String>,
     /// Unix milliseconds when the request headers arrived.
@@ -107,6 +109,7 @@ impl RequestFacts {
             source_ip: conn.source_address.as_deref().and_then(source_ip),
             tls: conn.tls_version.clone().filter(|s| !s.is_empty()),
             peer: conn.peer_uri_san.clone().filter(|s| !s.is_empty()),
+            egress: None,
             spoofed,
             start_ms,
             method,
@@ -114,10 +117,33 @@ impl RequestFacts {
         }
     }
 
-    /// The route class; an unknown route (facts not gathered) counts as PHI.
+    /// The route class; an unknown route (facts not gathered) counts as PHI, and so does every
+    /// call out of the mesh (an outbound listener): what leaves may carry PHI, whatever its path.
     pub fn class(&self) -> RouteClass {
+        if self.egress.is_some() {
+            return RouteClass::Phi;
+        }
         self.class.unwrap_or(RouteClass::Phi)
     }
+}
+
+/// The record's `egress` section: on an outbound listener (`xds.listener_direction`), the host
+/// of `authority` and the BAA id of the listed vendor for that host (expired or not: the
+/// outcome says whether the call was refused). None on every other listener.
+pub fn egress_facts(
+    policy: &crate::policy::Egress,
+    direction: Option<i64>,
+    authority: Option<&str>,
+) -> Option<Egress> {
+    if Direction::of(direction) != Direction::Outbound {
+        return None;
+    }
+    let host = authority.and_then(normalize_host);
+    let baa_id = host
+        .as_deref()
+        .and_then(|h| baa_vendor(policy, h))
+        .map(|v| v.baa_id.clone());
+    Some(Egress { host, baa_id })
 }
 
 /// What happened, read at response / log time. The `x-hipaa-*` values were set by hipaa
@@ -279,6 +305,7 @@ pub fn build_record(req: &RequestFacts, resp: &ResponseFacts) -> AuditRecord {
             model: req.model.clone(),
             version: req.model_version.clone(),
         });
+    record.egress = req.egress.clone();
     record.source = Some(Source {
         ip: req.source_ip.clone(),
         user_agent: req.user_agent.clone(),
@@ -577,6 +604,7 @@ mod tests {
         );
         assert_eq!(v["resource"], json!({"patient": "42", "type": "Patient"}));
         assert_eq!(v["inference"], json!(null));
+        assert_eq!(v["egress"], json!(null));
         assert_eq!(
             v["source"],
             json!({"ip": "::1", "userAgent": null, "tls": "TLSv1.3"})
@@ -634,5 +662,52 @@ mod tests {
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
         assert_eq!(a, chain_id_from_seed(b"1"));
+    }
+
+    fn egress_policy() -> crate::policy::Egress {
+        serde_json::from_value(json!({"baaVendors": [
+            {"host": "api.llm-vendor.example.", "baaId": "BAA-2026-014", "expires": "2027-06-30"},
+            {"host": "old.vendor.example", "baaId": "BAA-2019-001", "expires": "2020-01-01"}
+        ]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn egress_facts_name_the_host_and_its_baa_on_outbound_listeners_only() {
+        let e = egress_policy();
+        let listed = egress_facts(&e, Some(2), Some("API.LLM-Vendor.example:443")).unwrap();
+        assert_eq!(listed.host.as_deref(), Some("api.llm-vendor.example"));
+        assert_eq!(listed.baa_id.as_deref(), Some("BAA-2026-014"));
+        // An expired vendor keeps its BAA id in the record: the outcome says it was refused.
+        let expired = egress_facts(&e, Some(2), Some("old.vendor.example")).unwrap();
+        assert_eq!(expired.baa_id.as_deref(), Some("BAA-2019-001"));
+        let unlisted = egress_facts(&e, Some(2), Some("api.openai.example")).unwrap();
+        assert_eq!(unlisted.host.as_deref(), Some("api.openai.example"));
+        assert_eq!(unlisted.baa_id, None);
+        let no_host = egress_facts(&e, Some(2), None).unwrap();
+        assert_eq!((no_host.host, no_host.baa_id), (None, None));
+        // Inbound (1) or unset (0, None): no egress section.
+        for direction in [Some(1), Some(0), None] {
+            assert_eq!(
+                egress_facts(&e, direction, Some("api.llm-vendor.example")),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn the_egress_section_reaches_the_record() {
+        let mut req = gather(
+            &[(":method", "POST"), (":path", "/v1/chat")],
+            &ConnectionFacts::default(),
+        );
+        req.egress = egress_facts(&egress_policy(), Some(2), Some("api.llm-vendor.example"));
+        let v = serde_json::to_value(build_record(&req, &ResponseFacts::default())).unwrap();
+        assert_eq!(
+            v["egress"],
+            json!({"host": "api.llm-vendor.example", "baaId": "BAA-2026-014"})
+        );
+        // The path matches no PHI route, yet a call out of the mesh is always recorded.
+        assert_eq!(req.class(), RouteClass::Phi);
     }
 }

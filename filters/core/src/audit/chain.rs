@@ -105,6 +105,7 @@ impl ChainWriter {
             action: None,
             resource: None,
             inference: None,
+            egress: None,
             source: None,
             emergency: None,
             outcome: None,

@@ -53,6 +53,8 @@ pub struct AuditRecord {
     pub action: Option<Action>,
     pub resource: Option<Resource>,
     pub inference: Option<Inference>,
+    /// Set on records from an outbound (egress) listener: where the request was going.
+    pub egress: Option<Egress>,
     pub source: Option<Source>,
     pub emergency: Option<Emergency>,
     pub outcome: Option<Outcome>,
@@ -72,6 +74,7 @@ impl AuditRecord {
             action: None,
             resource: Some(Resource::default()),
             inference: None,
+            egress: None,
             source: Some(Source::default()),
             emergency: None,
             outcome: None,
@@ -154,6 +157,16 @@ pub struct Resource {
 pub struct Inference {
     pub model: Option<String>,
     pub version: Option<String>,
+}
+
+/// `egress`: the external host an outbound request went to, and the Business Associate
+/// Agreement that covers it (null when the host is not a listed vendor).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Egress {
+    /// The host, lower-cased, without port; null when the request named none.
+    pub host: Option<String>,
+    pub baa_id: Option<String>,
 }
 
 /// `source`: where from.

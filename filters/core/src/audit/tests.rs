@@ -81,6 +81,7 @@ fn record_has_exactly_the_contract_shape() {
             "action",
             "actor",
             "chain",
+            "egress",
             "emergency",
             "inference",
             "kind",

@@ -1,0 +1,489 @@
+//! The Envoy configs `hipaa-mesh policy render --target envoy` writes, run as a user runs them:
+//! every example policy renders and passes `envoy --mode validate`, and the demo policy's
+//! topology (workload sidecar, collector sidecar, collector, app, a stand-in BAA vendor) serves
+//! and refuses as the policy says, with every refusal recorded — reason and TLS facts included —
+//! through the mTLS link to the collector. Certificates come from scripts/dev-certs.sh.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use hipaa_e2e::collector::Collector;
+use hipaa_e2e::curl::{curl, Reply};
+use hipaa_e2e::idp::{Keys, Upstream};
+use hipaa_e2e::process::{wait_for_port, Proc};
+use hipaa_e2e::{cli_bin, envoy_bin, free_port, http, root, wasm, TempDir};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const WORKLOAD: &str = "spiffe://cluster.local/ns/demo/sa/demo-ehr";
+const WEB: &str = "spiffe://cluster.local/ns/demo/sa/web";
+const BATCH: &str = "spiffe://cluster.local/ns/demo/sa/batch";
+const VENDOR: &str = "api.llm-vendor.example";
+
+/// Development certificates from the same script the demo uses.
+fn certs(dir: &Path) {
+    let out = Command::new(root().join("scripts/dev-certs.sh"))
+        .arg(dir)
+        .arg(WORKLOAD)
+        .arg(format!("web={WEB}"))
+        .arg(format!("batch={BATCH}"))
+        .arg(format!("vendor=dns:{VENDOR}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dev-certs.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A policy file from policies/, with the demo IdP's keys where the demo policy wants them.
+fn policy(dir: &Path, name: &str, jwks: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("policies").join(format!("{name}.yaml")))
+        .unwrap()
+        .replace("__DEMO_JWKS__", &jwks.trim().replace('\'', "''"));
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Ports {
+    inbound: u16,
+    outbound: u16,
+    admin: u16,
+    app: u16,
+    collector_mtls: u16,
+    collector_backend: u16,
+    collector_admin: u16,
+    vendor: u16,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports {
+            inbound: free_port(),
+            outbound: free_port(),
+            admin: free_port(),
+            app: free_port(),
+            collector_mtls: free_port(),
+            collector_backend: free_port(),
+            collector_admin: free_port(),
+            vendor: free_port(),
+        }
+    }
+}
+
+/// `policy render --target envoy` into `out`; the rendered files.
+fn render(policy: &Path, certs: &Path, ports: &Ports, out: &Path) -> Vec<PathBuf> {
+    let a = |p: u16| format!("127.0.0.1:{p}");
+    let output = Command::new(cli_bin())
+        .args(["policy", "render"])
+        .arg(policy)
+        .args(["--target", "envoy", "--out"])
+        .arg(out)
+        .arg("--wasm-dir")
+        .arg(wasm("audit").parent().unwrap())
+        .arg("--certs")
+        .arg(certs)
+        .arg("--public-ca")
+        .arg(certs.join("ca.pem"))
+        .args(["--inbound", &a(ports.inbound)])
+        .args(["--outbound", &a(ports.outbound)])
+        .args(["--admin", &a(ports.admin)])
+        .args(["--app", &a(ports.app)])
+        .args(["--collector", &a(ports.collector_mtls)])
+        .args(["--collector-backend", &a(ports.collector_backend)])
+        .args(["--collector-admin", &a(ports.collector_admin)])
+        .args([
+            "--endpoint",
+            &format!("egress|{VENDOR}={}", a(ports.vendor)),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "render {}: {}",
+        policy.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+fn envoy_validate(config: &Path, env: &[(String, String)]) -> (bool, String) {
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(config)
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn every_example_policy_renders_to_configs_envoy_validates() {
+    let dir = TempDir::new("rendered-validate");
+    certs(&dir.path().join("certs"));
+    let keys = Keys::generate();
+    let env = vec![(
+        "HIPAA_AUDIT_HMAC_KEY".to_string(),
+        hipaa_e2e::collector::test_mac_key(),
+    )];
+    let mut examples: Vec<String> = std::fs::read_dir(root().join("policies"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".yaml").map(String::from)
+        })
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 4, "{examples:?}");
+    for name in &examples {
+        let file = policy(dir.path(), name, &keys.jwks());
+        let out = dir.path().join(format!("out-{name}"));
+        let files = render(&file, &dir.path().join("certs"), &Ports::new(), &out);
+        assert!(
+            files.iter().any(|f| f.ends_with("envoy.yaml")),
+            "{name}: {files:?}"
+        );
+        assert!(
+            files.iter().any(|f| f.ends_with("collector-sidecar.yaml")),
+            "{name}: {files:?}"
+        );
+        for f in &files {
+            let (ok, log) = envoy_validate(f, &env);
+            assert!(ok, "{name}: envoy --mode validate {}:\n{log}", f.display());
+            assert!(log.contains("OK"), "{log}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_render_request_is_refused_with_the_reason() {
+    let dir = TempDir::new("rendered-bad");
+    let keys = Keys::generate();
+    let file = policy(dir.path(), "demo", &keys.jwks());
+    let out = Command::new(cli_bin())
+        .args(["policy", "render"])
+        .arg(&file)
+        .args(["--target", "envoy", "--out"])
+        .arg(dir.path().join("out"))
+        .args(["--inbound", "localhost"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`localhost` is not HOST:PORT"), "{err}");
+    assert!(!dir.path().join("out/envoy.yaml").exists());
+}
+
+// ---------------------------------------------------------------- the demo topology
+
+struct Topology {
+    ports: Ports,
+    certs: PathBuf,
+    keys: Keys,
+    collector: Collector,
+    workload: Proc,
+    sidecar: Proc,
+    _vendor: Proc,
+    _app: Upstream,
+    _dir: TempDir,
+}
+
+fn start_envoy(
+    name: &str,
+    config: &Path,
+    admin: u16,
+    env: &[(String, String)],
+    dir: &Path,
+) -> Proc {
+    let mut cmd = Command::new(envoy_bin());
+    cmd.arg("-c")
+        .arg(config)
+        .args([
+            "--concurrency",
+            "2",
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+        ])
+        .envs(env.iter().cloned());
+    let mut proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(proc.alive(), "{name} exited:\n{}", proc.log_text());
+        if http::try_request(admin, "GET", "/ready", &[], b"").is_ok_and(|r| r.status == 200) {
+            return proc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not ready:\n{}",
+            proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Topology {
+    fn start() -> Topology {
+        let dir = TempDir::new("rendered-demo");
+        let certs = dir.path().join("certs");
+        self::certs(&certs);
+        let keys = Keys::generate();
+        let file = policy(dir.path(), "demo", &keys.jwks());
+        let mut ports = Ports::new();
+        let collector = Collector::start();
+        ports.collector_backend = collector.port;
+        let app = Upstream::start();
+        ports.app = app.port;
+        let out = dir.path().join("envoy");
+        render(&file, &certs, &ports, &out);
+        let mut cmd = Command::new(root().join("scripts/dev-vendor.py"));
+        cmd.arg(ports.vendor.to_string())
+            .arg(certs.join("vendor.pem"))
+            .arg(certs.join("vendor-key.pem"));
+        let vendor = Proc::spawn("vendor", cmd, dir.path().join("vendor.log"));
+        let sidecar = start_envoy(
+            "collector-sidecar",
+            &out.join("collector-sidecar.yaml"),
+            ports.collector_admin,
+            &[],
+            dir.path(),
+        );
+        let workload = start_envoy(
+            "workload",
+            &out.join("envoy.yaml"),
+            ports.admin,
+            &collector.vm_env(),
+            dir.path(),
+        );
+        assert!(wait_for_port(ports.vendor, Duration::from_secs(10)));
+        assert!(wait_for_port(ports.inbound, Duration::from_secs(10)));
+        Topology {
+            ports,
+            certs,
+            keys,
+            collector,
+            workload,
+            sidecar,
+            _vendor: vendor,
+            _app: app,
+            _dir: dir,
+        }
+    }
+
+    fn cert(&self, name: &str) -> Vec<String> {
+        vec![
+            "--cert".into(),
+            self.certs.join(format!("{name}.pem")).display().to_string(),
+            "--key".into(),
+            self.certs
+                .join(format!("{name}-key.pem"))
+                .display()
+                .to_string(),
+        ]
+    }
+
+    /// HTTPS to the inbound listener: `client` names a certificate, `extra` adds curl options.
+    fn https(
+        &self,
+        client: Option<&str>,
+        extra: &[&str],
+        path: &str,
+    ) -> Result<Reply, (i32, String)> {
+        let mut args: Vec<String> = vec![
+            "--cacert".into(),
+            self.certs.join("ca.pem").display().to_string(),
+        ];
+        if let Some(c) = client {
+            args.extend(self.cert(c));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("https://localhost:{}{path}", self.ports.inbound));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&refs)
+    }
+
+    fn plaintext(&self, extra: &[&str], path: &str) -> Reply {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.push(format!("http://127.0.0.1:{}{path}", self.ports.inbound));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&refs).unwrap()
+    }
+
+    /// The app's call out of the mesh, through the outbound listener as an HTTP proxy.
+    fn egress(&self, url: &str, request_id: &str) -> Reply {
+        curl(&[
+            "-x",
+            &format!("http://127.0.0.1:{}", self.ports.outbound),
+            "-H",
+            &format!("x-request-id: {request_id}"),
+            "-d",
+            "{\"note\":\"...\"}",
+            url,
+        ])
+        .unwrap()
+    }
+
+    /// The collector's record of one request (waiting for the batch to arrive).
+    fn record(&self, request_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let all = self.collector.records("limit=10000");
+            if let Some(r) = all.iter().find(|r| r["requestId"] == request_id) {
+                return r.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no record for {request_id}; the collector has {} records; collector log:\n{}",
+                all.len(),
+                self.collector.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn rid(r: &Reply) -> String {
+    r.json()["request_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_rendered_demo_topology_serves_refuses_and_records_every_refusal() {
+    let mut t = Topology::start();
+    let alice = t.keys.clinician("alice");
+    let bearer = format!("authorization: Bearer {alice}");
+
+    // The kubelet probe: plaintext, public, allowPlaintext.
+    assert_eq!(t.plaintext(&[], "/healthz").status, 200);
+
+    // A PHI request over plaintext: 403 from transport, recorded without TLS facts.
+    let plain = t.plaintext(&["-H", &bearer], "/fhir/Patient/123");
+    plain.assert_denied(403, "plaintext_refused");
+    let r = t.record(&rid(&plain));
+    assert_eq!(r["outcome"]["reason"], "plaintext_refused");
+    assert_eq!(r["outcome"]["status"], 403);
+    assert_eq!(r["source"]["tls"], Value::Null);
+    assert_eq!(r["resource"]["patient"], "123");
+
+    // TLS below 1.2 and an untrusted CA end in the handshake: the pinned listener refuses them.
+    let tls11 = [
+        "--tlsv1.1",
+        "--tls-max",
+        "1.1",
+        "--ciphers",
+        "DEFAULT:@SECLEVEL=0",
+    ];
+    assert!(t.https(Some("web"), &tls11, "/fhir/Patient/123").is_err());
+    assert!(t
+        .https(Some("rogue"), &["-H", &bearer], "/fhir/Patient/123")
+        .is_err());
+
+    // TLS without a client certificate: 403 from transport, recorded with the TLS version.
+    let nocert = t
+        .https(None, &["-H", &bearer], "/fhir/Patient/123")
+        .unwrap();
+    nocert.assert_denied(403, "client_certificate_required");
+    let r = t.record(&rid(&nocert));
+    assert_eq!(r["source"]["tls"], "TLSv1.3");
+    assert_eq!(r["actor"]["peer"], Value::Null);
+
+    // A verified peer that is not on allowedPeers: 403, recorded with its SPIFFE id.
+    let batch = t
+        .https(
+            Some("batch"),
+            &["--tlsv1.2", "--tls-max", "1.2", "-H", &bearer],
+            "/fhir/Patient/123",
+        )
+        .unwrap();
+    batch.assert_denied(403, "peer_not_allowed");
+    let r = t.record(&rid(&batch));
+    assert_eq!(r["source"]["tls"], "TLSv1.2");
+    assert_eq!(r["actor"]["peer"], BATCH);
+
+    // The allowed peer with a good token: the app answers, the record names user and peer.
+    let ok = t
+        .https(
+            Some("web"),
+            &["-H", &bearer, "-H", "x-request-id: chosen-by-the-client"],
+            "/fhir/Patient/123",
+        )
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    assert_eq!(ok.echoed("x-hipaa-subject").as_deref(), Some("alice"));
+    // An edge listener makes its own request id: a client cannot pick the record's id.
+    let id = ok.echoed("x-request-id").unwrap();
+    assert_ne!(id, "chosen-by-the-client");
+    let r = t.record(&id);
+    assert_eq!(r["outcome"]["decision"], "allow");
+    assert_eq!(r["actor"]["subject"], "alice");
+    assert_eq!(r["actor"]["peer"], WEB);
+    assert_eq!(r["egress"], Value::Null);
+
+    // No token from the allowed peer: authn's 401, recorded.
+    let anon = t.https(Some("web"), &[], "/fhir/Patient/123").unwrap();
+    assert_eq!(anon.status, 401);
+    assert_eq!(t.record(&rid(&anon))["outcome"]["reason"], "missing_token");
+
+    // Egress: the BAA vendor answers through Envoy's TLS origination, the record names the BAA.
+    let listed = t.egress(&format!("http://{VENDOR}/v1/summarize"), "egress-listed");
+    assert_eq!(
+        listed.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&listed.body)
+    );
+    assert_eq!(listed.json()["vendor"], VENDOR);
+    let r = t.record("egress-listed");
+    assert_eq!(r["egress"]["host"], VENDOR);
+    assert_eq!(r["egress"]["baaId"], "BAA-2026-014");
+    assert_eq!(r["outcome"]["decision"], "allow");
+
+    let unlisted = t.egress("http://api.unlisted-llm.example/v1/chat", "egress-unlisted");
+    unlisted.assert_denied(403, "egress_host_not_listed");
+    let r = t.record("egress-unlisted");
+    assert_eq!(r["egress"]["host"], "api.unlisted-llm.example");
+    assert_eq!(r["egress"]["baaId"], Value::Null);
+    assert_eq!(r["outcome"]["reason"], "egress_host_not_listed");
+
+    let expired = t.egress("http://API.Old-Vendor.example:80/v1/chat", "egress-expired");
+    expired.assert_denied(403, "egress_baa_expired");
+    let r = t.record("egress-expired");
+    assert_eq!(r["egress"]["baaId"], "BAA-2021-003");
+
+    // Every record came over the mTLS link: the collector's sidecar is its only way in.
+    let ssl = counter(t.ports.collector_admin, "listener.", "ssl.handshake");
+    assert!(ssl >= 1, "the collector sidecar saw no TLS handshake");
+    // The sidecar refuses a client without a certificate, and lets no query through.
+    let collector_url = format!("https://localhost:{}/v1/records", t.ports.collector_mtls);
+    let ca = t.certs.join("ca.pem").display().to_string();
+    assert!(curl(&["--cacert", &ca, &collector_url]).is_err());
+    let mut args = vec!["--cacert".to_string(), ca.clone()];
+    args.extend(t.cert("web"));
+    args.push(format!("{collector_url}?patient=123"));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(curl(&refs).unwrap().status, 403);
+
+    assert!(t.workload.alive() && t.sidecar.alive());
+    let (code, report) = t.collector.verify();
+    assert_eq!(code, 0, "{report}");
+}
+
+/// The sum of admin counters whose name starts with `prefix` and ends with `suffix`.
+fn counter(admin: u16, prefix: &str, suffix: &str) -> u64 {
+    http::get(admin, "/stats", &[])
+        .body
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(k, _)| k.starts_with(prefix) && k.ends_with(suffix))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum()
+}
