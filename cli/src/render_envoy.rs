@@ -77,6 +77,9 @@ pub fn warnings(doc: &PolicyDocument, opts: &EnvoyOptions) -> Vec<String> {
             ));
         }
     }
+    if !doc.spec.egress.mesh_hosts.is_empty() && !doc.spec.egress.baa_vendors.is_empty() {
+        out.push("egress.meshHosts are routed by the mesh (Istio); the rendered outbound listener routes only the listed BAA vendors".into());
+    }
     if doc.spec.egress.unlisted_hosts == UnlistedHosts::Allow {
         out.push("egress.unlistedHosts is allow, but the rendered outbound listener routes only the listed BAA vendors; other hosts get 403 from Envoy".into());
     }

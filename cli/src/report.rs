@@ -441,6 +441,10 @@ pub fn build(doc: &PolicyDocument) -> Report {
                         .collect::<Vec<_>>(),
                 ),
             ),
+            kv(
+                "spec.egress.meshHosts (inside the mesh, no BAA needed)",
+                list(&spec.egress.mesh_hosts),
+            ),
         ],
         status: if let Some(gap) = safety_gap("spec.transport.requireMtls") {
             Status::Gap(gap)

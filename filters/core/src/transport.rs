@@ -436,6 +436,12 @@ fn decide_egress(authority: Option<&str>, policy: &Policy, now_unix: Option<i64>
                     baa_id: v.baa_id.clone(),
                     expires: v.expires.clone(),
                 }),
+                // A call to another workload of the mesh never leaves it: no BAA applies.
+                None if is_mesh_host(e, &host) => Verdict::Allow(Allowance {
+                    direction: Direction::Outbound,
+                    baa_id: None,
+                    body: BodyPlan::default(),
+                }),
                 None if e.unlisted_hosts == UnlistedHosts::Allow => Verdict::Allow(Allowance {
                     direction: Direction::Outbound,
                     baa_id: None,
@@ -483,6 +489,20 @@ pub fn baa_vendor<'a>(egress: &'a Egress, host: &str) -> Option<&'a BaaVendor> {
         .baa_vendors
         .iter()
         .find(|v| v.host.trim_end_matches('.').eq_ignore_ascii_case(host))
+}
+
+/// Whether a normalized host is one of `egress.meshHosts` (exact, or under a `*.` suffix;
+/// the suffix itself does not match its wildcard).
+pub fn is_mesh_host(egress: &Egress, host: &str) -> bool {
+    egress.mesh_hosts.iter().any(|pattern| {
+        let pattern = pattern.trim_end_matches('.');
+        match pattern.strip_prefix("*.") {
+            Some(suffix) => host
+                .to_ascii_lowercase()
+                .ends_with(&format!(".{}", suffix.to_ascii_lowercase())),
+            None => host.eq_ignore_ascii_case(pattern),
+        }
+    })
 }
 
 /// `expires` is a UTC date and the agreement is valid through that whole day. An unparsable
@@ -954,6 +974,37 @@ mod tests {
             assert_eq!(a.direction, Direction::Outbound);
             assert_eq!(a.baa_id.as_deref(), Some("BAA-2026-014"));
             assert_eq!(a.body, BodyPlan::default());
+        }
+    }
+
+    #[test]
+    fn egress_to_mesh_hosts_needs_no_baa_and_never_widens() {
+        let p = policy_with(
+            json!({}),
+            json!({"baaVendors": [], "meshHosts": ["*.svc.cluster.local", "ledger.internal"]}),
+        );
+        for host in [
+            "results.lab.svc.cluster.local",
+            "Results.Lab.SVC.cluster.local:8080",
+            "ledger.internal",
+            "LEDGER.internal:443",
+        ] {
+            let a = allowance(decide(&outbound(), &to(host), &p, NOW));
+            assert_eq!(a.baa_id, None, "{host}");
+            assert_eq!(a.direction, Direction::Outbound);
+        }
+        for host in [
+            "svc.cluster.local",     // the suffix itself is not under its wildcard
+            "evilsvc.cluster.local", // a suffix match must start at a label
+            "svc.cluster.local.evil.example",
+            "x.ledger.internal", // an exact entry is exact
+            "api.openai.example",
+        ] {
+            let d = denial(decide(&outbound(), &to(host), &p, NOW));
+            assert!(
+                matches!(d, Denial::EgressHostNotListed { .. }),
+                "{host}: {d:?}"
+            );
         }
     }
 

@@ -369,6 +369,11 @@ pub enum TlsVersion {
 pub struct Egress {
     #[serde(default)]
     pub baa_vendors: Vec<BaaVendor>,
+    /// Hosts inside the mesh the workload may call on its outbound side: exact names, or
+    /// `*.SUFFIX` (e.g. `*.svc.cluster.local`). Such calls never leave the mesh (STRICT mTLS),
+    /// so they need no BAA; they are still audited. Empty by default: nothing is implied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mesh_hosts: Vec<String>,
     #[serde(default)]
     pub unlisted_hosts: UnlistedHosts,
 }

@@ -306,6 +306,32 @@ fn transport_and_egress_rules() {
 }
 
 #[test]
+fn mesh_hosts_are_names_or_narrow_wildcards() {
+    let ok = json!({"meshHosts": ["*.svc.cluster.local", "ledger.internal", "*.hospital.example"]});
+    assert!(errors_for(with(base_spec(), "/egress", ok)).is_empty());
+    for (bad, expected) in [
+        ("*", "must be a host name"),
+        ("*.com", "too broad"),
+        ("*.local", "too broad"),
+        ("http://svc.cluster.local", "must be a host name"),
+        ("svc.cluster.local:80", "must be a host name"),
+        ("a.*.cluster.local", "must be a host name"),
+        ("", "must be a host name"),
+    ] {
+        let errs = errors_for(with(base_spec(), "/egress", json!({"meshHosts": [bad]})));
+        assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+        assert!(errs[0].starts_with("spec.egress.meshHosts[0]"), "{errs:?}");
+        assert!(errs[0].contains(expected), "{bad}: {errs:?}");
+    }
+    let both = json!({
+        "baaVendors": [{"host": "api.v.example", "baaId": "B-1", "expires": "2027-01-01"}],
+        "meshHosts": ["API.v.example"]
+    });
+    let errs = errors_for(with(base_spec(), "/egress", both));
+    assert!(errs[0].contains("also a BAA vendor"), "{errs:?}");
+}
+
+#[test]
 fn audit_bounds() {
     let audit = json!({"collector": {"cluster": "c", "timeoutMs": 0}, "maxBatch": 0, "maxBuffered": 0, "macKeyEnv": "lower"});
     let errs = errors_for(with(base_spec(), "/audit", audit));

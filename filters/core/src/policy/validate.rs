@@ -479,12 +479,43 @@ fn validate_egress(e: &Egress, excepted: &HashSet<Safeguard>, errors: &mut Polic
             );
         }
     }
+    for (i, h) in e.mesh_hosts.iter().enumerate() {
+        if let Some(problem) = mesh_host_problem(h) {
+            errors.push(format!("spec.egress.meshHosts[{i}]"), problem);
+        } else if hosts.contains(&h.to_ascii_lowercase()) {
+            errors.push(
+                format!("spec.egress.meshHosts[{i}]"),
+                format!("`{h}` is also a BAA vendor: list it in one place"),
+            );
+        }
+    }
     if e.unlisted_hosts == UnlistedHosts::Allow && !excepted.contains(&Safeguard::UnlistedEgress) {
         errors.push(
             "spec.egress.unlistedHosts",
             "`allow` needs an `exceptions` entry for `unlisted-egress`; the default is `deny`",
         );
     }
+}
+
+/// A mesh host is an exact host name or `*.` and a suffix of at least two labels, so that no
+/// pattern can cover a public top-level domain (`*.com`) or everything (`*`).
+fn mesh_host_problem(host: &str) -> Option<String> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let labels_ok = !name.is_empty()
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if !labels_ok {
+        return Some(format!(
+            "`{host}` must be a host name, or `*.` and a domain (e.g. `*.svc.cluster.local`); no scheme, port or path"
+        ));
+    }
+    if host.starts_with("*.") && name.split('.').count() < 2 {
+        return Some(format!(
+            "`{host}` is too broad: a wildcard needs a suffix of two or more labels (e.g. `*.svc.cluster.local`)"
+        ));
+    }
+    None
 }
 
 fn validate_exceptions(exceptions: &[Exception], errors: &mut PolicyErrors) {
