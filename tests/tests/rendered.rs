@@ -19,15 +19,18 @@ const WORKLOAD: &str = "spiffe://cluster.local/ns/demo/sa/demo-ehr";
 const WEB: &str = "spiffe://cluster.local/ns/demo/sa/web";
 const BATCH: &str = "spiffe://cluster.local/ns/demo/sa/batch";
 const VENDOR: &str = "api.llm-vendor.example";
+const IDP: &str = "idp.hospital.example";
 
-/// Development certificates from the same script the demo uses.
-fn certs(dir: &Path) {
+/// Development certificates from the same script the demo uses: `web` is the policy's allowed
+/// peer, `batch` a verified peer it does not list, `vendor` and `idp` servers for DNS names.
+fn certs(dir: &Path, web: &str) {
     let out = Command::new(root().join("scripts/dev-certs.sh"))
         .arg(dir)
         .arg(WORKLOAD)
-        .arg(format!("web={WEB}"))
+        .arg(format!("web={web}"))
         .arg(format!("batch={BATCH}"))
         .arg(format!("vendor=dns:{VENDOR}"))
+        .arg(format!("idp=dns:{IDP}"))
         .output()
         .unwrap();
     assert!(
@@ -74,7 +77,13 @@ impl Ports {
 }
 
 /// `policy render --target envoy` into `out`; the rendered files.
-fn render(policy: &Path, certs: &Path, ports: &Ports, out: &Path) -> Vec<PathBuf> {
+fn render(
+    policy: &Path,
+    certs: &Path,
+    ports: &Ports,
+    endpoints: &[String],
+    out: &Path,
+) -> Vec<PathBuf> {
     let a = |p: u16| format!("127.0.0.1:{p}");
     let output = Command::new(cli_bin())
         .args(["policy", "render"])
@@ -98,6 +107,7 @@ fn render(policy: &Path, certs: &Path, ports: &Ports, out: &Path) -> Vec<PathBuf
             "--endpoint",
             &format!("egress|{VENDOR}={}", a(ports.vendor)),
         ])
+        .args(endpoints.iter().flat_map(|e| ["--endpoint", e.as_str()]))
         .output()
         .unwrap();
     assert!(
@@ -130,7 +140,7 @@ fn envoy_validate(config: &Path, env: &[(String, String)]) -> (bool, String) {
 #[test]
 fn every_example_policy_renders_to_configs_envoy_validates() {
     let dir = TempDir::new("rendered-validate");
-    certs(&dir.path().join("certs"));
+    certs(&dir.path().join("certs"), WEB);
     let keys = Keys::generate();
     let env = vec![(
         "HIPAA_AUDIT_HMAC_KEY".to_string(),
@@ -148,7 +158,7 @@ fn every_example_policy_renders_to_configs_envoy_validates() {
     for name in &examples {
         let file = policy(dir.path(), name, &keys.jwks());
         let out = dir.path().join(format!("out-{name}"));
-        let files = render(&file, &dir.path().join("certs"), &Ports::new(), &out);
+        let files = render(&file, &dir.path().join("certs"), &Ports::new(), &[], &out);
         assert!(
             files.iter().any(|f| f.ends_with("envoy.yaml")),
             "{name}: {files:?}"
@@ -193,9 +203,26 @@ struct Topology {
     collector: Collector,
     workload: Proc,
     sidecar: Proc,
-    _vendor: Proc,
+    _servers: Vec<Proc>,
     _app: Upstream,
     _dir: TempDir,
+}
+
+/// scripts/dev-vendor.py: HTTPS with the named certificate, answering with `body` if given.
+fn https_server(name: &str, port: u16, certs: &Path, body: Option<&Path>, dir: &Path) -> Proc {
+    let mut cmd = Command::new(root().join("scripts/dev-vendor.py"));
+    cmd.arg(port.to_string())
+        .arg(certs.join(format!("{name}.pem")))
+        .arg(certs.join(format!("{name}-key.pem")));
+    if let Some(b) = body {
+        cmd.arg(b);
+    }
+    let proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")));
+    assert!(
+        wait_for_port(port, Duration::from_secs(10)),
+        "{name} did not start"
+    );
+    proc
 }
 
 fn start_envoy(
@@ -232,25 +259,51 @@ fn start_envoy(
     }
 }
 
+/// An example policy to run: its file in policies/, the peer it allows, and the cluster its
+/// remote JWKS is fetched through (None: inline keys).
+struct Example {
+    name: &'static str,
+    peer: &'static str,
+    jwks_cluster: Option<&'static str>,
+}
+
+const DEMO: Example = Example {
+    name: "demo",
+    peer: WEB,
+    jwks_cluster: None,
+};
+
 impl Topology {
-    fn start() -> Topology {
-        let dir = TempDir::new("rendered-demo");
+    fn start(example: &Example) -> Topology {
+        let dir = TempDir::new("rendered-topology");
         let certs = dir.path().join("certs");
-        self::certs(&certs);
+        self::certs(&certs, example.peer);
         let keys = Keys::generate();
-        let file = policy(dir.path(), "demo", &keys.jwks());
+        let file = policy(dir.path(), example.name, &keys.jwks());
         let mut ports = Ports::new();
         let collector = Collector::start();
         ports.collector_backend = collector.port;
         let app = Upstream::start();
         ports.app = app.port;
+        let mut servers = Vec::new();
+        let mut endpoints = Vec::new();
+        if let Some(cluster) = example.jwks_cluster {
+            // The IdP's JWKS over TLS, at the address the policy's cluster is pointed to.
+            let port = free_port();
+            let jwks = dir.path().join("jwks.json");
+            std::fs::write(&jwks, keys.jwks()).unwrap();
+            servers.push(https_server("idp", port, &certs, Some(&jwks), dir.path()));
+            endpoints.push(format!("{cluster}=127.0.0.1:{port}"));
+        }
         let out = dir.path().join("envoy");
-        render(&file, &certs, &ports, &out);
-        let mut cmd = Command::new(root().join("scripts/dev-vendor.py"));
-        cmd.arg(ports.vendor.to_string())
-            .arg(certs.join("vendor.pem"))
-            .arg(certs.join("vendor-key.pem"));
-        let vendor = Proc::spawn("vendor", cmd, dir.path().join("vendor.log"));
+        render(&file, &certs, &ports, &endpoints, &out);
+        servers.push(https_server(
+            "vendor",
+            ports.vendor,
+            &certs,
+            None,
+            dir.path(),
+        ));
         let sidecar = start_envoy(
             "collector-sidecar",
             &out.join("collector-sidecar.yaml"),
@@ -265,7 +318,6 @@ impl Topology {
             &collector.vm_env(),
             dir.path(),
         );
-        assert!(wait_for_port(ports.vendor, Duration::from_secs(10)));
         assert!(wait_for_port(ports.inbound, Duration::from_secs(10)));
         Topology {
             ports,
@@ -274,7 +326,7 @@ impl Topology {
             collector,
             workload,
             sidecar,
-            _vendor: vendor,
+            _servers: servers,
             _app: app,
             _dir: dir,
         }
@@ -358,7 +410,7 @@ fn rid(r: &Reply) -> String {
 
 #[test]
 fn the_rendered_demo_topology_serves_refuses_and_records_every_refusal() {
-    let mut t = Topology::start();
+    let mut t = Topology::start(&DEMO);
     let alice = t.keys.clinician("alice");
     let bearer = format!("authorization: Bearer {alice}");
 
@@ -486,4 +538,132 @@ fn counter(admin: u16, prefix: &str, suffix: &str) -> u64 {
         .filter(|(k, _)| k.starts_with(prefix) && k.ends_with(suffix))
         .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
         .sum()
+}
+
+// ---------------------------------------------------------------- the example policies
+
+/// One allowed and two refused requests through an example policy's rendered topology, with
+/// the JWKS fetched from a stand-in of the hospital IdP over the rendered TLS cluster.
+fn run_example(example: &Example, token: &[&str], request: &[&str], path: &str) {
+    let mut t = Topology::start(example);
+    let mut args = vec!["--iss", "https://idp.hospital.example", "--sid", "s-1"];
+    args.extend(token);
+    let good = format!("authorization: Bearer {}", t.keys.token(&args));
+    let mut extra = vec!["-H", good.as_str()];
+    extra.extend(request);
+    // The first requests may race the first JWKS fetch (401 until it lands): wait for a 200.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ok = loop {
+        let r = t.https(Some("web"), &extra, path).unwrap();
+        if r.status == 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        ok.status,
+        200,
+        "{}: {}",
+        example.name,
+        String::from_utf8_lossy(&ok.body)
+    );
+    let id = ok.echoed("x-request-id").unwrap();
+    let r = t.record(&id);
+    assert_eq!(r["outcome"]["decision"], "allow", "{}", example.name);
+    assert_eq!(r["actor"]["peer"], example.peer);
+    assert_eq!(r["resource"]["patient"], "123");
+
+    // A verified peer the policy does not list, with the same good token: 403, recorded.
+    let batch = t.https(Some("batch"), &extra, path).unwrap();
+    batch.assert_denied(403, "peer_not_allowed");
+    assert_eq!(t.record(&rid(&batch))["actor"]["peer"], BATCH);
+
+    // The allowed peer without a token: 401, recorded.
+    let anon = t.https(Some("web"), request, path).unwrap();
+    assert_eq!(anon.status, 401, "{}", example.name);
+    assert_eq!(t.record(&rid(&anon))["outcome"]["reason"], "missing_token");
+
+    assert!(t.workload.alive() && t.sidecar.alive());
+    let (code, report) = t.collector.verify();
+    assert_eq!(code, 0, "{report}");
+}
+
+#[test]
+fn example_ehr_api_runs_as_rendered() {
+    run_example(
+        &Example {
+            name: "ehr-api",
+            peer: "spiffe://cluster.local/ns/ehr/sa/web",
+            jwks_cluster: Some("hospital-idp"),
+        },
+        &[
+            "--aud",
+            "ehr-api",
+            "--sub",
+            "alice",
+            "--roles",
+            "clinician",
+            "--amr",
+            "pwd,otp",
+        ],
+        &[],
+        "/fhir/Patient/123",
+    );
+}
+
+#[test]
+fn example_clinical_ai_runs_as_rendered() {
+    run_example(
+        &Example {
+            name: "clinical-ai",
+            peer: "spiffe://cluster.local/ns/ehr/sa/ehr-web",
+            jwks_cluster: Some("outbound|443||idp.hospital.example"),
+        },
+        &[
+            "--aud",
+            "clinical-ai",
+            "--sub",
+            "alice",
+            "--roles",
+            "clinician",
+            "--amr",
+            "pwd,otp",
+        ],
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "x-patient-id: 123",
+            "-H",
+            "x-model-name: sepsis-risk",
+            "-H",
+            "x-model-version: 4.2.0",
+        ],
+        "/v1/predict/sepsis",
+    );
+}
+
+#[test]
+fn example_internal_api_runs_as_rendered() {
+    run_example(
+        &Example {
+            name: "internal-api",
+            peer: "spiffe://cluster.local/ns/ehr/sa/ehr-web",
+            jwks_cluster: Some("outbound|443||idp.hospital.example"),
+        },
+        &[
+            "--aud",
+            "lab-results",
+            "--alg",
+            "ES256",
+            "--ttl",
+            "120",
+            "--sub",
+            "ehr-web-client",
+            "--roles",
+            "ehr-service",
+        ],
+        &[],
+        "/v1/patients/123/results",
+    );
 }
