@@ -111,16 +111,14 @@ pub fn render(doc: &PolicyDocument, opts: &EnvoyOptions) -> Result<Vec<Rendered>
         hipaa_core::policy::TlsVersion::Tls12 => "TLSv1_2",
     };
 
-    let inbound_routes = json!({"virtual_hosts": [{
-        "name": "app", "domains": ["*"],
-        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": APP_CLUSTER, "timeout": "30s"}}]
-    }]});
-    let inbound_hcm = hcm(
-        "inbound",
-        inbound_routes,
-        filters(&INBOUND_CHAIN, "inbound"),
-        false,
-    );
+    let (routes, buffering) = inbound_routes(doc);
+    let inbound_routes =
+        json!({"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": routes}]});
+    let mut inbound_filters = filters(&INBOUND_CHAIN, "inbound");
+    if buffering {
+        inbound_filters.insert(inbound_filters.len() - 1, buffer_filter());
+    }
+    let inbound_hcm = hcm("inbound", inbound_routes, inbound_filters, false);
     let mut listeners = vec![json!({
         "name": "inbound",
         "traffic_direction": "INBOUND",
@@ -251,6 +249,56 @@ pub fn render(doc: &PolicyDocument, opts: &EnvoyOptions) -> Result<Vec<Rendered>
         },
     );
     Ok(files)
+}
+
+const BUFFER_FILTER: &str = "envoy.filters.http.buffer";
+const BUFFER_PER_ROUTE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute";
+
+/// The inbound routes, all to the app. For each `verifyRequests` route, its write requests go
+/// through Envoy's buffer filter first, which holds the headers back until the whole body is
+/// in: transport checks the body's signature before the upstream sees anything of the request
+/// (Proxy-Wasm cannot hold request headers while it reads the body). Everything else streams.
+fn inbound_routes(doc: &PolicyDocument) -> (Vec<Value>, bool) {
+    let to_app = json!({"cluster": APP_CLUSTER, "timeout": "30s"});
+    let max = doc.spec.transport.max_body_bytes;
+    let mut routes = Vec::new();
+    for r in doc.spec.routes.iter().filter(|r| r.verify_requests) {
+        let mut matcher = match (&r.matcher.path, &r.matcher.path_prefix) {
+            (Some(path), _) => json!({"path": path}),
+            (None, Some(prefix)) => json!({"prefix": prefix}),
+            (None, None) => json!({"prefix": "/"}),
+        };
+        let writes: Vec<&str> = hipaa_core::transport::WRITE_METHODS
+            .into_iter()
+            .filter(|m| r.matcher.methods.is_empty() || r.matcher.methods.iter().any(|x| x == m))
+            .collect();
+        matcher["headers"] = json!([{"name": ":method", "string_match": {"safe_regex": {"regex": writes.join("|")}}}]);
+        routes.push(json!({
+            "name": format!("{}-verified-writes", r.name),
+            "match": matcher,
+            "route": to_app,
+            "typed_per_filter_config": {BUFFER_FILTER: {"@type": BUFFER_PER_ROUTE, "buffer": {"max_request_bytes": max}}}
+        }));
+    }
+    let buffering = !routes.is_empty();
+    let mut rest = json!({"name": "app", "match": {"prefix": "/"}, "route": to_app});
+    if buffering {
+        rest["typed_per_filter_config"] =
+            json!({BUFFER_FILTER: {"@type": BUFFER_PER_ROUTE, "disabled": true}});
+    }
+    routes.push(rest);
+    (routes, buffering)
+}
+
+fn buffer_filter() -> Value {
+    json!({
+        "name": BUFFER_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": 1_048_576
+        }
+    })
 }
 
 fn header(doc: &PolicyDocument, what: &str) -> String {

@@ -203,7 +203,17 @@ fn listener(name: &str, port: u16, direction: &str, tls: Tls<'_>, filter: &Value
                 "name": "app", "domains": ["*"],
                 "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app", "timeout": "10s"}}]
             }]},
+            // As `policy render --target envoy` renders it for `verifyRequests` routes: Envoy's
+            // buffer filter holds the headers back until the whole body is in, so the upstream
+            // sees nothing of a write whose signature transport refuses (Proxy-Wasm cannot hold
+            // request headers while it reads the body).
             "http_filters": [filter, {
+                "name": "envoy.filters.http.buffer",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": 8 * 1024 * 1024
+                }
+            }, {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
             }]
@@ -326,6 +336,17 @@ impl Stack {
             .body
             .lines()
             .find_map(|l| l.strip_prefix(&format!("wasmcustom.{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Requests Envoy started towards the app (headers sent upstream count).
+    fn upstream_requests(&self) -> u64 {
+        let stats = http::get(self.admin_port, "/stats?filter=upstream_rq_total", &[]);
+        stats
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster.app.upstream_rq_total: "))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     }
@@ -704,6 +725,9 @@ fn write_requests_must_carry_a_valid_body_signature() {
         "the signature header reaches the upstream"
     );
 
+    // The upstream never sees a refused write, not even its headers: they wait for the body.
+    let started = s.upstream_requests();
+    assert!(started >= 1);
     post(&[], &file).assert_denied(403, "request_signature_missing");
     let altered = write_file(
         dir.path(),
@@ -722,6 +746,7 @@ fn write_requests_must_carry_a_valid_body_signature() {
     let big_sig = cli_sign(&big);
     post(&[&format!("x-hipaa-signature: {big_sig}")], &big)
         .assert_denied(413, "request_body_too_large");
+    assert_eq!(s.upstream_requests(), started);
 
     // Reads on the same route are not verified.
     let r = https(&s, &pki, Some("web"), TLS13, &[], "/orders/1").unwrap();
