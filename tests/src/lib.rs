@@ -5,6 +5,8 @@
 
 pub mod collector;
 pub mod envoy;
+pub mod faulty;
+pub mod forge;
 pub mod http;
 pub mod idp;
 pub mod process;
