@@ -72,11 +72,11 @@ fn stack(filters: &[&'static str]) -> Stack {
     );
     t.clusters.push((CLUSTER.to_string(), collector.port));
     t.vm_env = collector.vm_env();
-    // The edge of the mesh as it must be configured for a truthful `source.ip`: Envoy takes the
-    // client address from the connection, not from a client's X-Forwarded-For (with the default
-    // `use_remote_address: false` and no trusted hops, Envoy sets the downstream address — the
-    // `source.address` attribute the audit filter records — from the last X-Forwarded-For
-    // entry, which the spoofing tests below showed).
+    // As `policy render --target envoy` configures an inbound listener: Envoy takes the client
+    // address from the connection. With Envoy's default (`use_remote_address: false`, no trusted
+    // hops, as in the plain test Topology) the downstream address — the `source.address`
+    // attribute the audit filter records as `source.ip` — is the last X-Forwarded-For entry, so
+    // a client could write its own; the spoofing tests below would catch that.
     let envoy = EditedEnvoy::start(&t, |c| {
         connection_manager(c)["use_remote_address"] = json!(true);
     });

@@ -342,6 +342,18 @@ fn postgresql_backends_terminated_mid_stream_lose_nothing() {
 
 #[test]
 fn an_envoy_killed_with_records_in_memory_loses_exactly_those_and_a_new_chain_starts() {
+    envoy_stopped_with_records_in_memory(false);
+}
+
+/// SIGTERM: Envoy exits at once (no drain in this setup); records not acknowledged by then are
+/// lost as with SIGKILL.
+#[test]
+fn an_envoy_terminated_with_records_in_memory_loses_only_the_unacknowledged_and_a_new_chain_starts()
+{
+    envoy_stopped_with_records_in_memory(true);
+}
+
+fn envoy_stopped_with_records_in_memory(graceful: bool) {
     let keys = Keys::generate();
     let collector = Collector::start();
     let upstream = Upstream::start();
@@ -372,8 +384,29 @@ fn an_envoy_killed_with_records_in_memory_loses_exactly_those_and_a_new_chain_st
     let acked = envoy
         .counter("wasmcustom.hipaa_audit.records.acked")
         .saturating_sub(first_chains.len() as u64);
-    // SIGKILL: no on_done, no flush. What was not acknowledged is gone with the process.
-    envoy.proc.kill();
+    let mut reported_lost = None;
+    if graceful {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(envoy.proc.child.id().to_string())
+            .status();
+        assert!(
+            envoy.proc.wait_exit(Duration::from_secs(20)).is_some(),
+            "Envoy did not exit on SIGTERM"
+        );
+        // Each worker VM's on_done says how many of its records die with it.
+        reported_lost = Some(
+            envoy
+                .log()
+                .lines()
+                .filter_map(|l| l.split("VM stopping with ").nth(1))
+                .filter_map(|rest| rest.split_whitespace().next()?.parse::<usize>().ok())
+                .sum::<usize>(),
+        );
+    } else {
+        // SIGKILL: no on_done, no flush. What was not acknowledged is gone with the process.
+        envoy.proc.kill();
+    }
     proxy.set(Mode::Pass);
 
     let envoy = Envoy::start(&topo);
@@ -404,6 +437,13 @@ fn an_envoy_killed_with_records_in_memory_loses_exactly_those_and_a_new_chain_st
         8,
         "the records refused by the collector died with Envoy"
     );
+    if let Some(reported) = reported_lost {
+        assert_eq!(
+            reported,
+            lost.len(),
+            "the log's count of records lost at shutdown"
+        );
+    }
     // The gap shows: the old chains stop, new chains start (seq 0) after the restart.
     let chains_after = chain_ids(&collector);
     let new: Vec<_> = chains_after.difference(&first_chains).collect();
