@@ -205,10 +205,14 @@ struct ProxiedStack {
 }
 
 fn proxied_stack(collector: Collector) -> ProxiedStack {
+    proxied_stack_buffering(collector, 20_000)
+}
+
+fn proxied_stack_buffering(collector: Collector, max_buffered: u32) -> ProxiedStack {
     let keys = Keys::generate();
     let upstream = Upstream::start();
     let proxy = FaultyProxy::start(collector.port, Mode::Pass);
-    let policy = spec(json!({"inline": keys.jwks()}), 20_000);
+    let policy = spec(json!({"inline": keys.jwks()}), max_buffered);
     let envoy = Envoy::start(&topology(&policy, &collector, proxy.port, upstream.port));
     ProxiedStack {
         keys,
@@ -268,6 +272,37 @@ fn a_misbehaving_collector_5xx_garbage_hangups_and_slowness_lose_nothing() {
         s.envoy.log().contains("retrying in"),
         "a delivery failure was not logged"
     );
+}
+
+#[test]
+fn a_collector_answering_500_fails_closed_once_the_buffer_is_full_and_loses_nothing() {
+    let s = proxied_stack_buffering(Collector::start(), 10);
+    let token = s.keys.clinician("ivy");
+    let mut ledger = Ledger::default();
+    ledger.send(s.envoy.port, &token, "up");
+    assert_nothing_lost(&s.collector, &ledger, Duration::from_secs(30));
+    s.proxy.set(Mode::Status(500));
+    let mut statuses = Vec::new();
+    for _ in 0..16 {
+        let r = ledger.send(s.envoy.port, &token, "full");
+        if r.status == 503 {
+            assert_eq!(r.json()["error"], "temporarily_unavailable", "{}", r.body);
+            assert_eq!(r.header("retry-after"), Some("1"));
+        }
+        statuses.push(r.status);
+    }
+    // maxBuffered (10) records are admitted, then every PHI request is refused, never passed
+    // unaudited.
+    let admitted = statuses.iter().filter(|s| **s != 503).count();
+    assert_eq!(admitted, 10, "{statuses:?}");
+    assert!(statuses[10..].iter().all(|s| *s == 503), "{statuses:?}");
+    assert_eq!(s.envoy.counter("wasmcustom.hipaa_audit.buffer_full_503"), 6);
+    s.proxy.set(Mode::Pass);
+    poll("requests admitted again", Duration::from_secs(30), || {
+        ledger.send(s.envoy.port, &token, "after").status != 503
+    });
+    // Every admitted request recorded once; the 503s (counted in stats) are not recorded.
+    assert_nothing_lost(&s.collector, &ledger, Duration::from_secs(30));
 }
 
 #[test]
