@@ -25,9 +25,6 @@ pub enum Mode {
     Status(u16),
     /// Answer with bytes that are not HTTP, then close, without forwarding.
     Garbage,
-    /// Answer 200 with a body that is not what the backend would say, without forwarding
-    /// (a backend that lies; for the JWKS endpoint).
-    Body(String),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -48,7 +45,6 @@ struct State {
 /// The proxy; its threads live as long as the test process (ports are never reused).
 pub struct FaultyProxy {
     pub port: u16,
-    backend: u16,
     state: Arc<Mutex<State>>,
 }
 
@@ -68,11 +64,7 @@ impl FaultyProxy {
                 std::thread::spawn(move || serve(stream, backend, &shared));
             }
         });
-        FaultyProxy {
-            port,
-            backend,
-            state,
-        }
+        FaultyProxy { port, state }
     }
 
     pub fn set(&self, mode: Mode) {
@@ -81,10 +73,6 @@ impl FaultyProxy {
 
     pub fn counts(&self) -> Counts {
         self.state.lock().unwrap().counts.clone()
-    }
-
-    pub fn backend(&self) -> u16 {
-        self.backend
     }
 }
 
@@ -193,14 +181,6 @@ fn serve(mut stream: TcpStream, backend: u16, state: &Mutex<State>) {
                 let _ = stream.write_all(b"\x00\x01garbage \xff\xfe not http\r\n\r\n");
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
-            }
-            Mode::Body(body) => {
-                fault(state);
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
             }
         }
     }
