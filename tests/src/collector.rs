@@ -188,6 +188,13 @@ impl Collector {
         }
     }
 
+    /// Kill it outright (SIGKILL: a crash, no final checkpoint, a transaction cut short).
+    pub fn kill(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill();
+        }
+    }
+
     pub fn log(&self) -> String {
         self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
     }

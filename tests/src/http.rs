@@ -62,13 +62,70 @@ pub fn try_request(
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;
     stream.write_all(body)?;
+    parse(&read_response(&mut stream)?)
+}
+
+/// Reads one response: up to the end of its body when its length is known (content-length, or
+/// the last chunk and trailers), else up to EOF. Waiting for EOF after a complete answer costs
+/// a second per Envoy local reply (Envoy delays its close, `delayed_close_timeout`, 1 s).
+pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse(&raw)
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(n) => n,
+            // A reset after the whole answer arrived (e.g. a refused upload).
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && complete(&raw) => 0,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if complete(&raw) {
+            return Ok(raw);
+        }
+    }
+}
+
+/// A whole response with a known length is in `raw`.
+fn complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if (100..200).contains(&status) {
+        return false;
+    }
+    let header = |name: &str| {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        return chunked_complete(body);
+    }
+    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(n) => body.len() >= n,
+        None => false,
+    }
 }
 
 pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
     request(port, "GET", path, headers, b"")
+}
+
+/// Parse a raw HTTP/1.1 response (for tests that drive the socket themselves).
+pub fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    parse(raw)
 }
 
 fn parse(raw: &[u8]) -> std::io::Result<Response> {
@@ -101,6 +158,29 @@ fn parse(raw: &[u8]) -> std::io::Result<Response> {
         headers,
         body: String::from_utf8_lossy(&body).to_string(),
     })
+}
+
+/// Walks the chunks: true once the last chunk and the (possibly empty) trailer section are in.
+fn chunked_complete(mut data: &[u8]) -> bool {
+    loop {
+        let Some(pos) = data.windows(2).position(|w| w == b"\r\n") else {
+            return false;
+        };
+        let size_text = String::from_utf8_lossy(&data[..pos]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim().to_string();
+        let Ok(size) = usize::from_str_radix(&size_text, 16) else {
+            return false;
+        };
+        data = &data[pos + 2..];
+        if size == 0 {
+            // Trailers, each ending in CRLF, then an empty line.
+            return data.starts_with(b"\r\n") || data.windows(4).any(|w| w == b"\r\n\r\n");
+        }
+        if data.len() < size + 2 {
+            return false;
+        }
+        data = &data[size + 2..];
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {

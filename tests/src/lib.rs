@@ -6,6 +6,8 @@
 pub mod collector;
 pub mod curl;
 pub mod envoy;
+pub mod faulty;
+pub mod forge;
 pub mod http;
 pub mod idp;
 pub mod process;
