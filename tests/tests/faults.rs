@@ -680,11 +680,13 @@ fn a_trapping_vm_fails_closed_with_503_and_is_recorded_never_passed() {
         })
         .collect();
     assert_eq!(by["vm-0"]["outcome"]["status"], 200);
-    // Recorded with the status Envoy sent and no identity (authn never ran). No hipaa filter
-    // gave a verdict, so the record carries no denial reason: the 503 is Envoy's own.
+    // Recorded with the status Envoy sent and no identity (authn never ran), as a refusal:
+    // Envoy answered because a filter VM failed (`response.code_details`), not the app.
     for i in 2..5 {
         let r = by[&format!("vm-{i}")];
         assert_eq!(r["outcome"]["status"], 503, "{r:#}");
+        assert_eq!(r["outcome"]["decision"], "deny", "{r:#}");
+        assert_eq!(r["outcome"]["reason"], "filter_failed", "{r:#}");
         assert_eq!(r["actor"]["subject"], Value::Null, "{r:#}");
     }
     let (code, text) = collector.verify();

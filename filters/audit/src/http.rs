@@ -141,6 +141,7 @@ impl HttpContext for AuditHttp {
                 .and_then(|c| u16::try_from(c).ok())
                 .unwrap_or(0);
         }
+        self.response.code_details = host::string_property(&["response", "code_details"]);
         if !build::should_record(request.class(), self.response.denied(), false) {
             return;
         }

@@ -146,6 +146,9 @@ pub fn egress_facts(
     Some(Egress { host, baa_id })
 }
 
+/// `outcome.reason` when Envoy refused a request because a Wasm filter failed.
+pub const FILTER_FAILED: &str = "filter_failed";
+
 /// What happened, read at response / log time. The `x-hipaa-*` values were set by hipaa
 /// filters (the audit filter removed the client's own at request time).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -162,6 +165,9 @@ pub struct ResponseFacts {
     /// attributes were not readable at request time.
     pub tls: Option<String>,
     pub peer: Option<String>,
+    /// Envoy's `response.code_details`: `via_upstream` when the app answered, else why Envoy
+    /// answered itself (e.g. `wasm_fail_stream` when a filter VM failed).
+    pub code_details: Option<String>,
     /// The status sent; 0 when no response was sent (the client left first).
     pub status: u16,
     pub bytes: u64,
@@ -195,9 +201,21 @@ impl ResponseFacts {
         }
     }
 
-    /// A hipaa filter refused the request.
+    /// A hipaa filter refused the request, or Envoy refused it because a filter failed.
     pub fn denied(&self) -> bool {
-        self.denial.is_some()
+        self.reason().is_some()
+    }
+
+    /// The record's `outcome.reason`: the refusing hipaa filter's code; else `filter_failed`
+    /// when Envoy answered because a Wasm filter failed (fail closed: a refusal of the mesh, not
+    /// an answer of the app).
+    pub fn reason(&self) -> Option<String> {
+        self.denial.clone().or_else(|| {
+            self.code_details
+                .as_deref()
+                .filter(|d| d.starts_with("wasm_"))
+                .map(|_| FILTER_FAILED.to_string())
+        })
     }
 }
 
@@ -322,7 +340,7 @@ pub fn build_record(req: &RequestFacts, resp: &ResponseFacts) -> AuditRecord {
             Decision::Allow
         },
         status: resp.status,
-        reason: resp.denial.clone(),
+        reason: resp.reason(),
         bytes: resp.bytes,
         duration_ms: u64::try_from(duration).unwrap_or(0),
     });
@@ -709,5 +727,30 @@ mod tests {
         );
         // The path matches no PHI route, yet a call out of the mesh is always recorded.
         assert_eq!(req.class(), RouteClass::Phi);
+    }
+
+    #[test]
+    fn a_failed_filter_vm_is_a_refusal_not_an_answer() {
+        let req = gather(
+            &[(":method", "GET"), (":path", "/fhir/Patient/1")],
+            &ConnectionFacts::default(),
+        );
+        let mut resp = ResponseFacts {
+            status: 503,
+            code_details: Some("wasm_fail_stream".into()),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(build_record(&req, &resp)).unwrap();
+        assert_eq!(v["outcome"]["decision"], "deny");
+        assert_eq!(v["outcome"]["reason"], FILTER_FAILED);
+        // The app's own 503 is the app's answer: allowed by the mesh.
+        resp.code_details = Some("via_upstream".into());
+        let v = serde_json::to_value(build_record(&req, &resp)).unwrap();
+        assert_eq!(v["outcome"]["decision"], "allow");
+        assert_eq!(v["outcome"]["reason"], serde_json::Value::Null);
+        // A hipaa filter's own reason wins.
+        resp.denial = Some("missing_token".into());
+        resp.code_details = Some("wasm_fail_stream".into());
+        assert_eq!(resp.reason().as_deref(), Some("missing_token"));
     }
 }
