@@ -65,11 +65,18 @@ pub fn header(map: MapType, name: &str) -> Option<String> {
         .and_then(|b| String::from_utf8(b).ok())
 }
 
-/// Header names of a map.
-pub fn header_names(map: MapType) -> Vec<String> {
-    hostcalls::get_map_bytes(map)
-        .map(|pairs| pairs.into_iter().map(|(k, _)| k).collect())
-        .unwrap_or_default()
+/// Every header of a map, names lowercase as Envoy keeps them.
+pub fn header_pairs(map: MapType) -> Vec<(String, Vec<u8>)> {
+    hostcalls::get_map_bytes(map).unwrap_or_default()
+}
+
+/// A header from [`header_pairs`], as [`header`] would answer it: the first value of that name;
+/// a value that is not UTF-8 is treated as absent.
+pub fn lookup(pairs: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
 }
 
 pub fn remove_header(map: MapType, name: &str) {

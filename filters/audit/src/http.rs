@@ -62,11 +62,13 @@ impl Context for AuditHttp {}
 
 impl HttpContext for AuditHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let names = host::header_names(REQ);
+        // One host call for the whole map; the facts are looked up in it.
+        let pairs = host::header_pairs(REQ);
+        let names: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
         let facts = RequestFacts::gather(
             &self.shared.policy.routes,
             &names,
-            |n| host::header(REQ, n),
+            |n| host::lookup(&pairs, n),
             &connection_facts(),
             host::now_millis(),
         );
