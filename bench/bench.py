@@ -99,8 +99,11 @@ def log(msg: str) -> None:
 def ensure_tools() -> None:
     if not shutil.which("wrk"):
         log("installing wrk (apt-get)")
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
-                       stdout=subprocess.DEVNULL)
+        if subprocess.run(["apt-get", "install", "-y", "-q", "wrk"],
+                          stdout=subprocess.DEVNULL).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
+                           stdout=subprocess.DEVNULL)
     if not OHA.exists():
         log("installing oha (cargo install oha --locked --root .tools/oha); this takes a while once")
         subprocess.run(["nice", "-n", "10", "cargo", "install", "oha", "--locked", "--root",
