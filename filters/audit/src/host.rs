@@ -65,11 +65,22 @@ pub fn header(map: MapType, name: &str) -> Option<String> {
         .and_then(|b| String::from_utf8(b).ok())
 }
 
-/// Header names of a map.
-pub fn header_names(map: MapType) -> Vec<String> {
-    hostcalls::get_map_bytes(map)
-        .map(|pairs| pairs.into_iter().map(|(k, _)| k).collect())
-        .unwrap_or_default()
+/// Every header of a map, names lowercase as Envoy keeps them.
+pub fn header_pairs(map: MapType) -> Vec<(String, Vec<u8>)> {
+    hostcalls::get_map_bytes(map).unwrap_or_default()
+}
+
+/// A header from [`header_pairs`], as [`header`] would answer it: the first value of that name;
+/// a value that is not UTF-8 is treated as absent.
+pub fn lookup(pairs: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+    // A repeated header reads as its values joined by commas, as Envoy's single-header call
+    // hands it over (so the record sees what the upstream sees).
+    let values: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
 }
 
 pub fn remove_header(map: MapType, name: &str) {

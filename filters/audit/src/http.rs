@@ -62,18 +62,20 @@ impl Context for AuditHttp {}
 
 impl HttpContext for AuditHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let names = host::header_names(REQ);
+        // One host call for the whole map; the facts are looked up in it.
+        let pairs = host::header_pairs(REQ);
+        let names: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
         let mut facts = RequestFacts::gather(
             &self.shared.policy.routes,
             &names,
-            |n| host::header(REQ, n),
+            |n| host::lookup(&pairs, n),
             &connection_facts(),
             host::now_millis(),
         );
         facts.egress = build::egress_facts(
             &self.shared.policy.spec.egress,
             host::int_property(&["xds", "listener_direction"]),
-            host::header(REQ, ":authority").as_deref(),
+            host::lookup(&pairs, ":authority").as_deref(),
         );
         if !facts.spoofed.is_empty() {
             host::count(host::SPOOFED);

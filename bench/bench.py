@@ -1,0 +1,1110 @@
+#!/usr/bin/env python3
+"""`make bench` / `make soak`: hipaa-mesh against bare Envoy and Envoy's native jwt_authn + RBAC.
+
+Everything runs in one invocation, on this machine:
+
+  a      bare Envoy: a direct_response route, no filter
+  b      what a platform team would use instead: native jwt_authn (RS256, jwt_cache_config) + RBAC
+         requiring a clinician role and an MFA `amr` (what Istio RequestAuthentication +
+         AuthorizationPolicy render to)
+  c      the hipaa-mesh chain (audit + authn, collector running), one RS256 token, so cached
+  d-*    the chain with a new token on every request (cache misses): RS256, ES256, EdDSA
+  a-tls  bare Envoy on an mTLS listener (the baseline of e)
+  e      the full chain, audit + transport + authn, on an mTLS listener (client certificate
+         with a SPIFFE id)
+
+Every Envoy runs with --concurrency 1, pinned to CPU 0 (taskset); the load generators, the
+collector and the upstream run on CPU 1. Closed-loop maximum throughput is measured with wrk
+(or oha when a client certificate is needed); open-loop latency at fixed rates with oha and its
+latency correction. The configurations are interleaved within each repeat; medians and the
+min..max spread are reported. Results: bench/results/ (Markdown, JSON, SVG chart).
+
+The routes answer with direct_response in every configuration, so the upstream does not add its
+own noise; a separate upstream route checks, before any timing, that a good token reaches the
+sample upstream (200) and that a missing one is refused (401).
+
+Environment knobs: BENCH_QUICK=1 (3 repeats of 2 s, for a smoke run), BENCH_REPEATS,
+BENCH_SECONDS (closed-loop seconds per run), BENCH_LAT_SECONDS, BENCH_RATES (e.g. "1000,2000"),
+BENCH_CONNECTIONS, BENCH_TOKENS (distinct tokens per algorithm for the cache-miss runs),
+SOAK_SECONDS.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".bench"
+RESULTS = ROOT / "bench" / "results"
+CLI = ROOT / "target" / "release" / "hipaa-mesh"
+WASM = ROOT / "target" / "wasm"
+ENVOY = os.environ.get("ENVOY_BIN") or str(ROOT / ".tools" / "envoy" / "bin" / "envoy")
+OHA = ROOT / ".tools" / "oha" / "bin" / "oha"
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3" if QUICK else "5"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "2" if QUICK else "4"))
+LAT_SECONDS = int(os.environ.get("BENCH_LAT_SECONDS", "2" if QUICK else "4"))
+RATES = [int(r) for r in os.environ.get("BENCH_RATES", "1000,2000").split(",") if r]
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+N_TOKENS = int(os.environ.get("BENCH_TOKENS", "600" if QUICK else "1500"))
+# The cache-miss configurations keep a token cache smaller than the rotation, so every request
+# is a miss (FIFO eviction, cyclic access) while the insert/evict path still runs.
+MISS_CACHE_SIZE = 256
+PATH = "/fhir/Patient/123"
+MTLS_PEER = "spiffe://cluster.local/ns/bench/sa/loadgen"
+
+CPU_ENVOY = "0"
+CPU_LOAD = "1"
+HAVE_TASKSET = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+TARGETS = {
+    "chain_vs_bare": 0.80,
+    "chain_vs_native": 1.0,
+    "added_p99_us_at_2000": 150.0,
+    "sig_us": {"RS256": 250.0, "ES256": 300.0, "EdDSA": 60.0},
+    "flood_fraction": 0.50,
+    "collector_records_per_s": 20000.0,
+    "rss_added_mb_2_workers": 60.0,
+    "wasm_bytes": 1 << 20,
+    "ready_s": 1.5,
+}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- tools
+
+
+def ensure_tools() -> None:
+    if not shutil.which("wrk"):
+        log("installing wrk (apt-get)")
+        if subprocess.run(["apt-get", "install", "-y", "-q", "wrk"],
+                          stdout=subprocess.DEVNULL).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
+                           stdout=subprocess.DEVNULL)
+    if not OHA.exists():
+        log("installing oha (cargo install oha --locked --root .tools/oha); this takes a while once")
+        subprocess.run(["nice", "-n", "10", "cargo", "install", "oha", "--locked", "--root",
+                        str(OHA.parent.parent)], check=True)
+    for path, what in [(CLI, "the hipaa-mesh CLI"), (Path(ENVOY), "Envoy")]:
+        if not path.exists():
+            sys.exit(f"{what} not found at {path}: run `make setup build`")
+    for f in ("authn", "audit", "transport"):
+        if not (WASM / f"hipaa_{f}.wasm").exists():
+            sys.exit(f"{WASM}/hipaa_{f}.wasm missing: run `make build`")
+
+
+def oha_help() -> str:
+    return subprocess.run([str(OHA), "--help"], capture_output=True, text=True).stdout
+
+
+def pinned(cpu: str, cmd: list[str]) -> list[str]:
+    return (["taskset", "-c", cpu] + cmd) if HAVE_TASKSET else cmd
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while not port_open(port):
+        if time.time() > deadline:
+            raise RuntimeError(f"port {port} never opened")
+        time.sleep(0.02)
+
+
+PROCS: list[subprocess.Popen] = []
+
+
+def spawn(cmd: list[str], logfile: Path, env: dict | None = None) -> subprocess.Popen:
+    out = open(logfile, "wb")
+    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                         start_new_session=True)
+    PROCS.append(p)
+    return p
+
+
+def stop(p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    if p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def cleanup() -> None:
+    for p in PROCS:
+        stop(p, signal.SIGTERM, 5)
+
+
+# ----------------------------------------------------------------------------- keys, tokens, PKI
+
+
+def cli(*args: str, env: dict | None = None) -> str:
+    r = subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"hipaa-mesh {' '.join(args[:2])} failed: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def token(alg: str = "RS256", jti: str | None = None, sub: str = "alice") -> str:
+    args = ["dev", "token", "--keys", str(WORK / "idp"), "--alg", alg, "--sub", sub,
+            "--roles", "clinician", "--amr", "pwd,otp", "--sid", f"s-{sub}", "--ttl", "3600"]
+    if jti:
+        args += ["--claims", json.dumps({"jti": jti})]
+    return cli(*args)
+
+
+def mint_many(alg: str, n: int) -> list[str]:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda i: token(alg, jti=f"{alg}-{i}-{secrets.token_hex(4)}"),
+                             range(n)))
+
+
+def forge(tok: str) -> str:
+    """Same header (known kid) and payload, one signature character changed: a bad signature."""
+    h, p, s = tok.split(".")
+    i = len(s) // 2
+    s = s[:i] + ("A" if s[i] != "A" else "B") + s[i + 1:]
+    return f"{h}.{p}.{s}"
+
+
+def make_pki(d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    if (d / "client.crt").exists():
+        return
+
+    def ossl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, cwd=d, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ossl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "30",
+         "-subj", "/CN=bench-ca")
+    for name, ext in [("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+                      ("client", f"subjectAltName=URI:{MTLS_PEER}")]:
+        ossl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        ossl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", f"{name}.crt", "-days", "30", "-extfile", f"{name}.ext")
+
+
+# ----------------------------------------------------------------------------- policy, Envoy configs
+
+
+def policy_spec(jwks: str, with_transport: bool, cache_size: int | None) -> dict:
+    identity = {
+        "providers": [{
+            "name": "bench-idp", "issuer": "https://idp.demo.local", "audiences": ["ehr-api"],
+            "jwks": {"inline": jwks}, "algorithms": ["RS256", "ES256", "EdDSA"],
+            "maxTokenLifetimeSeconds": 3600,
+        }],
+        "sharedAccounts": {"denySubjects": ["admin", "shared", "test"]},
+        "mfa": {"requiredForRoles": ["clinician", "admin"],
+                "acceptedAmr": ["mfa", "otp", "hwk", "swk"]},
+    }
+    if cache_size is not None:
+        identity["tokenCacheSize"] = cache_size
+    spec = {
+        "identity": identity,
+        "routes": [
+            {"name": "patient-record", "match": {"pathPrefix": "/fhir/Patient/"}, "phi": True,
+             "allowRoles": ["clinician", "nurse"],
+             "patientFrom": {"pathTemplate": "/fhir/Patient/{patient}"}},
+            {"name": "upstream-check", "match": {"pathPrefix": "/upstream/"}, "phi": True,
+             "allowRoles": ["clinician"]},
+        ],
+        "unmatchedRoutes": "phi",
+        "audit": {"collector": {"cluster": "audit-collector", "authority": "audit-collector",
+                                "path": "/v1/records", "timeoutMs": 2000},
+                  "flushIntervalMs": 200, "maxBatch": 200, "maxBuffered": 20000,
+                  "whenCollectorDown": "failClosed", "macKeyEnv": "HIPAA_AUDIT_HMAC_KEY"},
+    }
+    if with_transport:
+        spec["transport"] = {"minTlsVersion": "TLSv1.2", "requireMtls": True,
+                             "allowedPeers": [MTLS_PEER]}
+    return spec
+
+
+def plugin_config(name: str, spec: dict) -> str:
+    """The policy as the filters read it: through `hipaa-mesh policy plugin-config`, so the
+    benchmark runs exactly what the CLI validates."""
+    doc = {"apiVersion": "hipaa-mesh/v1", "kind": "HipaaPolicy",
+           "metadata": {"name": name, "namespace": "bench"}, "spec": spec}
+    path = WORK / f"policy-{name}.yaml"
+    path.write_text(json.dumps(doc, indent=1))
+    return cli("policy", "plugin-config", str(path))
+
+
+def cluster(name: str, port: int) -> dict:
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                             "port_value": port}}}}]}]}}
+
+
+def wasm_filter(name: str, config: str, mac_key: str) -> dict:
+    return {"name": f"hipaa-{name}", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {
+            "name": f"hipaa-{name}", "root_id": f"hipaa-{name}", "fail_open": False,
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                              "value": config},
+            "vm_config": {"vm_id": f"hipaa-{name}", "runtime": "envoy.wasm.runtime.v8",
+                          "code": {"local": {"filename": str(WASM / f"hipaa_{name}.wasm")}},
+                          "environment_variables": {"key_values": {
+                              "HIPAA_AUDIT_HMAC_KEY": mac_key}}}}}}
+
+
+def native_filters(jwks: str) -> list[dict]:
+    """Envoy's own jwt_authn + RBAC, as Istio RequestAuthentication + AuthorizationPolicy
+    (`requestPrincipals: ["*"]`, `request.auth.claims[roles]`, `request.auth.claims[amr]`)
+    render them."""
+    def claim(key: str, value: str) -> dict:
+        return {"metadata": {"filter": "envoy.filters.http.jwt_authn",
+                             "path": [{"key": "jwt_payload"}, {"key": key}],
+                             "value": {"list_match": {"one_of": {"string_match":
+                                                                 {"exact": value}}}}}}
+    return [
+        {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"bench-idp": {
+                "issuer": "https://idp.demo.local", "audiences": ["ehr-api"],
+                "local_jwks": {"inline_string": jwks},
+                "payload_in_metadata": "jwt_payload",
+                "jwt_cache_config": {"jwt_cache_size": 100},
+            }},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench-idp"}}],
+        }},
+        {"name": "envoy.filters.http.rbac", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "ALLOW", "policies": {"clinicians-with-mfa": {
+                "permissions": [{"any": True}],
+                "principals": [{"and_ids": {"ids": [claim("roles", "clinician"),
+                                                     claim("amr", "otp")]}}],
+            }}},
+        }},
+    ]
+
+
+def tls_socket(pki: Path) -> dict:
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": True,
+        "common_tls_context": {
+            "alpn_protocols": ["http/1.1"],
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
+                           "tls_maximum_protocol_version": "TLSv1_3"},
+            "tls_certificates": [{"certificate_chain": {"filename": str(pki / "server.crt")},
+                                  "private_key": {"filename": str(pki / "server.key")}}],
+            "validation_context": {"trusted_ca": {"filename": str(pki / "ca.crt")}},
+        }}}
+
+
+def envoy_config(http_filters: list[dict], ports: dict, app_port: int, collector_port: int,
+                 tls: Path | None) -> dict:
+    router = {"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+    chain: dict = {"filters": [{
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "inbound", "normalize_path": True, "merge_slashes": True,
+            "path_with_escaped_slashes_action": "REJECT_REQUEST",
+            "route_config": {"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/upstream/"}, "route": {"cluster": "app", "timeout": "10s"}},
+                {"match": {"prefix": "/"},
+                 "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}},
+            ]}]},
+            "http_filters": http_filters + [router],
+        }}]}
+    if tls is not None:
+        chain["transport_socket"] = tls_socket(tls)
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                 "port_value": ports["admin"]}}},
+        "static_resources": {
+            "listeners": [{"name": "inbound", "traffic_direction": "INBOUND",
+                           "address": {"socket_address": {"address": "127.0.0.1",
+                                                          "port_value": ports["listen"]}},
+                           "filter_chains": [chain]}],
+            "clusters": [cluster("app", app_port), cluster("audit-collector", collector_port)],
+        },
+    }
+
+
+class Envoy:
+    def __init__(self, name: str, config: dict, concurrency: int = 1, cpu: str | None = CPU_ENVOY):
+        self.name = name
+        self.port = config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
+        self.admin = config["admin"]["address"]["socket_address"]["port_value"]
+        path = WORK / f"envoy-{name}-{concurrency}.json"
+        path.write_text(json.dumps(config, indent=1))
+        cmd = [ENVOY, "-c", str(path), "--concurrency", str(concurrency), "--disable-hot-restart",
+               "--log-level", "warn", "--base-id", str(secrets.randbelow(1 << 20))]
+        start = time.monotonic()
+        self.proc = spawn(pinned(cpu, cmd) if cpu else cmd, WORK / f"envoy-{name}-{concurrency}.log")
+        deadline = start + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Envoy {name} exited:\n"
+                                   + (WORK / f"envoy-{name}-{concurrency}.log").read_text()[-3000:])
+            if port_open(self.admin) and admin_get(self.admin, "/ready")[0] == 200 \
+                    and port_open(self.port):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Envoy {name} not ready in 30 s")
+            time.sleep(0.005)
+        self.ready_s = time.monotonic() - start
+
+    def pid(self) -> int:
+        # taskset execs Envoy, so the pid is Envoy's.
+        return self.proc.pid
+
+    def cpu_ticks(self) -> int:
+        fields = Path(f"/proc/{self.pid()}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid()}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stat(self, name: str) -> int:
+        code, body = admin_get(self.admin, f"/stats?filter=^{re.escape(name)}$")
+        for line in body.splitlines():
+            if line.startswith(name + ": "):
+                return int(line.split(": ", 1)[1])
+        return 0
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def admin_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read().decode(errors="replace")
+        c.close()
+        return r.status, body
+    except OSError:
+        return 0, ""
+
+
+def request(port: int, path: str, tok: str | None, tls: Path | None = None) -> tuple[int, str]:
+    headers = {"authorization": f"Bearer {tok}"} if tok else {}
+    if tls is not None:
+        ctx = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+        ctx.load_cert_chain(str(tls / "client.crt"), str(tls / "client.key"))
+        c: http.client.HTTPConnection = http.client.HTTPSConnection("localhost", port,
+                                                                    context=ctx, timeout=10)
+    else:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path, headers=headers)
+    r = c.getresponse()
+    body = r.read().decode(errors="replace")
+    c.close()
+    return r.status, body
+
+
+# ----------------------------------------------------------------------------- load generators
+
+WRK_ROTATE = """
+local tokens = {}
+local i = 0
+init = function(args)
+  for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
+  i = math.random(#tokens)
+end
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", "__PATH__", {["authorization"] = "Bearer " .. tokens[i]})
+end
+""".replace("__PATH__", PATH)
+
+
+def wrk(port: int, tok: str | None, seconds: int, connections: int = CONNECTIONS,
+        tokens_file: Path | None = None) -> dict:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s"]
+    if tokens_file is not None:
+        cmd += ["-s", str(WORK / "rotate.lua")]
+    elif tok:
+        cmd += ["-H", f"authorization: Bearer {tok}"]
+    cmd.append(f"http://127.0.0.1:{port}{PATH}")
+    if tokens_file is not None:
+        cmd += ["--", str(tokens_file)]
+    out = subprocess.run(pinned(CPU_LOAD, cmd), capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "requests": total, "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors.group(1) if errors else ""}
+
+
+def oha(port: int, tok: str | None, seconds: int, rate: int | None, tls: Path | None = None,
+        connections: int = CONNECTIONS) -> dict:
+    scheme, host = ("https", "localhost") if tls else ("http", "127.0.0.1")
+    cmd = [str(OHA), "--no-tui", "--worker-threads", "1", "-z", f"{seconds}s",
+           "-c", str(connections)] + OHA_JSON
+    if rate:
+        cmd += ["-q", str(rate), "--latency-correction"]
+    if tok:
+        cmd += ["-H", f"authorization: Bearer {tok}"]
+    if tls:
+        cmd += ["--cacert", str(tls / "ca.crt"), "--cert", str(tls / "client.crt"),
+                "--key", str(tls / "client.key")]
+    cmd.append(f"{scheme}://{host}:{port}{PATH}")
+    r = subprocess.run(pinned(CPU_LOAD, cmd), capture_output=True, text=True)
+    try:
+        data = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"oha failed: {r.stderr[-2000:]}")
+    pct = data.get("latencyPercentiles", {})
+    codes = data.get("statusCodeDistribution", {})
+    ok = int(codes.get("200", 0))
+    total = sum(int(v) for v in codes.values())
+    secs = data["summary"].get("total") or seconds
+    return {"rps": ok / secs if secs else 0.0, "requests": total, "non2xx": total - ok,
+            "p50_us": (pct.get("p50") or 0) * 1e6, "p99_us": (pct.get("p99") or 0) * 1e6,
+            "p999_us": (pct.get("p99.9") or 0) * 1e6,
+            # Requests cut off when the run's time is up are not errors.
+            "errors": sum(int(v) for k, v in data.get("errorDistribution", {}).items()
+                          if "deadline" not in k)}
+
+
+OHA_JSON: list[str] = []
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summary(xs: list[float]) -> dict:
+    return {"median": med(xs), "min": min(xs) if xs else None, "max": max(xs) if xs else None,
+            "runs": xs}
+
+
+class Stack:
+    """Keys, tokens, PKI, collector, upstream and one Envoy per configuration."""
+
+    def __init__(self) -> None:
+        if WORK.exists():
+            shutil.rmtree(WORK)
+        (WORK / "idp").mkdir(parents=True)
+        self.mac_key = "bench:" + secrets.token_hex(32)
+        (WORK / "at-rest.key").write_text(secrets.token_hex(32))
+        self.env = dict(os.environ, HIPAA_AUDIT_HMAC_KEY=self.mac_key,
+                        HIPAA_AUDIT_ENCRYPTION_KEY_FILE=str(WORK / "at-rest.key"))
+        cli("dev", "keys", "--out", str(WORK / "idp"))
+        self.jwks = (WORK / "idp" / "jwks.json").read_text().strip()
+        make_pki(WORK / "pki")
+        (WORK / "rotate.lua").write_text(WRK_ROTATE)
+        self.collector_port = free_port()
+        self.app_port = free_port()
+        self.db = f"sqlite:{WORK / 'audit.db'}"
+        self.collector = None
+        self.start_collector()
+        spawn(pinned(CPU_LOAD, [str(CLI), "dev", "upstream", "--listen",
+                                f"127.0.0.1:{self.app_port}"]), WORK / "upstream.log")
+        wait_port(self.app_port)
+
+    def start_collector(self) -> None:
+        self.collector = spawn(pinned(CPU_LOAD, [str(CLI), "collector", "--listen",
+                                                 f"127.0.0.1:{self.collector_port}", "--db",
+                                                 self.db, "--checkpoint-seconds", "30"]),
+                               WORK / f"collector-{time.time_ns()}.log", env=self.env)
+        wait_port(self.collector_port)
+
+    def filters(self, kind: str) -> list[dict]:
+        if kind == "bare":
+            return []
+        if kind == "native":
+            return native_filters(self.jwks)
+        with_transport = kind == "chain-tls"
+        cache = MISS_CACHE_SIZE if kind == "chain-miss" else None
+        cfg = plugin_config(kind, policy_spec(self.jwks, with_transport, cache))
+        names = ["audit", "transport", "authn"] if with_transport else ["audit", "authn"]
+        if kind.startswith("only-"):  # profiling aid: one filter alone
+            names = [kind[5:]]
+        return [wasm_filter(n, cfg, self.mac_key) for n in names]
+
+    def envoy(self, name: str, kind: str, tls: bool = False, concurrency: int = 1,
+              cpu: str | None = CPU_ENVOY) -> Envoy:
+        ports = {"listen": free_port(), "admin": free_port()}
+        cfg = envoy_config(self.filters(kind), ports, self.app_port, self.collector_port,
+                           WORK / "pki" if tls else None)
+        return Envoy(name, cfg, concurrency, cpu)
+
+    def stored_records(self, kind: str | None = None) -> int:
+        con = sqlite3.connect(str(WORK / "audit.db"), timeout=30)
+        try:
+            if kind:
+                return con.execute("SELECT COUNT(*) FROM audit_records WHERE kind = ?",
+                                   (kind,)).fetchone()[0]
+            return con.execute("SELECT COUNT(*) FROM audit_records").fetchone()[0]
+        finally:
+            con.close()
+
+
+CONFIGS = [
+    # name, kind, tls, token set, label
+    ("a", "bare", False, None, "bare Envoy (direct_response)"),
+    ("b", "native", False, "cached", "native jwt_authn + RBAC (RS256, jwt_cache_config)"),
+    ("c", "chain", False, "cached", "hipaa-mesh audit + authn, RS256, cached"),
+    ("d-RS256", "chain-miss", False, "RS256", "chain, new RS256 token per request"),
+    ("d-ES256", "chain-miss", False, "ES256", "chain, new ES256 token per request"),
+    ("d-EdDSA", "chain-miss", False, "EdDSA", "chain, new EdDSA token per request"),
+    ("a-tls", "bare", True, None, "bare Envoy, mTLS listener"),
+    ("e", "chain-tls", True, "cached", "audit + transport + authn, mTLS listener, cached"),
+]
+LATENCY_CONFIGS = ["a", "b", "c", "a-tls", "e"]
+
+
+def precheck(stack: Stack, envoys: dict[str, Envoy], tok: str) -> None:
+    for name, kind, tls, _, _ in CONFIGS:
+        e = envoys[name]
+        pki = WORK / "pki" if tls else None
+        code, _ = request(e.port, PATH, tok, pki)
+        assert code == 200, f"{name}: a good token got {code}"
+        if kind != "bare":
+            code, body = request(e.port, PATH, None, pki)
+            assert code == 401, f"{name}: a request without a token got {code}: {body}"
+            code, body = request(e.port, PATH, forge(tok), pki)
+            assert code == 401, f"{name}: a forged token got {code}: {body}"
+    # Through to the sample upstream: the chain passes the verified identity on.
+    code, body = request(envoys["c"].port, "/upstream/Patient/1", tok)
+    assert code == 200 and json.loads(body)["headers"].get("x-hipaa-subject") == "alice", \
+        f"upstream check failed: {code} {body[:200]}"
+    log("precheck: a good token gets 200 everywhere (and reaches the upstream as alice); "
+        "no token or a forged one gets 401 from every filter configuration")
+
+
+def run_bench() -> dict:
+    ensure_tools()
+    global OHA_JSON
+    OHA_JSON = ["--output-format", "json"] if "--output-format" in oha_help() else ["-j"]
+    t_start = time.time()
+    stack = Stack()
+    tok = token("RS256")
+    log(f"minting {N_TOKENS} distinct tokens per algorithm for the cache-miss runs ...")
+    token_files = {}
+    for alg in ("RS256", "ES256", "EdDSA"):
+        toks = mint_many(alg, N_TOKENS)
+        token_files[alg] = WORK / f"tokens-{alg}.txt"
+        token_files[alg].write_text("\n".join(toks) + "\n")
+    forged = [forge(t) for t in token_files["RS256"].read_text().split()]
+    (WORK / "tokens-forged.txt").write_text("\n".join(forged) + "\n")
+
+    envoys: dict[str, Envoy] = {}
+    ready: dict[str, float] = {}
+    for name, kind, tls, _, _ in CONFIGS:
+        envoys[name] = stack.envoy(name, kind, tls)
+        ready[name] = envoys[name].ready_s
+        log(f"Envoy {name:8s} ready in {ready[name]*1000:.0f} ms")
+    precheck(stack, envoys, tok)
+
+    # Warm-up: JIT, connection pools, the token caches.
+    for name, _, tls, toks, _ in CONFIGS:
+        if tls:
+            oha(envoys[name].port, tok, 1, None, WORK / "pki")
+        else:
+            wrk(envoys[name].port, tok if toks else None, 1,
+                tokens_file=token_files.get(toks) if toks in token_files else None)
+
+    thr: dict[str, dict[str, list]] = {n: {"rps": [], "cpu_us": [], "non2xx": []} for n, *_ in CONFIGS}
+    lat: dict[str, dict[int, dict[str, list]]] = {
+        n: {r: {"p50": [], "p99": [], "p999": [], "rps": [], "non2xx": []} for r in RATES}
+        for n in LATENCY_CONFIGS}
+    for rep in range(REPEATS):
+        order = CONFIGS if rep % 2 == 0 else list(reversed(CONFIGS))
+        for name, kind, tls, toks, _ in order:
+            e = envoys[name]
+            t0 = e.cpu_ticks()
+            if tls:
+                r = oha(e.port, tok, SECONDS, None, WORK / "pki")
+            else:
+                r = wrk(e.port, tok if toks else None, SECONDS,
+                        tokens_file=token_files.get(toks) if toks in token_files else None)
+            ticks = e.cpu_ticks() - t0
+            thr[name]["rps"].append(r["rps"])
+            thr[name]["non2xx"].append(r["non2xx"])
+            thr[name]["cpu_us"].append(ticks / CLK_TCK * 1e6 / max(r["requests"], 1))
+            if name in LATENCY_CONFIGS:
+                for rate in RATES:
+                    lr = oha(e.port, tok if toks else None, LAT_SECONDS, rate,
+                             WORK / "pki" if tls else None, connections=16)
+                    for k in ("p50", "p99", "p999"):
+                        lat[name][rate][k].append(lr[f"{k}_us"])
+                    lat[name][rate]["rps"].append(lr["rps"])
+                    lat[name][rate]["non2xx"].append(lr["non2xx"] + lr["errors"])
+        log(f"repeat {rep + 1}/{REPEATS}: " + ", ".join(
+            f"{n} {thr[n]['rps'][-1]:.0f}" for n, *_ in CONFIGS) + " req/s")
+
+    # A flood of forged tokens (known kid, bad signature, each one new) next to valid traffic.
+    flood = {"alone": [], "under_flood": [], "forged_rps": [], "valid_non2xx": []}
+    c = envoys["c"]
+    half = max(CONNECTIONS // 2, 1)
+    for _ in range(max(3, REPEATS // 2)):
+        flood["alone"].append(wrk(c.port, tok, SECONDS, connections=half)["rps"])
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            fv = pool.submit(wrk, c.port, tok, SECONDS, half)
+            ff = pool.submit(wrk, c.port, None, SECONDS, half, WORK / "tokens-forged.txt")
+            v, f = fv.result(), ff.result()
+        flood["under_flood"].append(v["rps"])
+        flood["valid_non2xx"].append(v["non2xx"])
+        flood["forged_rps"].append(f["rps"])
+    log(f"forged-token flood: valid {med(flood['under_flood']):.0f} req/s under flood vs "
+        f"{med(flood['alone']):.0f} alone")
+
+    rss1 = {n: e.rss_mb() for n, e in envoys.items()}
+    for e in envoys.values():
+        e.stop()
+
+    # Memory with 2 workers (as a sidecar runs), after some load, and ready time again.
+    mem = {}
+    for name, kind in [("bare", "bare"), ("chain", "chain")]:
+        e = stack.envoy(f"mem-{name}", kind, concurrency=2, cpu=None)
+        wrk(e.port, tok, 2)
+        time.sleep(0.5)
+        mem[name] = {"rss_mb": e.rss_mb(), "ready_s": e.ready_s}
+        e.stop()
+    time.sleep(1.0)  # the last audit batches land
+    records = stack.stored_records()
+    cleanup()
+
+    ingest = collector_ingest()
+
+    return {
+        "started": datetime.datetime.fromtimestamp(t_start, datetime.timezone.utc).isoformat(),
+        "duration_s": time.time() - t_start,
+        "machine": machine(),
+        "settings": {"repeats": REPEATS, "seconds": SECONDS, "latency_seconds": LAT_SECONDS,
+                     "rates": RATES, "connections": CONNECTIONS, "tokens_per_alg": N_TOKENS,
+                     "miss_cache_size": MISS_CACHE_SIZE, "taskset": HAVE_TASKSET},
+        "configs": {n: {"label": label, "throughput": {k: summary(v) if k != "non2xx" else v
+                                                        for k, v in thr[n].items()},
+                        "latency": {str(r): {k: summary(v) if k != "non2xx" else v
+                                             for k, v in lat[n][r].items()}
+                                    for r in RATES} if n in lat else None,
+                        "rss_mb": rss1[n], "ready_s": ready[n]}
+                    for n, _, _, _, label in CONFIGS},
+        "flood": {k: summary(v) if k != "valid_non2xx" else v for k, v in flood.items()},
+        "memory_2_workers": mem,
+        "audit_records_stored": records,
+        "collector_ingest": ingest,
+        "wasm_bytes": {f: (WASM / f"hipaa_{f}.wasm").stat().st_size
+                       for f in ("authn", "audit", "transport")},
+        "tools": {"envoy": subprocess.run([ENVOY, "--version"], capture_output=True,
+                                          text=True).stdout.strip().split("version: ")[-1],
+                  "wrk": "wrk (Debian)",
+                  "oha": subprocess.run([str(OHA), "--version"], capture_output=True,
+                                        text=True).stdout.strip()},
+    }
+
+
+def collector_ingest() -> dict:
+    """Durable records/s of `hipaa-mesh collector` on one core (CPU 0), SQLite and PostgreSQL,
+    driven by collector/examples/ingest-bench.rs on CPU 1: sealed records with valid MACs, one
+    hash chain per sender, batches of 200 (the filter's maxBatch), acknowledged after commit."""
+    tool = ROOT / "target" / "release" / "examples" / "ingest-bench"
+    if not tool.exists():
+        return {"note": "not measured: target/release/examples/ingest-bench not built"}
+    out = {}
+    pg_server = os.environ.get("HIPAA_TEST_POSTGRES_URL",
+                               "postgres://postgres@127.0.0.1:5432/postgres")
+    for backend in ("sqlite", "postgres"):
+        d = WORK / f"ingest-{backend}"
+        d.mkdir(parents=True, exist_ok=True)
+        mac_key = "ingest:" + secrets.token_hex(32)
+        (d / "at-rest.key").write_text(secrets.token_hex(32))
+        env = dict(os.environ, HIPAA_AUDIT_HMAC_KEY=mac_key,
+                   HIPAA_AUDIT_ENCRYPTION_KEY_FILE=str(d / "at-rest.key"))
+        pg_db = None
+        if backend == "sqlite":
+            db = f"sqlite:{d / 'audit.db'}"
+        else:
+            pg_db = f"hipaa_bench_{os.getpid()}"
+            r = subprocess.run(["psql", pg_server, "-q", "-c", f"CREATE DATABASE {pg_db}"],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                out[backend] = {"error": f"cannot create a PostgreSQL database: {r.stderr}"}
+                continue
+            db = pg_server.rsplit("/", 1)[0] + "/" + pg_db
+        port = free_port()
+        coll = spawn(pinned(CPU_ENVOY, [str(CLI), "collector", "--listen", f"127.0.0.1:{port}",
+                                        "--db", db, "--checkpoint-seconds", "60",
+                                        "--public-key-out", str(d / "checkpoint-keys.pem")]),
+                     d / "collector.log", env=env)
+        try:
+            wait_port(port)
+            r = subprocess.run(pinned(CPU_LOAD, [str(tool), "--port", str(port), "--key", mac_key,
+                                                 "--seconds", str(max(SECONDS, 3))]),
+                               capture_output=True, text=True, cwd=ROOT)
+            try:
+                out[backend] = json.loads(r.stdout.strip().splitlines()[-1])
+            except (json.JSONDecodeError, IndexError):
+                out[backend] = {"error": (r.stderr or r.stdout)[-500:]}
+        finally:
+            stop(coll)
+            if pg_db:
+                subprocess.run(["psql", pg_server, "-q", "-c",
+                                f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"],
+                               capture_output=True)
+        log(f"collector ingest, {backend}: {out[backend]}")
+    return out
+
+
+def machine() -> dict:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gb": round(int(mem) / 1024 / 1024, 1),
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def evaluate(res: dict) -> list[dict]:
+    C = res["configs"]
+    rps = {n: C[n]["throughput"]["rps"]["median"] for n in C}
+    cpu = {n: C[n]["throughput"]["cpu_us"]["median"] for n in C}
+    out = []
+
+    def target(name: str, value, limit, ok: bool, unit: str = "") -> None:
+        out.append({"target": name, "measured": value, "limit": limit, "unit": unit, "met": ok})
+
+    r = rps["c"] / rps["a"]
+    target("chain (cached) throughput vs bare", round(r, 3), ">= 0.80x", r >= 0.80, "x")
+    r = rps["c"] / rps["b"]
+    target("chain (cached) throughput vs native jwt_authn + RBAC", round(r, 3), ">= 1.0x",
+           r >= 1.0, "x")
+    if 2000 in RATES:
+        d = (C["c"]["latency"]["2000"]["p99"]["median"]
+             - C["a"]["latency"]["2000"]["p99"]["median"])
+        name = "added p99 at 2,000 req/s (chain - bare)"
+        if rps["c"] < 2000:
+            name += f" — the chain saturates at {rps['c']:,.0f} req/s"
+        target(name, round(d), "<= 150 µs", d <= 150, "µs")
+    for alg, limit in TARGETS["sig_us"].items():
+        d = cpu[f"d-{alg}"] - cpu["c"]
+        target(f"one {alg} signature check in the VM (CPU/request, miss - hit)", round(d),
+               f"<= {limit:.0f} µs", d <= limit, "µs")
+    f = res["flood"]["under_flood"]["median"] / res["flood"]["alone"]["median"]
+    target("valid throughput under a forged-token flood", round(f, 3), ">= 0.50x", f >= 0.5, "x")
+    for backend in ("sqlite", "postgres"):
+        ing = res["collector_ingest"].get(backend, {})
+        v = ing.get("records_per_s")
+        target(f"collector ingest, {backend}, durable, one core",
+               round(v) if v else "not measured", ">= 20,000 records/s",
+               bool(v and v >= 20000), "records/s")
+    m = res["memory_2_workers"]
+    d = m["chain"]["rss_mb"] - m["bare"]["rss_mb"]
+    target("RSS the chain adds (2 workers)", round(d, 1), "<= 60 MB", d <= 60, "MB")
+    for f_, size in res["wasm_bytes"].items():
+        target(f"hipaa_{f_}.wasm size", size, "<= 1 MiB", size <= TARGETS["wasm_bytes"], "bytes")
+    rd = max(C["c"]["ready_s"], C["e"]["ready_s"], m["chain"]["ready_s"])
+    target("Envoy ready with the chain (worst of its starts)", round(rd, 3), "<= 1.5 s",
+           rd <= 1.5, "s")
+    return out
+
+
+def fmt_spread(s: dict, scale: float = 1.0, digits: int = 0) -> str:
+    return (f"{s['median']*scale:,.{digits}f} ({s['min']*scale:,.{digits}f}–"
+            f"{s['max']*scale:,.{digits}f})")
+
+
+def markdown(res: dict, targets: list[dict]) -> str:
+    C = res["configs"]
+    a_rps = C["a"]["throughput"]["rps"]["median"]
+    b_rps = C["b"]["throughput"]["rps"]["median"]
+    a_cpu = C["a"]["throughput"]["cpu_us"]["median"]
+    m = res["machine"]
+    s = res["settings"]
+    lines = [
+        f"# hipaa-mesh benchmark — {res['started'][:19]} UTC",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gb']} GB, Linux {m['kernel']}. "
+        f"Envoy {res['tools']['envoy']}, --concurrency 1"
+        + (" pinned to CPU 0, load generators on CPU 1" if s["taskset"] else " (no taskset)")
+        + f"; {res['tools']['oha']}, wrk from Debian. {s['repeats']} interleaved repeats, "
+        f"{s['seconds']} s closed-loop runs with {s['connections']} connections, "
+        f"{s['latency_seconds']} s open-loop runs; medians with (min–max).",
+        "",
+        "## Throughput (closed loop)",
+        "",
+        "| config | req/s | × bare | × native | Envoy CPU µs/req | added µs/req | RSS MB | ready ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, c in C.items():
+        t = c["throughput"]
+        r = t["rps"]["median"]
+        base = a_cpu if not n.endswith("tls") and n != "e" else C["a-tls"]["throughput"]["cpu_us"]["median"]
+        bad = sum(t["non2xx"])
+        lines.append(
+            f"| **{n}** {c['label']}{' ⚠ %d non-2xx' % bad if bad else ''} | "
+            f"{fmt_spread(t['rps'])} | {r / a_rps:.2f} | {r / b_rps:.2f} | "
+            f"{t['cpu_us']['median']:.1f} | {t['cpu_us']['median'] - base:+.1f} | "
+            f"{c['rss_mb']:.0f} | {c['ready_s']*1000:.0f} |")
+    lines += ["", "Added µs/req is Envoy CPU time per request over bare Envoy on the same kind "
+              "of listener (plaintext: a; mTLS: a-tls). Closed-loop runs of the mTLS "
+              "configurations use oha (wrk cannot present a client certificate).", "",
+              "## Latency (open loop, oha with latency correction, 16 connections)", "",
+              "| config | rate | p50 µs | p99 µs | p99.9 µs | achieved req/s |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for n, c in C.items():
+        if not c["latency"]:
+            continue
+        for rate, l in c["latency"].items():
+            lines.append(f"| {n} | {int(rate):,} | {fmt_spread(l['p50'])} | "
+                         f"{fmt_spread(l['p99'])} | {fmt_spread(l['p999'])} | "
+                         f"{l['rps']['median']:,.0f} |")
+    f = res["flood"]
+    lines += ["", "## Forged-token flood", "",
+              f"Valid traffic ({s['connections'] // 2} connections, cached token) alone: "
+              f"{fmt_spread(f['alone']['median'] and f['alone'])} req/s; next to a flood of forged "
+              f"RS256 tokens (known kid, bad signature, each one new, {s['connections'] // 2} "
+              f"connections): {fmt_spread(f['under_flood'])} req/s, while the flood got "
+              f"{fmt_spread(f['forged_rps'])} 401s/s.", ""]
+    mem = res["memory_2_workers"]
+    lines += ["## Memory, sizes, start", "",
+              f"Envoy RSS with 2 workers after load: bare {mem['bare']['rss_mb']:.1f} MB, "
+              f"with the chain {mem['chain']['rss_mb']:.1f} MB "
+              f"(+{mem['chain']['rss_mb'] - mem['bare']['rss_mb']:.1f} MB); ready in "
+              f"{mem['bare']['ready_s']*1000:.0f} / {mem['chain']['ready_s']*1000:.0f} ms.", "",
+              "Modules: " + ", ".join(f"hipaa_{k}.wasm {v:,} bytes"
+                                      for k, v in res["wasm_bytes"].items()) + ".", ""]
+    ing = res["collector_ingest"]
+    lines += ["## Collector ingest", ""]
+    if "note" in ing:
+        lines.append(ing["note"])
+    else:
+        for backend, v in ing.items():
+            if "records_per_s" in v:
+                lines.append(f"- {backend}: {v['records_per_s']:,.0f} records/s durable "
+                             f"({v.get('records', 0):,} records in batches of "
+                             f"{v.get('batch', '?')}, collector on one core)")
+            else:
+                lines.append(f"- {backend}: failed: {v.get('error', '')}")
+    lines += ["", f"Audit records stored during the run: {res['audit_records_stored']:,}.", "",
+              "## Targets", "", "| target | measured | target | met |", "|---|---:|---|---|"]
+    for t in targets:
+        v = t["measured"]
+        v = f"{v:,}" if isinstance(v, (int, float)) else v
+        lines.append(f"| {t['target']} | {v} {t['unit']} | {t['limit']} | "
+                     f"{'yes' if t['met'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def svg_chart(res: dict) -> str:
+    C = res["configs"]
+    names = list(C)
+    w, h, left, top, bar_h, gap = 760, 40 + 34 * len(names) + 260, 210, 40, 20, 14
+    top_rps = max(C[n]["throughput"]["rps"]["max"] for n in names) * 1.1
+    x = lambda v: left + (w - left - 30) * v / top_rps  # noqa: E731
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+           'font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           '<text x="10" y="22" font-size="15" font-weight="bold">Throughput, req/s '
+           '(median, whisker = min..max), Envoy on one core</text>']
+    y = top
+    for n in names:
+        t = C[n]["throughput"]["rps"]
+        color = {"a": "#888", "a-tls": "#888", "b": "#d98b2b"}.get(n, "#2b6cb0")
+        out.append(f'<text x="10" y="{y + 15}">{n}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{x(t["median"]) - left:.1f}" '
+                   f'height="{bar_h}" fill="{color}"/>')
+        out.append(f'<line x1="{x(t["min"]):.1f}" x2="{x(t["max"]):.1f}" y1="{y + bar_h / 2}" '
+                   f'y2="{y + bar_h / 2}" stroke="black"/>')
+        out.append(f'<text x="{x(t["max"]) + 4:.1f}" y="{y + 15}">{t["median"]:,.0f}</text>')
+        y += bar_h + gap
+    # p99 at each rate
+    y += 20
+    out.append(f'<text x="10" y="{y}" font-size="15" font-weight="bold">p99 latency, µs (log scale), '
+               'open loop with latency correction</text>')
+    y += 15
+    lat_names = [n for n in names if C[n]["latency"]]
+    # Log scale: bare Envoy's p99 and a saturated chain's differ by orders of magnitude.
+    import math
+    top_p99 = max(C[n]["latency"][str(r)]["p99"]["median"] for n in lat_names for r in RATES) * 1.5
+    lo = 10.0
+    xl = lambda v: left + (w - left - 80) * (math.log10(max(v, lo) / lo)  # noqa: E731
+                                             / math.log10(top_p99 / lo))
+    for n in lat_names:
+        for r in RATES:
+            p = C[n]["latency"][str(r)]["p99"]["median"]
+            out.append(f'<text x="10" y="{y + 11}">{n} @ {r}/s</text>')
+            out.append(f'<rect x="{left}" y="{y}" width="{xl(p) - left:.1f}" height="12" '
+                       f'fill="{"#888" if n.startswith("a") else "#2b6cb0"}"/>')
+            out.append(f'<text x="{xl(p) + 4:.1f}" y="{y + 11}">{p:,.0f}</text>')
+            y += 17
+    out.append("</svg>")
+    svg = "\n".join(out).replace(f'height="{h}"', f'height="{y + 20}"', 2)
+    return svg + "\n"
+
+
+def write_results(res: dict) -> None:
+    targets = evaluate(res)
+    res["targets"] = targets
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    md = markdown(res, targets)
+    (RESULTS / "latest.json").write_text(json.dumps(res, indent=1))
+    (RESULTS / "latest.md").write_text(md)
+    (RESULTS / "latest.svg").write_text(svg_chart(res))
+    print()
+    print(md)
+    log(f"written: {RESULTS / 'latest.md'}, latest.json, latest.svg")
+
+
+# ----------------------------------------------------------------------------- soak
+
+
+def run_soak() -> dict:
+    ensure_tools()
+    global OHA_JSON
+    OHA_JSON = ["--output-format", "json"] if "--output-format" in oha_help() else ["-j"]
+    seconds = int(os.environ.get("SOAK_SECONDS", "60"))
+    stack = Stack()
+    tok = token("RS256")
+    e = stack.envoy("soak", "chain")
+    code, _ = request(e.port, PATH, tok)
+    assert code == 200, f"a good token got {code}"
+    assert request(e.port, PATH, None)[0] == 401
+    max_rps = wrk(e.port, tok, 3)["rps"]
+    rate = int(max_rps * 0.8)
+    log(f"soak: maximum {max_rps:.0f} req/s; running {seconds} s at {rate} req/s, "
+        f"restarting the collector at {seconds // 2} s")
+    def drained(timeout: float = 30) -> None:
+        """Wait until the filter holds no unacknowledged record and the store is still."""
+        deadline = time.time() + timeout
+        last = -1
+        while time.time() < deadline:
+            enq = e.stat("wasmcustom.hipaa_audit.records.enqueued")
+            acked = e.stat("wasmcustom.hipaa_audit.records.acked")
+            stored = stack.stored_records()
+            # acked also counts each VM's chain-start record.
+            if acked >= enq and stored == last:
+                return
+            last = stored
+            time.sleep(0.5)
+
+    drained()
+    rss0 = e.rss_mb()
+    enq0 = e.stat("wasmcustom.hipaa_audit.records.enqueued")
+    stored0 = stack.stored_records("access")
+    integrity0 = stack.stored_records("integrity")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        fut = pool.submit(oha, e.port, tok, seconds, rate, None, 16)
+        time.sleep(seconds / 2)
+        stop(stack.collector)
+        log("soak: collector stopped (SIGTERM)")
+        time.sleep(1.0)
+        stack.start_collector()
+        log("soak: collector started again on the same port and database")
+        load = fut.result()
+    # Let the filter drain its buffer to the collector.
+    drained()
+    enq = e.stat("wasmcustom.hipaa_audit.records.enqueued") - enq0
+    stored = stack.stored_records("access") - stored0
+    integrity = stack.stored_records("integrity") - integrity0
+    counters = {k: e.stat(f"wasmcustom.hipaa_audit.{k}") for k in
+                ("records.enqueued", "records.sent", "records.acked", "batches.retried",
+                 "buffer_full_503", "buffer_full_pass", "records.dropped")}
+    _, stats = admin_get(e.admin, "/stats?filter=wasm")
+    vm_fail = sum(int(l.split(": ")[1]) for l in stats.splitlines()
+                  if re.search(r"(fail|crash|panic)", l) and ": " in l
+                  and l.split(": ")[1].strip().isdigit())
+    res = {
+        "seconds": seconds, "rate": rate, "max_rps": max_rps,
+        "responses": load["requests"], "non200": load["non2xx"], "p99_us": load["p99_us"],
+        "records_enqueued": enq, "records_stored": stored, "equal": enq == stored,
+        "integrity_records": integrity,
+        "audit_counters": counters, "vm_failures": vm_fail,
+        "rss_start_mb": rss0, "rss_end_mb": e.rss_mb(), "machine": machine(),
+    }
+    e.stop()
+    cleanup()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "soak.json").write_text(json.dumps(res, indent=1))
+    md = (f"# Soak — {datetime.datetime.now(datetime.timezone.utc).isoformat()[:19]} UTC\n\n"
+          f"Chain (audit + authn, RS256 cached) for {seconds} s at {rate:,} req/s (80% of the "
+          f"measured maximum {max_rps:,.0f}), collector stopped and started again halfway.\n\n"
+          f"| figure | value |\n|---|---:|\n"
+          f"| responses (non-200) | {load['requests']:,} ({load['non2xx']:,}) |\n"
+          f"| audit records enqueued by the filter | {enq:,} |\n"
+          f"| access records stored by the collector | {stored:,} |\n"
+          f"| integrity findings stored (gaps, duplicates, bad MACs) | {integrity:,} |\n"
+          f"| sent == stored | {'yes' if enq == stored else '**no**'} |\n"
+          f"| VM failures | {vm_fail} |\n"
+          f"| Envoy RSS start → end | {rss0:.1f} → {e.rss_mb() if False else res['rss_end_mb']:.1f} MB "
+          f"({res['rss_end_mb'] - rss0:+.1f}) |\n"
+          f"| p99 (with the restart) | {load['p99_us']:,.0f} µs |\n"
+          f"| filter counters | {', '.join(f'{k} {v}' for k, v in counters.items())} |\n")
+    (RESULTS / "soak.md").write_text(md)
+    print(md)
+    ok = enq == stored and vm_fail == 0
+    log("soak: " + ("PASS" if ok else "FAIL"))
+    return res
+
+
+def main() -> int:
+    mode = sys.argv[1] if len(sys.argv) > 1 else "bench"
+    try:
+        if mode == "soak":
+            res = run_soak()
+            return 0 if res["equal"] and res["vm_failures"] == 0 else 1
+        res = run_bench()
+        write_results(res)
+        return 0
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

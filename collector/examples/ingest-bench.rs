@@ -1,0 +1,213 @@
+//! Load generator for `make bench`: posts batches of sealed audit records (valid MACs, one hash
+//! chain per sender, as one filter VM would send them) to a running collector and reports how
+//! many records per second it acknowledged. The collector acknowledges a batch only after its
+//! transaction committed, so acknowledged means durable.
+//!
+//! `ingest-bench --port PORT --key KEYID:HEX --seconds S [--senders N] [--batch B]`
+//! prints one JSON line: {"records": .., "seconds": .., "records_per_s": .., "batch": ..}.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hipaa_core::audit::{
+    Action, Actor, AuditRecord, ChainWriter, Decision, MacKey, Operation, Outcome, Resource, Source,
+};
+
+struct Args {
+    port: u16,
+    key: String,
+    seconds: u64,
+    senders: usize,
+    batch: usize,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        port: 0,
+        key: String::new(),
+        seconds: 5,
+        senders: 4,
+        batch: 200,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--port" => a.port = num(&value)? as u16,
+            "--key" => a.key = value,
+            "--seconds" => a.seconds = num(&value)?,
+            "--senders" => a.senders = num(&value)? as usize,
+            "--batch" => a.batch = num(&value)? as usize,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if a.port == 0 || a.key.is_empty() {
+        return Err("--port and --key are required".into());
+    }
+    Ok(a)
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// An access record like the audit filter writes for a clinician reading a patient record.
+fn access(n: u64, sender: usize) -> AuditRecord {
+    let mut r = AuditRecord::access(now_millis(), Some(format!("bench-{sender}-{n}")));
+    r.actor = Some(Actor {
+        subject: Some(format!("dr-{}", n % 50)),
+        roles: Some(vec!["clinician".into()]),
+        session: Some(format!("s-{}", n % 50)),
+        amr: Some(vec!["pwd".into(), "otp".into()]),
+        peer: None,
+    });
+    r.action = Some(Action {
+        method: "GET".into(),
+        path: format!("/fhir/Patient/{}", n % 1000),
+        route: Some("patient-record".into()),
+        operation: Operation::Read,
+    });
+    r.resource = Some(Resource {
+        patient: Some(format!("{}", n % 1000)),
+        resource_type: Some("Patient".into()),
+    });
+    r.source = Some(Source {
+        ip: Some("10.1.2.3".into()),
+        user_agent: Some("ingest-bench".into()),
+        tls: Some("TLSv1.3".into()),
+    });
+    r.outcome = Some(Outcome {
+        decision: Decision::Allow,
+        status: 200,
+        reason: None,
+        bytes: 512,
+        duration_ms: 1,
+    });
+    r
+}
+
+/// POST one batch on a keep-alive connection; the HTTP status.
+fn post(conn: &mut BufReader<TcpStream>, body: &[u8]) -> Result<u16, String> {
+    let head = format!(
+        "POST /v1/records HTTP/1.1\r\nHost: audit-collector\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let s = conn.get_mut();
+    s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(body).map_err(|e| e.to_string())?;
+    let mut status_line = String::new();
+    conn.read_line(&mut status_line)
+        .map_err(|e| e.to_string())?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or(format!("bad status line {status_line:?}"))?;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).map_err(|e| e.to_string())?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut rest = vec![0u8; length];
+    conn.read_exact(&mut rest).map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+fn sender(
+    i: usize,
+    a: &Args,
+    stop: &AtomicBool,
+    acked: &AtomicU64,
+    started: &AtomicBool,
+) -> Result<(), String> {
+    let key = MacKey::parse(&a.key).map_err(|e| e.to_string())?;
+    let chain_id = format!("{:032x}", (now_millis() as u128) << 16 | i as u128);
+    let (mut writer, start) =
+        ChainWriter::start(chain_id, key, now_millis()).map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect(("127.0.0.1", a.port)).map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut conn = BufReader::new(stream);
+    let mut pending = vec![serde_json::to_value(&start).map_err(|e| e.to_string())?];
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        while pending.len() < a.batch {
+            let sealed = writer.seal(access(n, i)).map_err(|e| e.to_string())?;
+            pending.push(serde_json::to_value(&sealed).map_err(|e| e.to_string())?);
+            n += 1;
+        }
+        let body = serde_json::to_vec(&pending).map_err(|e| e.to_string())?;
+        match post(&mut conn, &body)? {
+            200 => {
+                if started.load(Ordering::Relaxed) {
+                    acked.fetch_add(pending.len() as u64, Ordering::Relaxed);
+                }
+                pending.clear();
+            }
+            503 => std::thread::sleep(Duration::from_millis(5)),
+            other => return Err(format!("collector answered {other}")),
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let a = match args() {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            eprintln!("ingest-bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..a.senders)
+        .map(|i| {
+            let (a, stop, acked, started) =
+                (a.clone(), stop.clone(), acked.clone(), started.clone());
+            std::thread::spawn(move || sender(i, &a, &stop, &acked, &started))
+        })
+        .collect();
+    // One second of warm-up, then the measured window.
+    std::thread::sleep(Duration::from_secs(1));
+    started.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(a.seconds));
+    let records = acked.load(Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("ingest-bench: a sender failed: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+            Err(_) => return std::process::ExitCode::FAILURE,
+        }
+    }
+    println!(
+        "{{\"records\": {records}, \"seconds\": {secs:.3}, \"records_per_s\": {:.1}, \"batch\": {}, \"senders\": {}}}",
+        records as f64 / secs,
+        a.batch,
+        a.senders
+    );
+    std::process::ExitCode::SUCCESS
+}
