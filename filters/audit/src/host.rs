@@ -70,8 +70,8 @@ pub fn header_pairs(map: MapType) -> Vec<(String, Vec<u8>)> {
     hostcalls::get_map_bytes(map).unwrap_or_default()
 }
 
-/// A header from [`header_pairs`], as [`header`] would answer it: the first value of that name;
-/// a value that is not UTF-8 is treated as absent.
+/// A header from [`header_pairs`], as [`header`] would answer it; values that are not UTF-8
+/// are left out.
 pub fn lookup(pairs: &[(String, Vec<u8>)], name: &str) -> Option<String> {
     // A repeated header reads as its values joined by commas, as Envoy's single-header call
     // hands it over (so the record sees what the upstream sees).
