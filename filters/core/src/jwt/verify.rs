@@ -2,7 +2,7 @@
 //! the signature, then the claims. Nothing from the payload is returned unless the signature
 //! held and every claim rule passed.
 
-use super::keys::{Key, KeySet, Verifier};
+use super::keys::{Key, Verifier};
 use super::{claims, token, ProviderKeys, TokenError, VerifiedToken};
 use crate::policy::schema::{Algorithm, Identity};
 
@@ -50,7 +50,7 @@ pub fn verify_token(
 #[cfg(test)]
 pub(crate) fn verify_signature(
     token: &str,
-    keys: &KeySet,
+    keys: &super::KeySet,
     allowed: &[Algorithm],
 ) -> Result<Vec<u8>, TokenError> {
     let jws = token::parse_jws(token)?;
