@@ -61,11 +61,77 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip1 $(addprefix -p hipaa-,$(FILTERS)) -- -D warnings
 
+# ---------------------------------------------------------------- hardening: fuzzing, supply chain
+# Cargo tools (cargo-fuzz, cargo-deny, cargo-audit), each installed once if missing, and the fuzz
+# build, both kept outside the clone: CI runs on a fresh clone, and building the three tools and
+# the instrumented fuzz tree from nothing costs more than the rest of `make test` together.
+HARDENING_CACHE ?= $(HOME)/.cache/hipaa-mesh
+CARGO_TOOLS ?= $(HARDENING_CACHE)/cargo-bin
+FUZZ_TARGET_DIR ?= $(HARDENING_CACHE)/fuzz-target
+export PATH := $(CARGO_TOOLS)/bin:$(PATH)
+FUZZ_TARGETS := jwt_verify jwks_load policy_parse route_match audit_record collector_ingest
+# `make fuzz`: seconds per target (override: make fuzz FUZZ_SECONDS=3600).
+FUZZ_SECONDS ?= 300
+# `make fuzz-short` (part of `make test`): seconds per target, about a minute in all.
+FUZZ_SHORT_SECONDS ?= 10
+# cargo fuzz needs nightly rustc flags: the nightly toolchain if installed, else the pinned one
+# with RUSTC_BOOTSTRAP (no network needed either way).
+FUZZ_CARGO = $(shell if rustup run nightly rustc --version >/dev/null 2>&1; then echo "cargo +nightly"; else echo "env RUSTC_BOOTSTRAP=1 cargo"; fi)
+# No sanitizer: the code under test has no `unsafe` (denied workspace-wide), and an
+# uninstrumented-runtime build is several minutes faster on two cores.
+FUZZ_FLAGS := --fuzz-dir fuzz --sanitizer none --target-dir $(FUZZ_TARGET_DIR)
+FUZZ_RUN_FLAGS := -rss_limit_mb=2048 -max_len=16384 -timeout=10 -print_final_stats=1
+
+.PHONY: fuzz-tools supply-chain-tools fuzz-build fuzz-replay fuzz fuzz-short supply-chain
+
+fuzz-tools:
+	@[ -x "$(CARGO_TOOLS)/bin/cargo-fuzz" ] || cargo install --locked cargo-fuzz --root "$(CARGO_TOOLS)"
+
+supply-chain-tools:
+	@for tool in cargo-deny cargo-audit; do \
+	  [ -x "$(CARGO_TOOLS)/bin/$$tool" ] || nice -n 10 cargo install --locked $$tool --root "$(CARGO_TOOLS)" || exit 1; \
+	done
+
+fuzz-build: fuzz-tools
+	nice -n 10 $(FUZZ_CARGO) fuzz build $(FUZZ_FLAGS)
+
+# The committed corpus seeds and crash regressions through the same entry points (plain cargo test).
+fuzz-replay:
+	CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR)/replay nice -n 10 cargo test --manifest-path fuzz/Cargo.toml --lib
+
+# Each target in turn for FUZZ_SECONDS; a crash stops the run and leaves its input in
+# fuzz/artifacts/TARGET/ (move it to fuzz/regressions/TARGET/ once fixed).
+fuzz: fuzz-build fuzz-replay
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_CARGO) fuzz run $(FUZZ_FLAGS) $$t -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_RUN_FLAGS) || exit 1; \
+	done
+
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SHORT_SECONDS)
+
+# Licences, sources and bans always; advisories when the RustSec database can be had. It lives
+# on GitHub: where that is unreachable and no local copy exists, the advisory check says so
+# loudly (and fails with SUPPLY_CHAIN_STRICT=1) instead of passing silently.
+supply-chain: supply-chain-tools
+	cargo deny check licenses bans sources
+	@if cargo deny fetch db >/dev/null 2>&1; then \
+	  cargo deny check advisories && cargo audit --deny warnings --ignore RUSTSEC-2023-0071; \
+	elif [ -d "$$HOME/.cargo/advisory-db/crates" ] && ls -d "$$HOME"/.cargo/advisory-dbs/*/crates >/dev/null 2>&1; then \
+	  echo "supply-chain: WARNING: the RustSec advisory database could not be fetched; checking against the copy on disk, which may be stale"; \
+	  cargo deny check --disable-fetch advisories && cargo audit --no-fetch --stale --deny warnings --ignore RUSTSEC-2023-0071; \
+	else \
+	  echo "supply-chain: ADVISORIES NOT CHECKED: the RustSec advisory database (github.com/RustSec/advisory-db) cannot be fetched from this machine and no local copy exists"; \
+	  [ -z "$(SUPPLY_CHAIN_STRICT)" ] || exit 1; \
+	fi
+
 test: setup
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-wasm
 	@$(MAKE) --no-print-directory e2e
 	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory fuzz-short
+	@$(MAKE) --no-print-directory supply-chain
 
 demo: setup build
 	@scripts/demo.sh

@@ -424,6 +424,11 @@ fn okp_key(
         })?;
     let key =
         ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| KeyProblem::InvalidEd25519)?;
+    // Decompression accepts non-canonical encodings (y >= p, or a sign bit on x = 0); RFC 8032
+    // 5.1.3 requires the canonical one, so the point must re-encode to exactly these bytes.
+    if key.to_edwards().compress().to_bytes() != bytes {
+        return Err(KeyProblem::InvalidEd25519);
+    }
     if key.is_weak() {
         return Err(KeyProblem::WeakEd25519);
     }

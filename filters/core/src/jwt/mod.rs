@@ -19,7 +19,11 @@ mod token;
 mod verify;
 
 #[cfg(test)]
+mod known_answers;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod weak_keys;
 
 pub use claims::MAX_NUMERIC_DATE;
 pub use keys::{JwksError, KeyProblem, KeyRef, KeySet, MAX_JWKS_BYTES, MAX_RSA_BITS, MIN_RSA_BITS};

@@ -15,6 +15,19 @@ pub const MAX_TOKEN_BYTES: usize = 8192;
 /// Header members that carry or point at a key: never used, never fetched (RFC 8725 3.10).
 const KEY_MEMBERS: [&str; 4] = ["jwk", "jku", "x5u", "x5c"];
 
+/// A compact JWS split, its header checked, its payload decoded, its signature not yet checked.
+#[derive(Debug)]
+pub(crate) struct Jws<'t> {
+    pub(crate) alg: Algorithm,
+    pub(crate) kid: Option<String>,
+    /// The payload octets (any bytes; a JWT's are a JSON object).
+    pub(crate) payload: Vec<u8>,
+    /// `header.payload`, the bytes the signature covers.
+    pub(crate) signing_input: &'t str,
+    /// The third segment, base64url (checked to decode).
+    pub(crate) signature: &'t str,
+}
+
 /// A token split and parsed, its signature not yet checked.
 #[derive(Debug)]
 pub(crate) struct Parsed<'t> {
@@ -27,7 +40,8 @@ pub(crate) struct Parsed<'t> {
     pub(crate) signature: &'t str,
 }
 
-pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
+/// The compact form and the header rules, for any payload.
+pub(crate) fn parse_jws(token: &str) -> Result<Jws<'_>, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::TooLarge);
     }
@@ -37,24 +51,37 @@ pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
         _ => return Err(TokenError::Malformed),
     }
     let mut segments = token.splitn(3, '.');
-    let (Some(header), Some(payload), Some(signature)) =
+    let (Some(header), Some(payload_b64), Some(signature)) =
         (segments.next(), segments.next(), segments.next())
     else {
         return Err(TokenError::Malformed);
     };
     // The header first, so `alg: none` is named as such even with an empty signature.
-    let (alg, kid) = header_rules(&object(header)?)?;
-    let claims = object(payload)?;
+    let (alg, kid) = header_rules(&object(&decode(header)?)?)?;
+    let payload = decode(payload_b64)?;
     decode(signature)?;
     let signing_input = token
-        .get(..header.len() + 1 + payload.len())
+        .get(..header.len() + 1 + payload_b64.len())
         .ok_or(TokenError::Malformed)?;
-    Ok(Parsed {
+    Ok(Jws {
         alg,
         kid,
-        claims,
+        payload,
         signing_input,
         signature,
+    })
+}
+
+/// A JWT: a JWS whose payload is a strict JSON object of claims.
+pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
+    let jws = parse_jws(token)?;
+    let claims = object(&jws.payload)?;
+    Ok(Parsed {
+        alg: jws.alg,
+        kid: jws.kid,
+        claims,
+        signing_input: jws.signing_input,
+        signature: jws.signature,
     })
 }
 
@@ -90,8 +117,8 @@ fn header_rules(header: &Map<String, Value>) -> Result<(Algorithm, Option<String
     Ok((alg, kid))
 }
 
-fn object(segment: &str) -> Result<Map<String, Value>, TokenError> {
-    parse_object(&decode(segment)?).map_err(|e| match e {
+fn object(bytes: &[u8]) -> Result<Map<String, Value>, TokenError> {
+    parse_object(bytes).map_err(|e| match e {
         JsonError::DuplicateMember => TokenError::DuplicateMember,
         JsonError::Syntax | JsonError::NotObject => TokenError::Malformed,
     })

@@ -44,6 +44,24 @@ pub fn verify_token(
     })
 }
 
+/// The signature alone, for any JWS payload (RFC 7515 and RFC 7520 examples are not JWTs):
+/// the same compact-form and header rules, key selection and signature check as
+/// [`verify_token`], no claims. Returns the payload octets. Used by the known-answer tests.
+#[cfg(test)]
+pub(crate) fn verify_signature(
+    token: &str,
+    keys: &super::KeySet,
+    allowed: &[Algorithm],
+) -> Result<Vec<u8>, TokenError> {
+    let jws = token::parse_jws(token)?;
+    if !allowed.contains(&jws.alg) {
+        return Err(TokenError::AlgNotAllowed);
+    }
+    let key = keys.select(jws.kid.as_deref(), jws.alg)?;
+    check_signature(key, jws.alg, jws.signing_input, jws.signature)?;
+    Ok(jws.payload)
+}
+
 fn check_signature(
     key: &Key,
     alg: Algorithm,
