@@ -88,13 +88,7 @@ pub fn warnings(doc: &PolicyDocument, opts: &EnvoyOptions) -> Vec<String> {
 
 pub fn render(doc: &PolicyDocument, opts: &EnvoyOptions) -> Result<Vec<Rendered>, String> {
     let spec_json = serde_json::to_string(&doc.spec).map_err(|e| e.to_string())?;
-    let key_env = doc
-        .spec
-        .audit
-        .as_ref()
-        .map_or(hipaa_core::integrity::DEFAULT_KEY_ENV, |a| {
-            a.mac_key_env.as_str()
-        });
+    let key_env = crate::render_istio::mac_key_env(doc);
     let filters = |chain: &[&str], side: &str| -> Vec<Value> {
         let mut filters: Vec<Value> = chain
             .iter()

@@ -89,13 +89,7 @@ pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>
     let name = &doc.metadata.name;
     let ns = &doc.metadata.namespace;
     let spec = serde_json::to_value(&doc.spec).map_err(|e| e.to_string())?;
-    let key_env = doc
-        .spec
-        .audit
-        .as_ref()
-        .map_or(hipaa_core::integrity::DEFAULT_KEY_ENV, |a| {
-            a.mac_key_env.as_str()
-        });
+    let key_env = mac_key_env(doc);
 
     let mut plugins = Vec::new();
     for (position, (module, priority)) in MODULES.iter().enumerate() {
@@ -244,6 +238,16 @@ pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>
                 + &yaml_out::documents(&egress),
         },
     ])
+}
+
+/// The environment variable the filters read the record-MAC key from (never the key itself).
+pub fn mac_key_env(doc: &PolicyDocument) -> &str {
+    doc.spec
+        .audit
+        .as_ref()
+        .map_or(hipaa_core::integrity::DEFAULT_KEY_ENV, |a| {
+            a.mac_key_env.as_str()
+        })
 }
 
 fn metadata(resource: &str, ns: &str, policy: &str, annotations: Value) -> Value {

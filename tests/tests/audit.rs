@@ -444,7 +444,15 @@ fn collector_outage_fails_closed_while_full_and_loses_nothing() {
         s.envoy.counter("wasmcustom.hipaa_audit.buffer_full_503"),
         11
     );
-    assert!(s.envoy.counter("wasmcustom.hipaa_audit.batches.retried") >= 1);
+    // The failed batches are retried (with backoff) while the collector is down.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.envoy.counter("wasmcustom.hipaa_audit.batches.retried") < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no batch was retried in 15 s of collector outage"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Back up: everything that was not refused arrives; requests flow again.
     s.collector.restart();
