@@ -147,8 +147,16 @@ impl Envoy {
 
     /// Start Envoy and wait until it is ready to serve.
     pub fn start(topology: &Topology) -> Envoy {
+        Envoy::start_edited(topology, |_| {})
+    }
+
+    /// Start Envoy from the topology's configuration after `edit` changed it (e.g. a
+    /// `failure_policy`, an extra filter, `use_remote_address`), and wait until it is ready.
+    pub fn start_edited(topology: &Topology, edit: impl FnOnce(&mut Value)) -> Envoy {
         let dir = TempDir::new("envoy");
-        let mut proc = Envoy::spawn(&topology.config(), topology.concurrency, &dir);
+        let mut config = topology.config();
+        edit(&mut config);
+        let mut proc = Envoy::spawn(&config, topology.concurrency, &dir);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if !proc.alive() {
@@ -198,6 +206,16 @@ impl Envoy {
             &[],
         );
         stats
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A counter or gauge from the admin `/stats`, 0 when absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        http::get(self.admin_port, "/stats", &[])
             .body
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))

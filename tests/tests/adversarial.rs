@@ -77,7 +77,7 @@ fn stack(filters: &[&'static str]) -> Stack {
     // hops, as in the plain test Topology) the downstream address — the `source.address`
     // attribute the audit filter records as `source.ip` — is the last X-Forwarded-For entry, so
     // a client could write its own; the spoofing tests below would catch that.
-    let envoy = EditedEnvoy::start(&t, |c| {
+    let envoy = EditedEnvoy::start_edited(&t, |c| {
         connection_manager(c)["use_remote_address"] = json!(true);
     });
     Stack {

@@ -622,7 +622,7 @@ fn vm_failure_stack(policy: &str) -> (Keys, Collector, Upstream, EditedEnvoy, Te
     let p = spec(json!({"inline": keys.jwks()}), 20_000);
     let mut topo = topology(&p, &collector, collector.port, upstream.port);
     topo.concurrency = 1;
-    let envoy = EditedEnvoy::start(&topo, |c| with_trap(c, &trap, policy));
+    let envoy = EditedEnvoy::start_edited(&topo, |c| with_trap(c, &trap, policy));
     (keys, collector, upstream, envoy, dir)
 }
 
