@@ -911,7 +911,9 @@ def markdown(res: dict, targets: list[dict]) -> str:
               f"{fmt_spread(f['alone']['median'] and f['alone'])} req/s; next to a flood of forged "
               f"RS256 tokens (known kid, bad signature, each one new, {s['connections'] // 2} "
               f"connections): {fmt_spread(f['under_flood'])} req/s, while the flood got "
-              f"{fmt_spread(f['forged_rps'])} 401s/s.", ""]
+              f"{fmt_spread(f['forged_rps'])} refusals/s (401 `bad_signature` while the "
+              f"per-worker failure budget lasts, then 429 `verification_shed`: "
+              f"`identity.signatureFailureBudget`, default 20/s, burst 40).", ""]
     mem = res["memory_2_workers"]
     lines += ["## Memory, sizes, start", "",
               f"Envoy RSS with 2 workers after load: bare {mem['bare']['rss_mb']:.1f} MB, "

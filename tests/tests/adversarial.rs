@@ -30,7 +30,9 @@ fn spec() -> Value {
                 "jwks": {"inline": ""}, "algorithms": ["RS256", "ES256", "EdDSA"],
                 "maxTokenLifetimeSeconds": 3600
             }],
-            "sharedAccounts": {"denySubjects": ["admin", "shared"]}
+            "sharedAccounts": {"denySubjects": ["admin", "shared"]},
+            // Every case must reach its own check; the flood budget has its own test (authn.rs).
+            "signatureFailureBudget": {"perSecond": 1000, "burst": 1000}
         },
         "routes": [
             {"name": "health", "match": {"path": "/healthz"}, "public": true, "allowPlaintext": true},

@@ -509,6 +509,72 @@ fn a_repeat_token_is_served_from_the_cache() {
 }
 
 #[test]
+fn a_forged_token_flood_is_shed_while_cached_sessions_keep_working() {
+    let keys = Keys::generate();
+    let upstream = Upstream::start();
+    let mut policy = spec(json!({"inline": keys.jwks()}), 900);
+    policy["identity"]["signatureFailureBudget"] = json!({"perSecond": 1, "burst": 2});
+    let mut topology = Topology::new(
+        upstream.port,
+        vec![Filter {
+            name: "authn",
+            config: policy.to_string(),
+        }],
+    );
+    // One worker: the budget and the token cache are per worker VM.
+    topology.concurrency = 1;
+    let s = Stack {
+        envoy: Envoy::start(&topology),
+        keys,
+        _upstream: upstream,
+    };
+    let good = s.keys.clinician("frank");
+    assert_eq!(get_patient(&s, &good).status, 200);
+
+    // A rogue key under the IdP's kid: each token reaches the signature check and fails.
+    let rogue = Keys::generate();
+    let forged = rogue.token(&[
+        "--sub",
+        "frank",
+        "--roles",
+        "clinician",
+        "--amr",
+        "otp",
+        "--sid",
+        "s",
+        "--kid",
+        "demo-rsa",
+    ]);
+    let mut refused = 0;
+    let shed = loop {
+        let r = get_patient(&s, &forged);
+        if r.status == 429 {
+            break r;
+        }
+        assert_denied(&r, 401, "invalid_token", Some(&forged));
+        refused += 1;
+        assert!(refused <= 10, "the budget never ran out");
+    };
+    assert!(refused >= 2, "shed before the burst was spent ({refused})");
+    assert_denied(&shed, 429, "temporarily_unavailable", Some(&forged));
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert!(
+        s.envoy
+            .counter("wasmcustom.hipaa_authn.deny.verification_shed")
+            >= 1
+    );
+
+    // The identity verified before the flood is still served from the cache.
+    let r = get_patient(&s, &good);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Once the budget refills, a new valid token is checked and passes.
+    std::thread::sleep(Duration::from_millis(2100));
+    let fresh = s.keys.clinician("grace");
+    let r = get_patient(&s, &fresh);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
 fn a_bad_policy_is_refused_at_start_naming_the_key() {
     let keys = Keys::generate();
     let mut bad = spec(json!({"inline": keys.jwks()}), 900);

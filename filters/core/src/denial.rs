@@ -30,6 +30,10 @@ pub enum Denial {
     Transport(&'static str),
     // 405
     HardDelete,
+    /// A new token arrived while the failed-signature budget was spent (a forged-token flood):
+    /// not checked, to be retried. 429 (RFC 6585) rather than 503: the flood is traffic, not a
+    /// failure of the mesh, and a client backs off on either.
+    VerificationShed,
     // 503
     AuditUnavailable,
 }
@@ -62,6 +66,7 @@ impl Denial {
             | Denial::RouteDenied
             | Denial::Transport(_) => 403,
             Denial::HardDelete => 405,
+            Denial::VerificationShed => 429,
             Denial::AuditUnavailable => 503,
         }
     }
@@ -75,7 +80,7 @@ impl Denial {
             }
             d if d.status() == 401 => "invalid_token",
             Denial::HardDelete => "method_not_allowed",
-            Denial::AuditUnavailable => "temporarily_unavailable",
+            Denial::AuditUnavailable | Denial::VerificationShed => "temporarily_unavailable",
             _ => "access_denied",
         }
     }
@@ -99,6 +104,7 @@ impl Denial {
             Denial::Transport(code) => code,
             Denial::HardDelete => "hard_delete",
             Denial::AuditUnavailable => "audit_unavailable",
+            Denial::VerificationShed => "verification_shed",
         }
     }
 
@@ -128,6 +134,7 @@ impl Denial {
             Denial::Transport(_) => "the connection or destination is not allowed",
             Denial::HardDelete => "records on this route may only be soft-deleted",
             Denial::AuditUnavailable => "the audit trail cannot record this request right now",
+            Denial::VerificationShed => "too many invalid tokens lately; retry shortly",
         }
     }
 
@@ -159,7 +166,7 @@ impl Denial {
         if *self == Denial::HardDelete {
             headers.push(("allow".into(), allow.join(", ")));
         }
-        if *self == Denial::AuditUnavailable {
+        if matches!(self, Denial::AuditUnavailable | Denial::VerificationShed) {
             headers.push(("retry-after".into(), "1".into()));
         }
         let body = json!({

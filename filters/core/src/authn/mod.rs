@@ -5,6 +5,7 @@
 //! cache), a session store and the clock, and returns a `Verdict`. The filter shell only
 //! gathers the facts and applies the verdict.
 
+pub mod failure_budget;
 pub mod jwks_schedule;
 pub mod session;
 pub mod token_cache;
@@ -14,6 +15,7 @@ use crate::headers;
 use crate::jwt::{self, KeySet, ProviderKeys, TokenError, VerifiedToken};
 use crate::policy::{Identity, Policy};
 use crate::routes::{RouteClass, RouteMatch};
+use failure_budget::FailureBudget;
 use session::{SessionKey, SessionState};
 use token_cache::{token_hash, TokenCache};
 
@@ -102,11 +104,12 @@ impl Verdict {
     }
 }
 
-/// Keys per provider and the verified-token cache of one worker VM.
+/// Keys per provider, the verified-token cache and the failed-signature budget of one worker VM.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     keys: Vec<Option<KeySet>>,
     cache: TokenCache,
+    failures: FailureBudget,
 }
 
 impl Authenticator {
@@ -114,6 +117,7 @@ impl Authenticator {
         Authenticator {
             keys: policy.inline_keys.clone(),
             cache: TokenCache::new(policy.spec.identity.token_cache_size as usize),
+            failures: FailureBudget::new(policy.spec.identity.signature_failure_budget),
         }
     }
 
@@ -153,7 +157,13 @@ impl Authenticator {
                 keys: keys.as_ref(),
             })
             .collect();
-        let result = jwt::verify_token(token, identity, &providers, now);
+        let failures = &mut self.failures;
+        let result = jwt::verify_token_gated(token, identity, &providers, now, &mut || {
+            failures.allows_check(now)
+        });
+        if result == Err(TokenError::BadSignature) {
+            self.failures.spend(now);
+        }
         if let Ok(verified) = &result {
             let skew = identity
                 .providers
@@ -195,6 +205,7 @@ pub fn decide(
     verdict.cache = cache;
     let claims = match result {
         Ok(claims) => claims,
+        Err(TokenError::SignatureShed) => return verdict.deny(Denial::VerificationShed),
         Err(err) => {
             verdict.refetch_jwks = err == TokenError::UnknownKid;
             return verdict.deny(Denial::InvalidToken(err.code()));

@@ -542,3 +542,98 @@ fn new_keys_drop_cached_identities() {
     h.auth.set_keys(0, keys);
     assert_eq!(h.auth.cached_tokens(), 0);
 }
+
+/// A token with a known `kid` and a signature that does not verify (one new per call).
+fn forged(n: u64) -> String {
+    let t = with_claim("jti", json!(format!("forged-{n}")));
+    let (head, sig) = t.rsplit_once('.').unwrap();
+    let mut sig = B64.decode(sig).unwrap();
+    sig[0] ^= 1;
+    format!("{head}.{}", B64.encode(sig))
+}
+
+fn budget_policy(per_second: u32, burst: u32) -> Policy {
+    policy_with(|spec| {
+        spec["identity"]["signatureFailureBudget"] =
+            json!({"perSecond": per_second, "burst": burst});
+    })
+}
+
+#[test]
+fn a_forged_token_flood_is_shed_once_the_failure_budget_is_spent() {
+    let mut h = Harness::new(budget_policy(1, 3));
+    for n in 0..3 {
+        assert_eq!(
+            h.get(&forged(n)).denial,
+            Some(Denial::InvalidToken("bad_signature"))
+        );
+    }
+    // The bucket is empty: the next new token is not checked at all, valid or not.
+    let shed = h.get(&forged(3));
+    assert_eq!(shed.denial, Some(Denial::VerificationShed));
+    assert_eq!(shed.cache, CacheOutcome::Miss);
+    let reply = Denial::VerificationShed.reply("r-1", &[]);
+    assert_eq!(reply.status, 429);
+    assert!(reply
+        .headers
+        .iter()
+        .any(|(k, v)| k == "retry-after" && v == "1"));
+    assert!(reply.body.contains("temporarily_unavailable"));
+    assert_eq!(
+        h.get(&token(&claims())).denial,
+        Some(Denial::VerificationShed)
+    );
+}
+
+#[test]
+fn cached_tokens_keep_working_while_new_ones_are_shed() {
+    let mut h = Harness::new(budget_policy(1, 1));
+    let valid = token(&claims());
+    assert!(h.get(&valid).allowed());
+    assert_eq!(
+        h.get(&forged(0)).denial,
+        Some(Denial::InvalidToken("bad_signature"))
+    );
+    assert_eq!(h.get(&forged(1)).denial, Some(Denial::VerificationShed));
+    let v = h.get(&valid);
+    assert!(v.allowed(), "{v:?}");
+    assert_eq!(v.cache, CacheOutcome::Hit);
+}
+
+#[test]
+fn the_budget_refills_and_successes_and_cheap_refusals_spend_nothing() {
+    let mut h = Harness::new(budget_policy(1, 1));
+    // Valid new tokens and tokens refused before the signature check leave the bucket alone.
+    for n in 0..5 {
+        assert!(h
+            .get(&with_claim("jti", json!(format!("ok-{n}"))))
+            .allowed());
+        assert_eq!(h.get("not.a.token").denial.map(|d| d.status()), Some(401));
+    }
+    assert_eq!(
+        h.get(&forged(0)).denial,
+        Some(Denial::InvalidToken("bad_signature"))
+    );
+    assert_eq!(h.get(&forged(1)).denial, Some(Denial::VerificationShed));
+    // A second later the bucket holds one check again: a valid new token gets it.
+    let fresh = with_claim("jti", json!("after-refill"));
+    let v = h.run(
+        "GET",
+        "/fhir/Patient/1",
+        &[&format!("Bearer {fresh}")],
+        None,
+        NOW + 1,
+    );
+    assert!(v.allowed(), "{v:?}");
+}
+
+#[test]
+fn a_zero_rate_turns_the_budget_off() {
+    let mut h = Harness::new(budget_policy(0, 0));
+    for n in 0..50 {
+        assert_eq!(
+            h.get(&forged(n)).denial,
+            Some(Denial::InvalidToken("bad_signature"))
+        );
+    }
+}

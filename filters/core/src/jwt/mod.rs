@@ -28,7 +28,7 @@ mod weak_keys;
 pub use claims::MAX_NUMERIC_DATE;
 pub use keys::{JwksError, KeyProblem, KeyRef, KeySet, MAX_JWKS_BYTES, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use token::MAX_TOKEN_BYTES;
-pub use verify::verify_token;
+pub use verify::{verify_token, verify_token_gated};
 
 use crate::policy::schema::Provider;
 
@@ -87,6 +87,8 @@ pub enum TokenError {
     KeyAlgMismatch,
     #[error("token signature is not valid")]
     BadSignature,
+    #[error("too many failed signature checks lately; the token was not checked")]
+    SignatureShed,
     #[error("token has expired")]
     Expired,
     #[error("token is not valid yet (`nbf`)")]
@@ -121,6 +123,7 @@ impl TokenError {
             TokenError::KeyNotUsable => "key_not_usable",
             TokenError::KeyAlgMismatch => "key_alg_mismatch",
             TokenError::BadSignature => "bad_signature",
+            TokenError::SignatureShed => "verification_shed",
             TokenError::Expired => "expired",
             TokenError::NotYetValid => "not_yet_valid",
             TokenError::IatInFuture => "iat_in_future",

@@ -13,6 +13,18 @@ pub fn verify_token(
     providers: &[ProviderKeys<'_>],
     now_secs: u64,
 ) -> Result<VerifiedToken, TokenError> {
+    verify_token_gated(token, identity, providers, now_secs, &mut || true)
+}
+
+/// [`verify_token`], asking `may_check_signature` just before the (costly) signature check, once
+/// every cheap rule has passed; `false` refuses the token with [`TokenError::SignatureShed`].
+pub fn verify_token_gated(
+    token: &str,
+    identity: &Identity,
+    providers: &[ProviderKeys<'_>],
+    now_secs: u64,
+    may_check_signature: &mut dyn FnMut() -> bool,
+) -> Result<VerifiedToken, TokenError> {
     let parsed = token::parse(token)?;
     let iss = claims::issuer(&parsed.claims)?;
     let (index, entry) = providers
@@ -26,6 +38,9 @@ pub fn verify_token(
     }
     let keys = entry.keys.ok_or(TokenError::KeysNotLoaded)?;
     let key = keys.select(parsed.kid.as_deref(), parsed.alg)?;
+    if !may_check_signature() {
+        return Err(TokenError::SignatureShed);
+    }
     check_signature(key, parsed.alg, parsed.signing_input, parsed.signature)?;
 
     let times = claims::check_times(&parsed.claims, provider, now_secs)?;

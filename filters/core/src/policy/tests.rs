@@ -371,3 +371,42 @@ fn example_policy_file_parses() {
     assert_eq!(doc.metadata.name, "ehr-api");
     assert_eq!(policy.routes.routes().len(), 3);
 }
+
+#[test]
+fn the_signature_failure_budget_defaults_and_refuses_nonsense() {
+    let p = Policy::from_spec_value(base_spec()).unwrap();
+    let budget = p.spec.identity.signature_failure_budget;
+    assert_eq!((budget.per_second, budget.burst), (20, 40));
+    // Left at its default, it is not written into rendered configs.
+    let rendered = serde_json::to_value(&p.spec).unwrap();
+    assert!(rendered["identity"].get("signatureFailureBudget").is_none());
+
+    let off = with(
+        base_spec(),
+        "/identity/signatureFailureBudget",
+        json!({"perSecond": 0, "burst": 0}),
+    );
+    assert_eq!(errors_for(off), Vec::<String>::new());
+    let errs = errors_for(with(
+        base_spec(),
+        "/identity/signatureFailureBudget",
+        json!({"perSecond": 5, "burst": 0}),
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("spec.identity.signatureFailureBudget.burst: must be between 1"));
+    let errs = errors_for(with(
+        base_spec(),
+        "/identity/signatureFailureBudget",
+        json!({"perSecond": 200000}),
+    ));
+    assert!(
+        errs[0].starts_with("spec.identity.signatureFailureBudget.perSecond:"),
+        "{errs:?}"
+    );
+    let errs = errors_for(with(
+        base_spec(),
+        "/identity/signatureFailureBudget",
+        json!({"perSecnd": 5}),
+    ));
+    assert!(errs[0].contains("unknown field `perSecnd`"), "{errs:?}");
+}

@@ -184,6 +184,19 @@ fn validate_identity(id: &Identity, excepted: &HashSet<Safeguard>, errors: &mut 
             format!("must be between 0 (off) and {}", 1 << 18),
         );
     }
+    let budget = &id.signature_failure_budget;
+    if budget.per_second > 100_000 {
+        errors.push(
+            format!("{p}.signatureFailureBudget.perSecond"),
+            "must be between 0 (off) and 100000",
+        );
+    }
+    if budget.per_second > 0 && (budget.burst == 0 || budget.burst > 1_000_000) {
+        errors.push(
+            format!("{p}.signatureFailureBudget.burst"),
+            "must be between 1 and 1000000 while perSecond is above 0",
+        );
+    }
     if let Some(bg) = &id.break_glass {
         if !is_header_name(&bg.header) {
             errors.push(
