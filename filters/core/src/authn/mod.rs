@@ -11,8 +11,9 @@ pub mod token_cache;
 
 use crate::denial::Denial;
 use crate::headers;
+use crate::jwt::envoy::{self, EnvoyPayload};
 use crate::jwt::{self, KeySet, ProviderKeys, TokenError, VerifiedToken};
-use crate::policy::{Identity, Policy};
+use crate::policy::{Identity, Policy, Verification};
 use crate::routes::{RouteClass, RouteMatch};
 use session::{SessionKey, SessionState};
 use token_cache::{token_hash, TokenCache};
@@ -27,6 +28,9 @@ pub struct RequestFacts {
     pub authorization: Vec<String>,
     /// The break-glass header's value, if present.
     pub break_glass: Option<String>,
+    /// What Envoy's jwt_authn verified for this request (`verification: envoy` providers;
+    /// read with [`jwt::envoy::EnvoyPayload::read`]).
+    pub envoy_payload: Option<EnvoyPayload>,
 }
 
 /// The session store could not be read or written.
@@ -138,10 +142,21 @@ impl Authenticator {
         &mut self,
         token: &str,
         identity: &Identity,
+        envoy_payload: Option<&EnvoyPayload>,
         now: u64,
     ) -> (Result<VerifiedToken, TokenError>, CacheOutcome) {
         let hash = token_hash(token);
         if let Some(hit) = self.cache.get(&hash, now) {
+            // Envoy's proof is asked for on every request, cached or not.
+            let by_envoy = identity
+                .providers
+                .get(hit.provider)
+                .is_some_and(|p| p.verification == Verification::Envoy);
+            if by_envoy {
+                if let Err(err) = envoy::check(envoy_payload, hit) {
+                    return (Err(err), CacheOutcome::Hit);
+                }
+            }
             return (Ok(hit.clone()), CacheOutcome::Hit);
         }
         let providers: Vec<ProviderKeys<'_>> = identity
@@ -153,7 +168,7 @@ impl Authenticator {
                 keys: keys.as_ref(),
             })
             .collect();
-        let result = jwt::verify_token(token, identity, &providers, now);
+        let result = jwt::verify_token_with(token, identity, &providers, now, envoy_payload);
         if let Ok(verified) = &result {
             let skew = identity
                 .providers
@@ -191,7 +206,7 @@ pub fn decide(
         Err(denial) => return verdict.deny(denial),
     };
     let identity = &policy.spec.identity;
-    let (result, cache) = auth.authenticate(token, identity, now);
+    let (result, cache) = auth.authenticate(token, identity, facts.envoy_payload.as_ref(), now);
     verdict.cache = cache;
     let claims = match result {
         Ok(claims) => claims,
@@ -340,5 +355,7 @@ fn list_safe(v: &str) -> bool {
     header_safe(v) && !v.contains(',')
 }
 
+#[cfg(test)]
+mod envoy_tests;
 #[cfg(test)]
 mod tests;

@@ -2,16 +2,32 @@
 //! the signature, then the claims. Nothing from the payload is returned unless the signature
 //! held and every claim rule passed.
 
+use super::envoy::{self, EnvoyPayload};
 use super::keys::{Key, Verifier};
 use super::{claims, token, ProviderKeys, TokenError, VerifiedToken};
-use crate::policy::schema::{Algorithm, Identity};
+use crate::policy::schema::{Algorithm, Identity, Verification};
 
 /// Verify a compact JWS access token against the providers' current keys at `now_secs`.
+/// A token of a `verification: envoy` provider is refused here (no proof from Envoy is given).
 pub fn verify_token(
     token: &str,
     identity: &Identity,
     providers: &[ProviderKeys<'_>],
     now_secs: u64,
+) -> Result<VerifiedToken, TokenError> {
+    verify_token_with(token, identity, providers, now_secs, None)
+}
+
+/// [`verify_token`], with what Envoy's jwt_authn verified for this request. For a provider
+/// with `verification: wasm` the signature is checked here with its keys (`envoy_payload`
+/// is ignored); for `verification: envoy` it is not, and the token passes only when every
+/// other rule holds and `envoy_payload` is this token's payload ([`envoy::check`]).
+pub fn verify_token_with(
+    token: &str,
+    identity: &Identity,
+    providers: &[ProviderKeys<'_>],
+    now_secs: u64,
+    envoy_payload: Option<&EnvoyPayload>,
 ) -> Result<VerifiedToken, TokenError> {
     let parsed = token::parse(token)?;
     let iss = claims::issuer(&parsed.claims)?;
@@ -24,14 +40,16 @@ pub fn verify_token(
     if !provider.algorithms.contains(&parsed.alg) {
         return Err(TokenError::AlgNotAllowed);
     }
-    let keys = entry.keys.ok_or(TokenError::KeysNotLoaded)?;
-    let key = keys.select(parsed.kid.as_deref(), parsed.alg)?;
-    check_signature(key, parsed.alg, parsed.signing_input, parsed.signature)?;
+    if provider.verification == Verification::Wasm {
+        let keys = entry.keys.ok_or(TokenError::KeysNotLoaded)?;
+        let key = keys.select(parsed.kid.as_deref(), parsed.alg)?;
+        check_signature(key, parsed.alg, parsed.signing_input, parsed.signature)?;
+    }
 
     let times = claims::check_times(&parsed.claims, provider, now_secs)?;
     claims::check_audience(&parsed.claims, provider)?;
     let who = claims::identity_claims(&parsed.claims, identity)?;
-    Ok(VerifiedToken {
+    let verified = VerifiedToken {
         provider: index,
         issuer: provider.issuer.clone(),
         subject: who.subject,
@@ -41,7 +59,11 @@ pub fn verify_token(
         auth_time: times.auth_time,
         iat: times.iat,
         exp: times.exp,
-    })
+    };
+    if provider.verification == Verification::Envoy {
+        envoy::check(envoy_payload, &verified)?;
+    }
+    Ok(verified)
 }
 
 /// The signature alone, for any JWS payload (RFC 7515 and RFC 7520 examples are not JWTs):
