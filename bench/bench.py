@@ -100,7 +100,7 @@ def log(msg: str) -> None:
 # ----------------------------------------------------------------------------- tools
 
 
-def ensure_tools() -> None:
+def ensure_tools(need_oha: bool = True) -> None:
     if not shutil.which("wrk"):
         log("installing wrk (apt-get)")
         if subprocess.run(["apt-get", "install", "-y", "-q", "wrk"],
@@ -108,7 +108,7 @@ def ensure_tools() -> None:
             subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
             subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
                            stdout=subprocess.DEVNULL)
-    if not OHA.exists():
+    if need_oha and not OHA.exists():
         log("installing oha (cargo install oha --locked --root .tools/oha); this takes a while once")
         subprocess.run(["nice", "-n", "10", "cargo", "install", "oha", "--locked", "--root",
                         str(OHA.parent.parent)], check=True)
@@ -904,8 +904,8 @@ def envoy_vs_wasm(cpu: dict) -> list[tuple[str, str]]:
 def run_subset(names: list[str]) -> dict:
     """BENCH_CONFIGS: only the named configurations' closed-loop throughput and CPU per
     request (a quick comparison; the full run is `make bench`)."""
-    ensure_tools()
     chosen = [c for c in CONFIGS if c[0] in names]
+    ensure_tools(need_oha=any(c[2] for c in chosen))  # oha only for the mTLS listeners
     unknown = set(names) - {c[0] for c in chosen}
     assert not unknown, f"unknown BENCH_CONFIGS {sorted(unknown)}; known: {[c[0] for c in CONFIGS]}"
     stack = Stack()
