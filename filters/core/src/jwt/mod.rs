@@ -6,11 +6,13 @@
 //! - `token`: the compact form and the header rules (no `none`, no keys in the header, ...).
 //! - `json`: strict JSON (objects only, no duplicate members).
 //! - `claims`: `iss`, `aud`, time claims with clock skew, identity claims.
-//! - `verify`: the pipeline, [`verify_token`].
+//! - `verify`: the pipeline, [`verify_token`] ([`verify_token_with`] for `verification: envoy`).
+//! - `envoy`: the proof that Envoy's jwt_authn verified the token (`verification: envoy`).
 //!
 //! INTERFACE (fixed; other modules call these):
 //! - `KeySet::from_jwks_json(text, allowed_algorithms) -> Result<KeySet, JwksError>`
 //! - `verify_token(token, &identity, &[ProviderKeys], now_secs) -> Result<VerifiedToken, TokenError>`
+//! - `verify_token_with(token, &identity, &[ProviderKeys], now_secs, Option<&EnvoyPayload>)`
 
 mod claims;
 pub mod envoy;

@@ -1,6 +1,7 @@
 //! The verification pipeline: parse, pick the provider by `iss`, pick the key by `kid`, check
 //! the signature, then the claims. Nothing from the payload is returned unless the signature
-//! held and every claim rule passed.
+//! held (checked here, or for `verification: envoy` proved by Envoy's verified payload, which
+//! is checked last) and every claim rule passed.
 
 use super::envoy::{self, EnvoyPayload};
 use super::keys::{Key, Verifier};
