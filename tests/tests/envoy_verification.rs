@@ -29,8 +29,9 @@ fn spec(jwks: &str) -> Value {
 
 /// Envoy's jwt_authn as `policy render --target envoy` writes it for an inline key set:
 /// the token from `Authorization: Bearer`, kept (`forward`), the payload in metadata under
-/// `payload`, and a requirement that never refuses by itself.
-fn jwt_authn(jwks: &str) -> Value {
+/// `payload_key` (`payload`, as rendered and as Istio renders it), and a requirement that
+/// never refuses by itself.
+fn jwt_authn(jwks: &str, payload_key: &str) -> Value {
     json!({
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
@@ -40,7 +41,7 @@ fn jwt_authn(jwks: &str) -> Value {
                 "audiences": [idp::AUDIENCE],
                 "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
                 "forward": true,
-                "payload_in_metadata": "payload",
+                "payload_in_metadata": payload_key,
                 "clock_skew_seconds": 30,
                 "local_jwks": {"inline_string": jwks}
             }},
@@ -59,6 +60,10 @@ struct Stack {
 
 /// authn in envoy mode, with (`native: true`) or without Envoy's jwt_authn in front of it.
 fn stack(native: bool) -> Stack {
+    stack_keyed(native, "payload")
+}
+
+fn stack_keyed(native: bool, payload_key: &str) -> Stack {
     let keys = Keys::generate();
     let upstream = Upstream::start();
     let jwks = keys.jwks();
@@ -75,7 +80,7 @@ fn stack(native: bool) -> Stack {
                 .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters")
                 .and_then(Value::as_array_mut)
                 .unwrap();
-            filters.insert(0, jwt_authn(&jwks));
+            filters.insert(0, jwt_authn(&jwks, payload_key));
         }
     });
     Stack {
@@ -233,4 +238,17 @@ fn without_envoys_jwt_authn_no_token_passes() {
     );
     assert_authn_401(&s, &r, "invalid_token", "unverified_by_envoy", 1);
     assert_eq!(s.envoy.counter("wasmcustom.hipaa_authn.allow"), 0);
+}
+
+#[test]
+fn the_issuer_as_payload_key_is_read_too() {
+    // Older Istio releases stored the payload under the issuer rather than `payload`.
+    let s = stack_keyed(true, idp::ISSUER);
+    let r = call(&s, "/fhir/Patient/1", &clinician(&s.keys, "ES256", "alice"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.echoed_header("x-hipaa-subject").as_deref(), Some("alice"));
+    // Under any other key it is no proof.
+    let s = stack_keyed(true, "somewhere-else");
+    let r = call(&s, "/fhir/Patient/1", &clinician(&s.keys, "ES256", "alice"));
+    assert_authn_401(&s, &r, "invalid_token", "unverified_by_envoy", 0);
 }
