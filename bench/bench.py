@@ -9,6 +9,8 @@ Everything runs in one invocation, on this machine:
          AuthorizationPolicy render to)
   c      the hipaa-mesh chain (audit + authn, collector running), one RS256 token, so cached
   d-*    the chain with a new token on every request (cache misses): RS256, ES256, EdDSA
+  d-envoy-*  d with `verification: envoy`: Envoy's native jwt_authn checks the signature, authn
+         requires its verified payload (dynamic metadata) and enforces the rest: RS256, ES256
   a-tls  bare Envoy on an mTLS listener (the baseline of e)
   e      the full chain, audit + transport + authn, on an mTLS listener (client certificate
          with a SPIFFE id)
@@ -26,6 +28,8 @@ sample upstream (200) and that a missing one is refused (401).
 Environment knobs: BENCH_QUICK=1 (3 repeats of 2 s, for a smoke run), BENCH_REPEATS,
 BENCH_SECONDS (closed-loop seconds per run), BENCH_LAT_SECONDS, BENCH_RATES (e.g. "1000,2000"),
 BENCH_CONNECTIONS, BENCH_TOKENS (distinct tokens per algorithm for the cache-miss runs),
+BENCH_CONFIGS (e.g. "c,d-RS256,d-envoy-RS256": only those closed-loop throughput runs, printed
+and written to bench/results/subset.json; latest.* are left alone),
 SOAK_SECONDS.
 """
 
@@ -96,7 +100,7 @@ def log(msg: str) -> None:
 # ----------------------------------------------------------------------------- tools
 
 
-def ensure_tools() -> None:
+def ensure_tools(need_oha: bool = True) -> None:
     if not shutil.which("wrk"):
         log("installing wrk (apt-get)")
         if subprocess.run(["apt-get", "install", "-y", "-q", "wrk"],
@@ -104,7 +108,7 @@ def ensure_tools() -> None:
             subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
             subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
                            stdout=subprocess.DEVNULL)
-    if not OHA.exists():
+    if need_oha and not OHA.exists():
         log("installing oha (cargo install oha --locked --root .tools/oha); this takes a while once")
         subprocess.run(["nice", "-n", "10", "cargo", "install", "oha", "--locked", "--root",
                         str(OHA.parent.parent)], check=True)
@@ -228,12 +232,13 @@ def make_pki(d: Path) -> None:
 # ----------------------------------------------------------------------------- policy, Envoy configs
 
 
-def policy_spec(jwks: str, with_transport: bool, cache_size: int | None) -> dict:
+def policy_spec(jwks: str, with_transport: bool, cache_size: int | None,
+                verification: str = "wasm") -> dict:
     identity = {
         "providers": [{
             "name": "bench-idp", "issuer": "https://idp.demo.local", "audiences": ["ehr-api"],
             "jwks": {"inline": jwks}, "algorithms": ["RS256", "ES256", "EdDSA"],
-            "maxTokenLifetimeSeconds": 3600,
+            "maxTokenLifetimeSeconds": 3600, "verification": verification,
         }],
         "sharedAccounts": {"denySubjects": ["admin", "shared", "test"]},
         "mfa": {"requiredForRoles": ["clinician", "admin"],
@@ -527,6 +532,22 @@ def summary(xs: list[float]) -> dict:
             "runs": xs}
 
 
+def envoy_verification_filter(jwks: str) -> dict:
+    """Envoy's jwt_authn as `policy render --target envoy` writes it for `verification: envoy`:
+    the token kept for authn, the payload in metadata under `payload`, never refusing."""
+    return {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"bench-idp": {
+            "issuer": "https://idp.demo.local", "audiences": ["ehr-api"],
+            "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+            "forward": True, "payload_in_metadata": "payload", "clock_skew_seconds": 30,
+            "local_jwks": {"inline_string": jwks},
+        }},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+            {"provider_name": "bench-idp"}, {"allow_missing_or_failed": {}}]}}}],
+    }}
+
+
 class Stack:
     """Keys, tokens, PKI, collector, upstream and one Envoy per configuration."""
 
@@ -564,12 +585,16 @@ class Stack:
         if kind == "native":
             return native_filters(self.jwks)
         with_transport = kind == "chain-tls"
-        cache = MISS_CACHE_SIZE if kind == "chain-miss" else None
-        cfg = plugin_config(kind, policy_spec(self.jwks, with_transport, cache))
+        cache = MISS_CACHE_SIZE if kind.startswith("chain-miss") else None
+        verification = "envoy" if kind == "chain-miss-envoy" else "wasm"
+        cfg = plugin_config(kind, policy_spec(self.jwks, with_transport, cache, verification))
         names = ["audit", "transport", "authn"] if with_transport else ["audit", "authn"]
         if kind.startswith("only-"):  # profiling aid: one filter alone
             names = [kind[5:]]
-        return [wasm_filter(n, cfg, self.mac_key) for n in names]
+        filters = [wasm_filter(n, cfg, self.mac_key) for n in names]
+        if verification == "envoy":  # jwt_authn right before authn, as rendered
+            filters.insert(names.index("authn"), envoy_verification_filter(self.jwks))
+        return filters
 
     def envoy(self, name: str, kind: str, tls: bool = False, concurrency: int = 1,
               cpu: str | None = CPU_ENVOY) -> Envoy:
@@ -597,6 +622,10 @@ CONFIGS = [
     ("d-RS256", "chain-miss", False, "RS256", "chain, new RS256 token per request"),
     ("d-ES256", "chain-miss", False, "ES256", "chain, new ES256 token per request"),
     ("d-EdDSA", "chain-miss", False, "EdDSA", "chain, new EdDSA token per request"),
+    ("d-envoy-RS256", "chain-miss-envoy", False, "RS256",
+     "d-RS256 with verification: envoy (native jwt_authn checks the signature)"),
+    ("d-envoy-ES256", "chain-miss-envoy", False, "ES256",
+     "d-ES256 with verification: envoy (native jwt_authn checks the signature)"),
     ("a-tls", "bare", True, None, "bare Envoy, mTLS listener"),
     ("e", "chain-tls", True, "cached", "audit + transport + authn, mTLS listener, cached"),
 ]
@@ -836,6 +865,11 @@ def evaluate(res: dict) -> list[dict]:
         d = cpu[f"d-{alg}"] - cpu["c"]
         target(f"one {alg} signature check in the VM (CPU/request, miss - hit)", round(d),
                f"<= {limit:.0f} µs", d <= limit, "µs")
+    for alg, text in envoy_vs_wasm(cpu):
+        d = cpu[f"d-envoy-{alg}"] - cpu["c"]
+        limit = TARGETS["sig_us"][alg]
+        target(f"one {alg} cache miss with verification: envoy (CPU/request, miss - hit)",
+               text, f"<= {limit:.0f} µs", d <= limit, "")
     f = res["flood"]["under_flood"]["median"] / res["flood"]["alone"]["median"]
     target("valid throughput under a forged-token flood", round(f, 3), ">= 0.50x", f >= 0.5, "x")
     for backend in ("sqlite", "postgres"):
@@ -853,6 +887,71 @@ def evaluate(res: dict) -> list[dict]:
     target("Envoy ready with the chain (worst of its starts)", round(rd, 3), "<= 1.5 s",
            rd <= 1.5, "s")
     return out
+
+
+def envoy_vs_wasm(cpu: dict) -> list[tuple[str, str]]:
+    """Per algorithm: the cache-miss cost over a cached token (Envoy CPU µs per request) with
+    `verification: envoy` against `wasm`, for the configurations that ran."""
+    out = []
+    for alg in ("RS256", "ES256"):
+        if f"d-envoy-{alg}" in cpu and f"d-{alg}" in cpu and "c" in cpu:
+            e, w = cpu[f"d-envoy-{alg}"] - cpu["c"], cpu[f"d-{alg}"] - cpu["c"]
+            out.append((alg, f"{e:,.0f} µs (envoy) vs {w:,.0f} µs (wasm), "
+                             f"{w / e if e > 0 else float('inf'):.1f}× less"))
+    return out
+
+
+def run_subset(names: list[str]) -> dict:
+    """BENCH_CONFIGS: only the named configurations' closed-loop throughput and CPU per
+    request (a quick comparison; the full run is `make bench`)."""
+    chosen = [c for c in CONFIGS if c[0] in names]
+    ensure_tools(need_oha=any(c[2] for c in chosen))  # oha only for the mTLS listeners
+    unknown = set(names) - {c[0] for c in chosen}
+    assert not unknown, f"unknown BENCH_CONFIGS {sorted(unknown)}; known: {[c[0] for c in CONFIGS]}"
+    stack = Stack()
+    tok = token("RS256")
+    token_files = {}
+    for alg in sorted({c[3] for c in chosen if c[3] in ("RS256", "ES256", "EdDSA")}):
+        token_files[alg] = WORK / f"tokens-{alg}.txt"
+        token_files[alg].write_text("\n".join(mint_many(alg, N_TOKENS)) + "\n")
+    envoys = {}
+    for name, kind, tls, _, _ in chosen:
+        envoys[name] = stack.envoy(name, kind, tls)
+        pki = WORK / "pki" if tls else None
+        assert request(envoys[name].port, PATH, tok, pki)[0] == 200, f"{name}: good token"
+        if kind != "bare":
+            assert request(envoys[name].port, PATH, forge(tok), pki)[0] == 401, f"{name}: forged"
+            assert request(envoys[name].port, PATH, None, pki)[0] == 401, f"{name}: no token"
+    log("precheck: good token 200, forged and missing 401 on " + ", ".join(envoys))
+    thr = {n: {"rps": [], "cpu_us": []} for n in envoys}
+    for rep in range(REPEATS):
+        for name, kind, tls, toks, _ in (chosen if rep % 2 == 0 else chosen[::-1]):
+            e = envoys[name]
+            t0 = e.cpu_ticks()
+            if tls:
+                r = oha(e.port, tok, SECONDS, None, WORK / "pki")
+            else:
+                r = wrk(e.port, tok if toks else None, SECONDS,
+                        tokens_file=token_files.get(toks))
+            thr[name]["rps"].append(r["rps"])
+            thr[name]["cpu_us"].append((e.cpu_ticks() - t0) / CLK_TCK * 1e6
+                                       / max(r["requests"], 1))
+        log(f"repeat {rep + 1}/{REPEATS}: " + ", ".join(
+            f"{n} {thr[n]['rps'][-1]:.0f} req/s {thr[n]['cpu_us'][-1]:.0f} µs" for n in thr))
+    for e in envoys.values():
+        e.stop()
+    res = {n: {k: summary(v) for k, v in t.items()} for n, t in thr.items()}
+    cpu = {n: res[n]["cpu_us"]["median"] for n in res}
+    lines = ["| config | req/s | Envoy CPU µs/req |", "|---|---:|---:|"]
+    lines += [f"| {n} | {fmt_spread(res[n]['rps'])} | {fmt_spread(res[n]['cpu_us'])} |"
+              for n in res]
+    lines += [f"- {alg} cache miss over a cached token: {text}" for alg, text in envoy_vs_wasm(cpu)]
+    print("\n".join(lines))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "subset.json").write_text(json.dumps(
+        {"machine": machine(), "repeats": REPEATS, "seconds": SECONDS, "tokens": N_TOKENS,
+         "configs": res, "envoy_vs_wasm": dict(envoy_vs_wasm(cpu))}, indent=1))
+    return res
 
 
 def fmt_spread(s: dict, scale: float = 1.0, digits: int = 0) -> str:
@@ -1101,6 +1200,10 @@ def main() -> int:
         if mode == "soak":
             res = run_soak()
             return 0 if res["equal"] and res["vm_failures"] == 0 else 1
+        subset = [n for n in os.environ.get("BENCH_CONFIGS", "").split(",") if n]
+        if subset:
+            run_subset(subset)
+            return 0
         res = run_bench()
         write_results(res)
         return 0

@@ -12,6 +12,10 @@
 //!     plain HTTP to it (as it would to an Istio sidecar), audit and transport check the host
 //!     against the vendors' BAAs, and Envoy originates TLS 1.2+ to the vendor, validating its
 //!     certificate and name.
+//!   - for providers with `verification: envoy`, Envoy's native `jwt_authn` between transport
+//!     and authn: it checks the signature (remote JWKS through the provider's cluster, or the
+//!     inline set), writes the verified payload into dynamic metadata and never refuses by
+//!     itself (`allow_missing_or_failed`), so authn answers every denial.
 //!   - clusters: the app, the audit collector (**mTLS**: the workload's certificate, the
 //!     collector's identity pinned), each remote JWKS (TLS, name pinned) and each vendor.
 //! - `collector-sidecar.yaml`: the collector's own sidecar, which terminates that mTLS (client
@@ -23,7 +27,7 @@
 
 use crate::render_istio::Rendered;
 use crate::yaml_out;
-use hipaa_core::policy::{PolicyDocument, UnlistedHosts};
+use hipaa_core::policy::{PolicyDocument, UnlistedHosts, Verification};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -109,6 +113,13 @@ pub fn render(doc: &PolicyDocument, opts: &EnvoyOptions) -> Result<Vec<Rendered>
     let inbound_routes =
         json!({"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": routes}]});
     let mut inbound_filters = filters(&INBOUND_CHAIN, "inbound");
+    if let Some(jwt_authn) = jwt_authn_filter(doc) {
+        let authn = inbound_filters
+            .iter()
+            .position(|f| f["name"] == json!("hipaa-authn"))
+            .unwrap_or(0);
+        inbound_filters.insert(authn, jwt_authn);
+    }
     if buffering {
         inbound_filters.insert(inbound_filters.len() - 1, buffer_filter());
     }
@@ -243,6 +254,73 @@ pub fn render(doc: &PolicyDocument, opts: &EnvoyOptions) -> Result<Vec<Rendered>
         },
     );
     Ok(files)
+}
+
+/// Envoy's `jwt_authn` for the providers with `verification: envoy`, or None when there are
+/// none. Each provider reads the token where authn does (`Authorization: Bearer`), keeps it
+/// in the request (`forward`: authn parses it too) and stores the verified payload in dynamic
+/// metadata under [`hipaa_core::jwt::envoy::PAYLOAD_KEY`], as Istio does. The requirement
+/// never refuses (`allow_missing_or_failed`): a missing, forged or expired token reaches
+/// authn without a payload, and authn answers it (RFC 6750 challenge, `x-hipaa-denial` for
+/// the audit record).
+fn jwt_authn_filter(doc: &PolicyDocument) -> Option<Value> {
+    let mut providers = serde_json::Map::new();
+    let mut requirements = Vec::new();
+    for p in &doc.spec.identity.providers {
+        if p.verification != Verification::Envoy {
+            continue;
+        }
+        let jwks = match (&p.jwks.inline, &p.jwks.cluster) {
+            (Some(inline), _) => json!({"local_jwks": {"inline_string": inline}}),
+            (None, Some(cluster)) => {
+                let host = p
+                    .jwks
+                    .authority
+                    .clone()
+                    .or_else(|| istio_host(cluster).map(String::from))
+                    .unwrap_or_else(|| cluster.clone());
+                let path = p.jwks.path.as_deref().unwrap_or("/");
+                let timeout_ms = p.jwks.timeout_ms.unwrap_or(5000);
+                json!({"remote_jwks": {
+                    "http_uri": {
+                        "uri": format!("https://{host}{path}"),
+                        "cluster": cluster,
+                        "timeout": format!("{}.{:03}s", timeout_ms / 1000, timeout_ms % 1000),
+                    },
+                    "cache_duration": format!("{}s", p.jwks.refresh_seconds.unwrap_or(300)),
+                    // Fetched at start and refreshed in the background, not on a request.
+                    "async_fetch": {},
+                    "retry_policy": {"num_retries": 3},
+                }})
+            }
+            (None, None) => continue,
+        };
+        let mut provider = json!({
+            "issuer": p.issuer,
+            "audiences": p.audiences,
+            "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+            "forward": true,
+            "payload_in_metadata": hipaa_core::jwt::envoy::PAYLOAD_KEY,
+            "clock_skew_seconds": p.clock_skew_seconds,
+        });
+        if let (Some(provider), Some(jwks)) = (provider.as_object_mut(), jwks.as_object()) {
+            provider.extend(jwks.clone());
+        }
+        providers.insert(p.name.clone(), provider);
+        requirements.push(json!({"provider_name": p.name}));
+    }
+    if providers.is_empty() {
+        return None;
+    }
+    requirements.push(json!({"allow_missing_or_failed": {}}));
+    Some(json!({
+        "name": hipaa_core::jwt::envoy::NAMESPACE,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": providers,
+            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": requirements}}}]
+        }
+    }))
 }
 
 const BUFFER_FILTER: &str = "envoy.filters.http.buffer";

@@ -9,6 +9,10 @@
 //!   the record-MAC key passed from the proxy's environment (`valueFrom: HOST`), never inline.
 //!   authn runs on inbound traffic only (`match: SERVER`); audit and transport run on both
 //!   sides, so egress to a vendor is checked against its BAA and recorded.
+//! - For providers with `verification: envoy`: a `RequestAuthentication` (Istio renders it
+//!   into Envoy's `jwt_authn`, which checks the signature natively and puts the verified
+//!   payload into dynamic metadata), and the authn plugin moves to phase `AUTHZ`, after
+//!   Istio's authentication, so that the payload is there when it runs.
 //! - `PeerAuthentication` STRICT for the workload (164.312(e)(1), (d) for services).
 //! - `DestinationRule` with `ISTIO_MUTUAL` to the audit collector.
 //! - A `Sidecar` with `REGISTRY_ONLY` outbound traffic, and per BAA vendor a `ServiceEntry`
@@ -17,7 +21,7 @@
 
 use crate::oci;
 use crate::yaml_out;
-use hipaa_core::policy::{PolicyDocument, UnlistedHosts};
+use hipaa_core::policy::{PolicyDocument, UnlistedHosts, Verification};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -48,6 +52,11 @@ pub fn warnings(doc: &PolicyDocument) -> Vec<String> {
         }
     }
     for (i, p) in doc.spec.identity.providers.iter().enumerate() {
+        if p.verification == Verification::Envoy {
+            out.push(format!(
+                "spec.identity.providers[{i}].verification: envoy — Istio's RequestAuthentication refuses a present but invalid token itself (401 from jwt_authn) before hipaa-authn runs; the audit filter still records that 401, without authn's specific reason"
+            ));
+        }
         if let Some(cluster) = &p.jwks.cluster {
             if istio_cluster_host(cluster).is_none() {
                 out.push(format!(
@@ -107,7 +116,7 @@ pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>
             "url": format!("oci://{}/hipaa-{module}:{}", opts.registry.trim_end_matches('/'), opts.tag),
             "imagePullPolicy": "IfNotPresent",
             "sha256": image.manifest_digest,
-            "phase": "AUTHN",
+            "phase": phase(doc, module),
             "priority": priority,
             "failStrategy": "FAIL_CLOSE",
             "type": "HTTP",
@@ -147,6 +156,9 @@ pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>
     });
 
     let mut security = vec![peer];
+    if let Some(request_authn) = request_authentication(doc, &labels) {
+        security.push(request_authn);
+    }
     if let Some(audit) = &doc.spec.audit {
         let host = istio_cluster_host(&audit.collector.cluster)
             .or(audit.collector.authority.as_deref())
@@ -228,9 +240,11 @@ pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>
         },
         Rendered {
             file: "security.yaml".into(),
-            text: header(
-                "mTLS: PeerAuthentication STRICT, and ISTIO_MUTUAL to the audit collector",
-            ) + &yaml_out::documents(&security),
+            text: header(if envoy_verified(doc) {
+                "mTLS: PeerAuthentication STRICT, ISTIO_MUTUAL to the audit collector, and RequestAuthentication (verification: envoy)"
+            } else {
+                "mTLS: PeerAuthentication STRICT, and ISTIO_MUTUAL to the audit collector"
+            }) + &yaml_out::documents(&security),
         },
         Rendered {
             file: "egress.yaml".into(),
@@ -238,6 +252,76 @@ pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>
                 + &yaml_out::documents(&egress),
         },
     ])
+}
+
+fn envoy_verified(doc: &PolicyDocument) -> bool {
+    doc.spec
+        .identity
+        .providers
+        .iter()
+        .any(|p| p.verification == Verification::Envoy)
+}
+
+/// Every plugin runs in phase AUTHN, before Istio's authentication; authn moves to AUTHZ
+/// (after Istio's jwt_authn, before its RBAC) when a provider's signatures are checked by
+/// Envoy, so the verified payload is in the dynamic metadata when authn reads it.
+fn phase(doc: &PolicyDocument, module: &str) -> &'static str {
+    if module == "authn" && envoy_verified(doc) {
+        "AUTHZ"
+    } else {
+        "AUTHN"
+    }
+}
+
+/// The `RequestAuthentication` for the providers with `verification: envoy`: the issuer,
+/// audiences and key set of the policy, the token read where authn reads it and forwarded
+/// (authn parses it too). Istio stores the verified payload in jwt_authn's dynamic metadata.
+fn request_authentication(doc: &PolicyDocument, labels: &Value) -> Option<Value> {
+    let rules: Vec<Value> = doc
+        .spec
+        .identity
+        .providers
+        .iter()
+        .filter(|p| p.verification == Verification::Envoy)
+        .filter_map(|p| {
+            let mut rule = json!({
+                "issuer": p.issuer,
+                "audiences": p.audiences,
+                "fromHeaders": [{"name": "authorization", "prefix": "Bearer "}],
+                "forwardOriginalToken": true,
+            });
+            match (&p.jwks.inline, &p.jwks.cluster) {
+                (Some(inline), _) => rule["jwks"] = json!(inline),
+                (None, Some(cluster)) => {
+                    let host = p
+                        .jwks
+                        .authority
+                        .as_deref()
+                        .or_else(|| istio_cluster_host(cluster))
+                        .unwrap_or(cluster);
+                    let path = p.jwks.path.as_deref().unwrap_or("/");
+                    rule["jwksUri"] = json!(format!("https://{host}{path}"));
+                    if let Some(ms) = p.jwks.timeout_ms {
+                        rule["timeout"] = json!(format!("{}ms", ms));
+                    }
+                }
+                (None, None) => return None,
+            }
+            Some(rule)
+        })
+        .collect();
+    if rules.is_empty() {
+        return None;
+    }
+    let name = &doc.metadata.name;
+    Some(json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "RequestAuthentication",
+        "metadata": metadata(&format!("{name}-jwt"), &doc.metadata.namespace, name, json!({
+            "hipaa-mesh/verification": "envoy: Envoy checks the signatures, hipaa-authn the HIPAA rules",
+        })),
+        "spec": {"selector": {"matchLabels": labels}, "jwtRules": rules},
+    }))
 }
 
 /// The environment variable the filters read the record-MAC key from (never the key itself).

@@ -569,6 +569,122 @@ fn render_warns_about_cluster_names_istio_does_not_have() {
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
 }
 
+/// An example policy with `verification: envoy` on its (first) provider, written to `dir`.
+fn envoy_verified_policy(name: &str, dir: &Temp) -> String {
+    let text = std::fs::read_to_string(policy(name)).unwrap();
+    let marker = "        maxTokenLifetimeSeconds:";
+    let at = text.find(marker).unwrap();
+    let edited = format!(
+        "{}        verification: envoy\n{}",
+        &text[..at],
+        &text[at..]
+    );
+    let path = dir.path().join(format!("{name}-envoy.yaml"));
+    std::fs::write(&path, edited).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn render_envoy_puts_native_jwt_authn_right_before_authn_for_envoy_verification() {
+    let dir = Temp::new("envoy-verification");
+    let file = envoy_verified_policy("ehr-api", &dir);
+    assert_eq!(cli(&["policy", "check", &file]).code, 0);
+    let out_dir = Temp::new("render-envoy-verification");
+    let out = cli(&[
+        "policy",
+        "render",
+        &file,
+        "--target",
+        "envoy",
+        "--out",
+        out_dir.s(),
+        "--collector",
+        "10.0.0.9:9443",
+        "--wasm-dir",
+        "no-such-dir",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let envoy = std::fs::read_to_string(out_dir.path().join("envoy.yaml")).unwrap();
+    let pos = |needle: &str| {
+        envoy
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} not in {envoy}"))
+    };
+    // audit, transport, jwt_authn, authn, router.
+    let jwt = pos("- name: envoy.filters.http.jwt_authn");
+    assert!(pos("- name: hipaa-transport") < jwt && jwt < pos("- name: hipaa-authn"));
+    for needle in [
+        "payload_in_metadata: payload",
+        "forward: true",
+        "allow_missing_or_failed: {}",
+        "uri: https://idp.hospital.example/.well-known/jwks.json",
+        "cluster: hospital-idp",
+        "cache_duration: \"300s\"",
+        "value_prefix: \"Bearer \"",
+        "issuer: https://idp.hospital.example",
+    ] {
+        assert!(envoy.contains(needle), "{needle} not in {envoy}");
+    }
+    // One jwt_authn per inbound filter chain (TLS and plaintext), each with only the
+    // requirement that never refuses by itself.
+    let filters = envoy
+        .matches("- name: envoy.filters.http.jwt_authn")
+        .count();
+    assert_eq!(filters, 2);
+    assert_eq!(envoy.matches("requires:").count(), filters);
+    assert_eq!(envoy.matches("requires_any:").count(), filters);
+    assert_eq!(
+        envoy.matches("- allow_missing_or_failed: {}").count(),
+        filters
+    );
+    // The wasm-mode render of the same example has no jwt_authn at all.
+    let plain = std::fs::read_to_string(root().join("envoy/ehr-api/envoy.yaml")).unwrap();
+    assert!(!plain.contains("jwt_authn"));
+}
+
+#[test]
+fn render_istio_adds_a_request_authentication_and_moves_authn_after_it() {
+    let dir = Temp::new("istio-verification");
+    let file = envoy_verified_policy("clinical-ai", &dir);
+    let wasm = fake_wasm_dir();
+    let out_dir = Temp::new("render-istio-verification");
+    let out = cli(&[
+        "policy",
+        "render",
+        &file,
+        "--target",
+        "istio",
+        "--out",
+        out_dir.s(),
+        "--wasm-dir",
+        wasm.s(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("spec.identity.providers[0].verification: envoy"),
+        "{}",
+        out.stderr
+    );
+    let security = std::fs::read_to_string(out_dir.path().join("security.yaml")).unwrap();
+    for needle in [
+        "kind: RequestAuthentication",
+        "forwardOriginalToken: true",
+        "issuer: https://idp.hospital.example",
+        "jwksUri: https://idp.hospital.example/.well-known/jwks.json",
+        "- clinical-ai",
+        "prefix: \"Bearer \"",
+    ] {
+        assert!(security.contains(needle), "{needle} not in {security}");
+    }
+    let plugins = std::fs::read_to_string(out_dir.path().join("wasmplugins.yaml")).unwrap();
+    let authn = plugins.find("name: clinical-ai-hipaa-authn").unwrap();
+    assert!(plugins[authn..].contains("phase: AUTHZ"), "{plugins}");
+    assert_eq!(plugins.matches("phase: AUTHN").count(), 2, "{plugins}");
+    // The pluginConfig carries the mode, so authn knows to ask for Envoy's payload.
+    assert!(plugins.contains("verification: envoy"), "{plugins}");
+}
+
 // ---------------------------------------------------------------- report
 
 #[test]

@@ -275,11 +275,17 @@ const DEMO: Example = Example {
 
 impl Topology {
     fn start(example: &Example) -> Topology {
+        Topology::start_with(example, |text| text)
+    }
+
+    /// [`Topology::start`] with the example policy's text edited first.
+    fn start_with(example: &Example, edit: impl FnOnce(String) -> String) -> Topology {
         let dir = TempDir::new("rendered-topology");
         let certs = dir.path().join("certs");
         self::certs(&certs, example.peer);
         let keys = Keys::generate();
         let file = policy(dir.path(), example.name, &keys.jwks());
+        std::fs::write(&file, edit(std::fs::read_to_string(&file).unwrap())).unwrap();
         let mut ports = Ports::new();
         let collector = Collector::start();
         ports.collector_backend = collector.port;
@@ -666,4 +672,91 @@ fn example_internal_api_runs_as_rendered() {
         &[],
         "/v1/patients/123/results",
     );
+}
+
+/// `verification: envoy` as rendered: Envoy's jwt_authn (between transport and authn) fetches
+/// the IdP's keys through the rendered TLS cluster and checks signatures; authn requires its
+/// payload and answers every refusal itself, each one recorded with authn's reason.
+#[test]
+fn example_ehr_api_with_envoy_verification_runs_as_rendered() {
+    let example = Example {
+        name: "ehr-api",
+        peer: "spiffe://cluster.local/ns/ehr/sa/web",
+        jwks_cluster: Some("hospital-idp"),
+    };
+    let mut t = Topology::start_with(&example, |text| {
+        let marker = "        maxTokenLifetimeSeconds:";
+        assert!(text.contains(marker));
+        text.replacen(marker, &format!("        verification: envoy\n{marker}"), 1)
+    });
+    let token = |extra: &[&str]| {
+        let mut args = vec![
+            "--iss",
+            "https://idp.hospital.example",
+            "--aud",
+            "ehr-api",
+            "--sid",
+            "s-1",
+        ];
+        args.extend(extra);
+        t.keys.token(&args)
+    };
+    let good = token(&["--sub", "alice", "--roles", "clinician", "--amr", "pwd,otp"]);
+    let bearer = |tok: &str| format!("authorization: Bearer {tok}");
+    let path = "/fhir/Patient/123";
+    // Envoy fetches the keys at start (async_fetch): wait for the first 200.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ok = loop {
+        let r = t.https(Some("web"), &["-H", &bearer(&good)], path).unwrap();
+        if r.status == 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    let r = t.record(&ok.echoed("x-request-id").unwrap());
+    assert_eq!(r["outcome"]["decision"], "allow");
+    assert_eq!(r["actor"]["subject"], "alice");
+    assert!(counter(t.ports.admin, "http.inbound", "jwks_fetch_success") >= 1);
+    assert_eq!(
+        counter(t.ports.admin, "wasmcustom", "hipaa_authn.jwks.fetch_ok"),
+        0
+    );
+
+    // A forged signature: refused by authn (Envoy verified nothing), challenge and record.
+    let (header, mut payload, sig) = hipaa_e2e::idp::decode(&good);
+    payload["roles"] = serde_json::json!(["admin", "clinician"]);
+    let forged = hipaa_e2e::idp::assemble(&header.to_string(), &payload.to_string(), &sig);
+    let r = t
+        .https(Some("web"), &["-H", &bearer(&forged)], path)
+        .unwrap();
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"], "invalid_token");
+    let challenge = r.header("www-authenticate").unwrap_or_default();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    let rec = t.record(&rid(&r));
+    assert_eq!(rec["outcome"]["decision"], "deny");
+    assert_eq!(rec["outcome"]["reason"], "unverified_by_envoy");
+    assert_eq!(rec["actor"]["subject"], serde_json::Value::Null);
+
+    // Verified by Envoy, but no MFA for a clinician: authn's step-up challenge, recorded.
+    let no_mfa = token(&["--sub", "bob", "--roles", "clinician", "--amr", "pwd"]);
+    let r = t
+        .https(Some("web"), &["-H", &bearer(&no_mfa)], path)
+        .unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "insufficient_user_authentication");
+    assert_eq!(t.record(&rid(&r))["outcome"]["reason"], "mfa_required");
+
+    // A role the route does not allow.
+    let billing = token(&["--sub", "carol", "--roles", "billing"]);
+    let r = t
+        .https(Some("web"), &["-H", &bearer(&billing)], path)
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(t.record(&rid(&r))["outcome"]["reason"], "role_not_allowed");
+
+    assert!(t.workload.alive() && t.sidecar.alive());
+    let (code, report) = t.collector.verify();
+    assert_eq!(code, 0, "{report}");
 }

@@ -18,6 +18,20 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// One claim of the payload Envoy's jwt_authn verified and stored under `key` in its
+/// dynamic-metadata namespace (a string as its bytes, a number as a little-endian double).
+pub fn envoy_claim(key: &str, claim: &str) -> Option<Vec<u8>> {
+    hostcalls::get_property(vec![
+        "metadata",
+        "filter_metadata",
+        hipaa_core::jwt::envoy::NAMESPACE,
+        key,
+        claim,
+    ])
+    .ok()
+    .flatten()
+}
+
 pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
     hostcalls::get_shared_data(key).unwrap_or((None, None))
 }

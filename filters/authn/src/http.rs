@@ -4,6 +4,7 @@ use crate::host::{self, SharedSessions};
 use crate::root::Shared;
 use hipaa_core::authn::{self, CacheOutcome, RequestFacts};
 use hipaa_core::headers;
+use hipaa_core::jwt::envoy::EnvoyPayload;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
@@ -53,6 +54,9 @@ impl HttpContext for AuthnHttp {
                 _ => {}
             }
         }
+
+        // `verification: envoy`: what Envoy's jwt_authn verified (no host call otherwise).
+        facts.envoy_payload = EnvoyPayload::read(&policy.spec.identity, host::envoy_claim);
 
         let now = host::now_secs();
         let verdict = {

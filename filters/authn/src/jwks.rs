@@ -45,6 +45,8 @@ impl JwksFetcher {
             .providers
             .iter()
             .enumerate()
+            // `verification: envoy`: Envoy's jwt_authn holds the keys, authn needs none.
+            .filter(|(_, p)| p.verification.is_wasm())
             .filter_map(|(i, p)| {
                 let cluster = p.jwks.cluster.clone()?;
                 Some(Remote {

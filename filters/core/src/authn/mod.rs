@@ -12,8 +12,9 @@ pub mod token_cache;
 
 use crate::denial::Denial;
 use crate::headers;
+use crate::jwt::envoy::{self, EnvoyPayload};
 use crate::jwt::{self, KeySet, ProviderKeys, TokenError, VerifiedToken};
-use crate::policy::{Identity, Policy};
+use crate::policy::{Identity, Policy, Verification};
 use crate::routes::{RouteClass, RouteMatch};
 use failure_budget::FailureBudget;
 use session::{SessionKey, SessionState};
@@ -29,6 +30,9 @@ pub struct RequestFacts {
     pub authorization: Vec<String>,
     /// The break-glass header's value, if present.
     pub break_glass: Option<String>,
+    /// What Envoy's jwt_authn verified for this request (`verification: envoy` providers;
+    /// read with [`jwt::envoy::EnvoyPayload::read`]).
+    pub envoy_payload: Option<EnvoyPayload>,
 }
 
 /// The session store could not be read or written.
@@ -142,10 +146,21 @@ impl Authenticator {
         &mut self,
         token: &str,
         identity: &Identity,
+        envoy_payload: Option<&EnvoyPayload>,
         now: u64,
     ) -> (Result<VerifiedToken, TokenError>, CacheOutcome) {
         let hash = token_hash(token);
         if let Some(hit) = self.cache.get(&hash, now) {
+            // Envoy's proof is asked for on every request, cached or not.
+            let by_envoy = identity
+                .providers
+                .get(hit.provider)
+                .is_some_and(|p| p.verification == Verification::Envoy);
+            if by_envoy {
+                if let Err(err) = envoy::check(envoy_payload, hit) {
+                    return (Err(err), CacheOutcome::Hit);
+                }
+            }
             return (Ok(hit.clone()), CacheOutcome::Hit);
         }
         let providers: Vec<ProviderKeys<'_>> = identity
@@ -158,9 +173,10 @@ impl Authenticator {
             })
             .collect();
         let failures = &mut self.failures;
-        let result = jwt::verify_token_gated(token, identity, &providers, now, &mut || {
-            failures.allows_check(now)
-        });
+        let result =
+            jwt::verify_token_with(token, identity, &providers, now, envoy_payload, &mut || {
+                failures.allows_check(now)
+            });
         if result == Err(TokenError::BadSignature) {
             self.failures.spend(now);
         }
@@ -201,7 +217,7 @@ pub fn decide(
         Err(denial) => return verdict.deny(denial),
     };
     let identity = &policy.spec.identity;
-    let (result, cache) = auth.authenticate(token, identity, now);
+    let (result, cache) = auth.authenticate(token, identity, facts.envoy_payload.as_ref(), now);
     verdict.cache = cache;
     let claims = match result {
         Ok(claims) => claims,
@@ -351,5 +367,7 @@ fn list_safe(v: &str) -> bool {
     header_safe(v) && !v.contains(',')
 }
 
+#[cfg(test)]
+mod envoy_tests;
 #[cfg(test)]
 mod tests;

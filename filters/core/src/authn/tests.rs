@@ -115,6 +115,7 @@ impl Harness {
             path: path.into(),
             authorization: auth.iter().map(|s| s.to_string()).collect(),
             break_glass: bg.map(String::from),
+            ..RequestFacts::default()
         };
         decide(
             &facts,

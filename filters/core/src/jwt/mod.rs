@@ -6,13 +6,16 @@
 //! - `token`: the compact form and the header rules (no `none`, no keys in the header, ...).
 //! - `json`: strict JSON (objects only, no duplicate members).
 //! - `claims`: `iss`, `aud`, time claims with clock skew, identity claims.
-//! - `verify`: the pipeline, [`verify_token`].
+//! - `verify`: the pipeline, [`verify_token`] ([`verify_token_with`] for `verification: envoy`).
+//! - `envoy`: the proof that Envoy's jwt_authn verified the token (`verification: envoy`).
 //!
 //! INTERFACE (fixed; other modules call these):
 //! - `KeySet::from_jwks_json(text, allowed_algorithms) -> Result<KeySet, JwksError>`
 //! - `verify_token(token, &identity, &[ProviderKeys], now_secs) -> Result<VerifiedToken, TokenError>`
+//! - `verify_token_with(token, &identity, &[ProviderKeys], now_secs, Option<&EnvoyPayload>, may_check_signature)`
 
 mod claims;
+pub mod envoy;
 mod json;
 mod keys;
 mod token;
@@ -28,7 +31,7 @@ mod weak_keys;
 pub use claims::MAX_NUMERIC_DATE;
 pub use keys::{JwksError, KeyProblem, KeyRef, KeySet, MAX_JWKS_BYTES, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use token::MAX_TOKEN_BYTES;
-pub use verify::{verify_token, verify_token_gated};
+pub use verify::{verify_token, verify_token_with};
 
 use crate::policy::schema::Provider;
 
@@ -99,6 +102,10 @@ pub enum TokenError {
     WrongAudience,
     #[error("token lifetime (`exp` - `iat`) exceeds the provider's maximum")]
     LifetimeTooLong,
+    #[error("no verified payload from Envoy's jwt_authn for this token (`verification: envoy`)")]
+    UnverifiedByEnvoy,
+    #[error("Envoy's verified payload is not this token's payload (`verification: envoy`)")]
+    EnvoyPayloadMismatch,
     #[error("required claim `{0}` is missing")]
     MissingClaim(String),
     #[error("claim `{0}` has the wrong type")]
@@ -129,6 +136,8 @@ impl TokenError {
             TokenError::IatInFuture => "iat_in_future",
             TokenError::WrongAudience => "wrong_audience",
             TokenError::LifetimeTooLong => "lifetime_too_long",
+            TokenError::UnverifiedByEnvoy => "unverified_by_envoy",
+            TokenError::EnvoyPayloadMismatch => "envoy_payload_mismatch",
             TokenError::MissingClaim(_) => "missing_claim",
             TokenError::BadClaimType(_) => "bad_claim_type",
         }

@@ -1,28 +1,36 @@
 //! The verification pipeline: parse, pick the provider by `iss`, pick the key by `kid`, check
 //! the signature, then the claims. Nothing from the payload is returned unless the signature
-//! held and every claim rule passed.
+//! held (checked here, or for `verification: envoy` proved by Envoy's verified payload, which
+//! is checked last) and every claim rule passed.
 
+use super::envoy::{self, EnvoyPayload};
 use super::keys::{Key, Verifier};
 use super::{claims, token, ProviderKeys, TokenError, VerifiedToken};
-use crate::policy::schema::{Algorithm, Identity};
+use crate::policy::schema::{Algorithm, Identity, Verification};
 
 /// Verify a compact JWS access token against the providers' current keys at `now_secs`.
+/// A token of a `verification: envoy` provider is refused here (no proof from Envoy is given).
 pub fn verify_token(
     token: &str,
     identity: &Identity,
     providers: &[ProviderKeys<'_>],
     now_secs: u64,
 ) -> Result<VerifiedToken, TokenError> {
-    verify_token_gated(token, identity, providers, now_secs, &mut || true)
+    verify_token_with(token, identity, providers, now_secs, None, &mut || true)
 }
 
-/// [`verify_token`], asking `may_check_signature` just before the (costly) signature check, once
-/// every cheap rule has passed; `false` refuses the token with [`TokenError::SignatureShed`].
-pub fn verify_token_gated(
+/// [`verify_token`], with what Envoy's jwt_authn verified for this request. For a provider
+/// with `verification: wasm` the signature is checked here with its keys (`envoy_payload`
+/// is ignored), after asking `may_check_signature` (once every cheap rule has passed; `false`
+/// refuses the token with [`TokenError::SignatureShed`]); for `verification: envoy` it is not,
+/// and the token passes only when every other rule holds and `envoy_payload` is this token's
+/// payload ([`envoy::check`]).
+pub fn verify_token_with(
     token: &str,
     identity: &Identity,
     providers: &[ProviderKeys<'_>],
     now_secs: u64,
+    envoy_payload: Option<&EnvoyPayload>,
     may_check_signature: &mut dyn FnMut() -> bool,
 ) -> Result<VerifiedToken, TokenError> {
     let parsed = token::parse(token)?;
@@ -36,17 +44,19 @@ pub fn verify_token_gated(
     if !provider.algorithms.contains(&parsed.alg) {
         return Err(TokenError::AlgNotAllowed);
     }
-    let keys = entry.keys.ok_or(TokenError::KeysNotLoaded)?;
-    let key = keys.select(parsed.kid.as_deref(), parsed.alg)?;
-    if !may_check_signature() {
-        return Err(TokenError::SignatureShed);
+    if provider.verification == Verification::Wasm {
+        let keys = entry.keys.ok_or(TokenError::KeysNotLoaded)?;
+        let key = keys.select(parsed.kid.as_deref(), parsed.alg)?;
+        if !may_check_signature() {
+            return Err(TokenError::SignatureShed);
+        }
+        check_signature(key, parsed.alg, parsed.signing_input, parsed.signature)?;
     }
-    check_signature(key, parsed.alg, parsed.signing_input, parsed.signature)?;
 
     let times = claims::check_times(&parsed.claims, provider, now_secs)?;
     claims::check_audience(&parsed.claims, provider)?;
     let who = claims::identity_claims(&parsed.claims, identity)?;
-    Ok(VerifiedToken {
+    let verified = VerifiedToken {
         provider: index,
         issuer: provider.issuer.clone(),
         subject: who.subject,
@@ -56,7 +66,11 @@ pub fn verify_token_gated(
         auth_time: times.auth_time,
         iat: times.iat,
         exp: times.exp,
-    })
+    };
+    if provider.verification == Verification::Envoy {
+        envoy::check(envoy_payload, &verified)?;
+    }
+    Ok(verified)
 }
 
 /// The signature alone, for any JWS payload (RFC 7515 and RFC 7520 examples are not JWTs):

@@ -121,6 +121,35 @@ pub struct Provider {
     pub clock_skew_seconds: u64,
     #[serde(default = "default_max_token_lifetime")]
     pub max_token_lifetime_seconds: u64,
+    /// Who checks the signature: authn itself (`wasm`) or Envoy's native `jwt_authn`
+    /// in front of it (`envoy`), whose verified payload authn then requires.
+    #[serde(default, skip_serializing_if = "Verification::is_wasm")]
+    pub verification: Verification,
+}
+
+/// Where a provider's token signatures are checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Verification {
+    /// In the authn VM, with the provider's JWKS (the default).
+    #[default]
+    Wasm,
+    /// By Envoy's `jwt_authn` filter, placed before authn; authn requires its verified
+    /// payload in the request's dynamic metadata and checks every other rule itself.
+    Envoy,
+}
+
+impl Verification {
+    pub fn is_wasm(&self) -> bool {
+        *self == Verification::Wasm
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Verification::Wasm => "wasm",
+            Verification::Envoy => "envoy",
+        }
+    }
 }
 
 /// Either `inline` (a JWKS JSON text) or a remote set fetched through an Envoy cluster.

@@ -410,3 +410,57 @@ fn the_signature_failure_budget_defaults_and_refuses_nonsense() {
     ));
     assert!(errs[0].contains("unknown field `perSecnd`"), "{errs:?}");
 }
+
+#[test]
+fn verification_defaults_to_wasm_and_accepts_envoy() {
+    let p = Policy::from_spec_value(base_spec()).unwrap();
+    assert_eq!(
+        p.spec.identity.providers[0].verification,
+        Verification::Wasm
+    );
+    let spec = with(
+        base_spec(),
+        "/identity/providers/0/verification",
+        json!("envoy"),
+    );
+    let p = Policy::from_spec_value(spec).unwrap();
+    assert_eq!(
+        p.spec.identity.providers[0].verification,
+        Verification::Envoy
+    );
+}
+
+#[test]
+fn verification_names_the_key_and_the_valid_choices() {
+    let spec = with(
+        base_spec(),
+        "/identity/providers/0/verification",
+        json!("native"),
+    );
+    let errs = errors_for(spec);
+    assert_eq!(
+        errs,
+        vec![
+            "spec.identity.providers[0].verification: unknown variant `native`, expected `wasm` or `envoy`"
+        ]
+    );
+}
+
+#[test]
+fn verification_is_written_back_only_when_not_the_default() {
+    // The rendered pluginConfig of a wasm-mode policy stays as it was.
+    let p = Policy::from_spec_value(base_spec()).unwrap();
+    let out = serde_json::to_value(&p.spec).unwrap();
+    assert!(out.pointer("/identity/providers/0/verification").is_none());
+    let spec = with(
+        base_spec(),
+        "/identity/providers/0/verification",
+        json!("envoy"),
+    );
+    let p = Policy::from_spec_value(spec).unwrap();
+    let out = serde_json::to_value(&p.spec).unwrap();
+    assert_eq!(
+        out.pointer("/identity/providers/0/verification"),
+        Some(&json!("envoy"))
+    );
+}
