@@ -96,7 +96,7 @@ def log(msg: str) -> None:
 # ----------------------------------------------------------------------------- tools
 
 
-def ensure_tools() -> None:
+def ensure_tools(need_oha: bool = True) -> None:
     if not shutil.which("wrk"):
         log("installing wrk (apt-get)")
         if subprocess.run(["apt-get", "install", "-y", "-q", "wrk"],
@@ -104,7 +104,7 @@ def ensure_tools() -> None:
             subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
             subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
                            stdout=subprocess.DEVNULL)
-    if not OHA.exists():
+    if need_oha and not OHA.exists():
         log("installing oha (cargo install oha --locked --root .tools/oha); this takes a while once")
         subprocess.run(["nice", "-n", "10", "cargo", "install", "oha", "--locked", "--root",
                         str(OHA.parent.parent)], check=True)
@@ -279,7 +279,8 @@ def cluster(name: str, port: int) -> dict:
                                                              "port_value": port}}}}]}]}}
 
 
-def wasm_filter(name: str, config: str, mac_key: str) -> dict:
+def wasm_filter(name: str, config: str, mac_key: str, wasm_dir: Path | None = None) -> dict:
+    wasm_dir = wasm_dir or WASM
     return {"name": f"hipaa-{name}", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {
@@ -287,7 +288,7 @@ def wasm_filter(name: str, config: str, mac_key: str) -> dict:
             "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                               "value": config},
             "vm_config": {"vm_id": f"hipaa-{name}", "runtime": "envoy.wasm.runtime.v8",
-                          "code": {"local": {"filename": str(WASM / f"hipaa_{name}.wasm")}},
+                          "code": {"local": {"filename": str(wasm_dir / f"hipaa_{name}.wasm")}},
                           "environment_variables": {"key_values": {
                               "HIPAA_AUDIT_HMAC_KEY": mac_key}}}}}}
 
@@ -558,7 +559,7 @@ class Stack:
                                WORK / f"collector-{time.time_ns()}.log", env=self.env)
         wait_port(self.collector_port)
 
-    def filters(self, kind: str) -> list[dict]:
+    def filters(self, kind: str, wasm_dir: Path | None = None) -> list[dict]:
         if kind == "bare":
             return []
         if kind == "native":
@@ -569,12 +570,12 @@ class Stack:
         names = ["audit", "transport", "authn"] if with_transport else ["audit", "authn"]
         if kind.startswith("only-"):  # profiling aid: one filter alone
             names = [kind[5:]]
-        return [wasm_filter(n, cfg, self.mac_key) for n in names]
+        return [wasm_filter(n, cfg, self.mac_key, wasm_dir) for n in names]
 
     def envoy(self, name: str, kind: str, tls: bool = False, concurrency: int = 1,
-              cpu: str | None = CPU_ENVOY) -> Envoy:
+              cpu: str | None = CPU_ENVOY, wasm_dir: Path | None = None) -> Envoy:
         ports = {"listen": free_port(), "admin": free_port()}
-        cfg = envoy_config(self.filters(kind), ports, self.app_port, self.collector_port,
+        cfg = envoy_config(self.filters(kind, wasm_dir), ports, self.app_port, self.collector_port,
                            WORK / "pki" if tls else None)
         return Envoy(name, cfg, concurrency, cpu)
 
@@ -1093,9 +1094,66 @@ def run_soak() -> dict:
     return res
 
 
+def run_cpu(specs: list[str]) -> None:
+    """`bench.py cpu KIND[@WASM_DIR] ...`: a profiling aid. Envoy CPU µs per request (and req/s)
+    of each configuration, closed loop (wrk; oha for the mTLS kind `chain-tls`), interleaved,
+    BENCH_REPEATS x BENCH_SECONDS, medians with (min-max). KIND is one of bare, native, chain,
+    chain-tls, only-audit, only-authn, only-transport; `@DIR` loads the .wasm files from DIR
+    (to compare builds in one run). Envoy pids are printed, for `perf record -p`."""
+    ensure_tools(need_oha=any(s.partition("@")[0].endswith("-tls") for s in specs))
+    global OHA_JSON
+    if OHA.exists():
+        OHA_JSON = ["--output-format", "json"] if "--output-format" in oha_help() else ["-j"]
+    stack = Stack()
+    tok = token("RS256")
+    envoys: dict[str, tuple[Envoy, bool]] = {}
+    for spec in specs:
+        kind, _, wasm_dir = spec.partition("@")
+        tls = kind == "chain-tls" or kind == "bare-tls"
+        kind = "bare" if kind == "bare-tls" else kind
+        e = stack.envoy(spec.replace("/", "_"), kind, tls,
+                        wasm_dir=Path(wasm_dir) if wasm_dir else None)
+        code, body = request(e.port, PATH, tok, WORK / "pki" if tls else None)
+        assert code == 200, f"{spec}: a good token got {code}: {body[:200]}"
+        envoys[spec] = (e, tls)
+        log(f"{spec}: pid {e.pid()}, port {e.port}, admin {e.admin}, ready in {e.ready_s * 1000:.0f} ms")
+
+    def load(e: Envoy, tls: bool, seconds: int) -> dict:
+        if tls:
+            return oha(e.port, tok, seconds, None, WORK / "pki")
+        return wrk(e.port, tok, seconds)
+
+    for e, tls in envoys.values():
+        load(e, tls, 2)  # warm-up: JIT tier-up, connection pools, the token cache
+    res: dict[str, dict[str, list]] = {s: {"cpu_us": [], "rps": [], "non2xx": []} for s in specs}
+    for rep in range(REPEATS):
+        order = specs if rep % 2 == 0 else list(reversed(specs))
+        for spec in order:
+            e, tls = envoys[spec]
+            t0 = e.cpu_ticks()
+            r = load(e, tls, SECONDS)
+            ticks = e.cpu_ticks() - t0
+            res[spec]["cpu_us"].append(ticks / CLK_TCK * 1e6 / max(r["requests"], 1))
+            res[spec]["rps"].append(r["rps"])
+            res[spec]["non2xx"].append(r["non2xx"])
+        log(f"repeat {rep + 1}/{REPEATS}: " + ", ".join(
+            f"{s} {res[s]['cpu_us'][-1]:.0f} µs" for s in specs))
+    for spec in specs:
+        c, r = res[spec]["cpu_us"], res[spec]["rps"]
+        log(f"{spec:40s} CPU {med(c):7.1f} µs/req ({min(c):.0f}-{max(c):.0f})  "
+            f"{med(r):8.0f} req/s ({min(r):.0f}-{max(r):.0f})  non-2xx {sum(res[spec]['non2xx'])}")
+    if os.environ.get("BENCH_HOLD"):
+        log("holding the Envoys (BENCH_HOLD); Ctrl-C to stop")
+        while True:
+            time.sleep(60)
+
+
 def main() -> int:
     mode = sys.argv[1] if len(sys.argv) > 1 else "bench"
     try:
+        if mode == "cpu":
+            run_cpu(sys.argv[2:] or ["bare", "chain"])
+            return 0
         if mode == "soak":
             res = run_soak()
             return 0 if res["equal"] and res["vm_failures"] == 0 else 1
