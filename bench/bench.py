@@ -279,6 +279,9 @@ def cluster(name: str, port: int) -> dict:
                                                              "port_value": port}}}}]}]}}
 
 
+HACK_ENV: dict = {}
+
+
 def wasm_filter(name: str, config: str, mac_key: str, wasm_dir: Path | None = None) -> dict:
     wasm_dir = wasm_dir or WASM
     return {"name": f"hipaa-{name}", "typed_config": {
@@ -290,7 +293,7 @@ def wasm_filter(name: str, config: str, mac_key: str, wasm_dir: Path | None = No
             "vm_config": {"vm_id": f"hipaa-{name}", "runtime": "envoy.wasm.runtime.v8",
                           "code": {"local": {"filename": str(wasm_dir / f"hipaa_{name}.wasm")}},
                           "environment_variables": {"key_values": {
-                              "HIPAA_AUDIT_HMAC_KEY": mac_key}}}}}}
+                              "HIPAA_AUDIT_HMAC_KEY": mac_key, **HACK_ENV}}}}}}
 
 
 def native_filters(jwks: str) -> list[dict]:
@@ -1097,9 +1100,12 @@ def run_soak() -> dict:
 def run_cpu(specs: list[str]) -> None:
     """`bench.py cpu KIND[@WASM_DIR] ...`: a profiling aid. Envoy CPU µs per request (and req/s)
     of each configuration, closed loop (wrk; oha for the mTLS kind `chain-tls`), interleaved,
-    BENCH_REPEATS x BENCH_SECONDS, medians with (min-max). KIND is one of bare, native, chain,
+    BENCH_REPEATS x BENCH_SECONDS, medians with (min-max); the CPU of a run includes delivering
+    its audit records (measured until the collector acknowledged them all). KIND is one of bare, native, chain,
     chain-tls, only-audit, only-authn, only-transport; `@DIR` loads the .wasm files from DIR
-    (to compare builds in one run). Envoy pids are printed, for `perf record -p`."""
+    (to compare builds in one run); `VAR1,VAR2+KIND...` also sets those variables (to "1") in the
+    filters' VM environment, for experiment builds that read them. Envoy pids are printed, for
+    `perf record -p`; BENCH_HOLD=1 keeps the Envoys running afterwards."""
     ensure_tools(need_oha=any(s.partition("@")[0].endswith("-tls") for s in specs))
     global OHA_JSON
     if OHA.exists():
@@ -1108,7 +1114,10 @@ def run_cpu(specs: list[str]) -> None:
     tok = token("RS256")
     envoys: dict[str, tuple[Envoy, bool]] = {}
     for spec in specs:
-        kind, _, wasm_dir = spec.partition("@")
+        spec_env, _, spec_rest = spec.rpartition("+")
+        global HACK_ENV
+        HACK_ENV = {k: "1" for k in spec_env.split(",") if k}
+        kind, _, wasm_dir = spec_rest.partition("@")
         tls = kind == "chain-tls" or kind == "bare-tls"
         kind = "bare" if kind == "bare-tls" else kind
         e = stack.envoy(spec.replace("/", "_"), kind, tls,
@@ -1123,8 +1132,19 @@ def run_cpu(specs: list[str]) -> None:
             return oha(e.port, tok, seconds, None, WORK / "pki")
         return wrk(e.port, tok, seconds)
 
+    def drained(e: Envoy, timeout: float = 120.0) -> None:
+        # The records of a run are delivered after it; their CPU belongs to the run.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            enq = e.stat("wasmcustom.hipaa_audit.records.enqueued")
+            if e.stat("wasmcustom.hipaa_audit.records.acked") >= enq:
+                return
+            time.sleep(0.05)
+        log(f"{e.name}: records not drained in {timeout:.0f} s")
+
     for e, tls in envoys.values():
         load(e, tls, 2)  # warm-up: JIT tier-up, connection pools, the token cache
+        drained(e)
     res: dict[str, dict[str, list]] = {s: {"cpu_us": [], "rps": [], "non2xx": []} for s in specs}
     for rep in range(REPEATS):
         order = specs if rep % 2 == 0 else list(reversed(specs))
@@ -1132,6 +1152,7 @@ def run_cpu(specs: list[str]) -> None:
             e, tls = envoys[spec]
             t0 = e.cpu_ticks()
             r = load(e, tls, SECONDS)
+            drained(e)
             ticks = e.cpu_ticks() - t0
             res[spec]["cpu_us"].append(ticks / CLK_TCK * 1e6 / max(r["requests"], 1))
             res[spec]["rps"].append(r["rps"])
