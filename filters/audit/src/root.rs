@@ -43,7 +43,7 @@ use hipaa_core::policy::{Audit, Policy};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::rc::Rc;
@@ -57,6 +57,9 @@ pub struct Shared {
     chain: RefCell<ChainWriter>,
     /// This VM's queue; None if the host refused to register it.
     queue: Option<u32>,
+    /// Records in the queue (this VM is its only producer and consumer): no dequeue call is
+    /// made to find it empty.
+    queued: Cell<usize>,
     /// Sealed records waiting when there is no queue (or the host refused an enqueue). Every
     /// record in the host queue precedes every record here (a record goes to the queue only
     /// while this list is empty, and [`Shared::take`] empties the queue first), so records
@@ -73,6 +76,7 @@ impl Shared {
         if fallback.is_empty() {
             if let Some(queue) = self.queue {
                 if hostcalls::enqueue_shared_queue(queue, Some(&sealed)).is_ok() {
+                    self.queued.set(self.queued.get() + 1);
                     return Ok(());
                 }
             }
@@ -83,9 +87,16 @@ impl Shared {
 
     /// The next sealed record, in seq order.
     fn take(&self) -> Option<Vec<u8>> {
-        if let Some(queue) = self.queue {
-            if let Ok(Some(record)) = hostcalls::dequeue_shared_queue(queue) {
-                return Some(record);
+        if let (Some(queue), true) = (self.queue, self.queued.get() > 0) {
+            match hostcalls::dequeue_shared_queue(queue) {
+                Ok(Some(record)) => {
+                    self.queued.set(self.queued.get() - 1);
+                    return Some(record);
+                }
+                // Empty after all: the count follows the host.
+                Ok(None) => self.queued.set(0),
+                // Try again later rather than take a later record from the fallback list first.
+                Err(_) => return None,
             }
         }
         self.fallback.borrow_mut().pop_front()
@@ -348,6 +359,7 @@ impl RootContext for AuditRoot {
                 audit: audit.clone(),
                 chain: RefCell::new(writer),
                 queue,
+                queued: Cell::new(0),
                 fallback: RefCell::new(VecDeque::new()),
             }));
             log::info!("hipaa-audit: policy loaded; chain {chain_id} started");
