@@ -1164,7 +1164,9 @@ def run_cpu(specs: list[str]) -> None:
         log(f"{spec:40s} CPU {med(c):7.1f} µs/req ({min(c):.0f}-{max(c):.0f})  "
             f"{med(r):8.0f} req/s ({min(r):.0f}-{max(r):.0f})  non-2xx {sum(res[spec]['non2xx'])}")
     if os.environ.get("BENCH_HOLD"):
-        log("holding the Envoys (BENCH_HOLD); Ctrl-C to stop")
+        # SIGTERM too ends through main's cleanup, so no Envoy or collector is left behind.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        log("holding the Envoys (BENCH_HOLD); Ctrl-C or SIGTERM to stop")
         while True:
             time.sleep(60)
 
