@@ -284,7 +284,11 @@ def cluster(name: str, port: int) -> dict:
                                                              "port_value": port}}}}]}]}}
 
 
-def wasm_filter(name: str, config: str, mac_key: str) -> dict:
+HACK_ENV: dict = {}
+
+
+def wasm_filter(name: str, config: str, mac_key: str, wasm_dir: Path | None = None) -> dict:
+    wasm_dir = wasm_dir or WASM
     return {"name": f"hipaa-{name}", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {
@@ -292,9 +296,9 @@ def wasm_filter(name: str, config: str, mac_key: str) -> dict:
             "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                               "value": config},
             "vm_config": {"vm_id": f"hipaa-{name}", "runtime": "envoy.wasm.runtime.v8",
-                          "code": {"local": {"filename": str(WASM / f"hipaa_{name}.wasm")}},
+                          "code": {"local": {"filename": str(wasm_dir / f"hipaa_{name}.wasm")}},
                           "environment_variables": {"key_values": {
-                              "HIPAA_AUDIT_HMAC_KEY": mac_key}}}}}}
+                              "HIPAA_AUDIT_HMAC_KEY": mac_key, **HACK_ENV}}}}}}
 
 
 def native_filters(jwks: str) -> list[dict]:
@@ -579,7 +583,7 @@ class Stack:
                                WORK / f"collector-{time.time_ns()}.log", env=self.env)
         wait_port(self.collector_port)
 
-    def filters(self, kind: str) -> list[dict]:
+    def filters(self, kind: str, wasm_dir: Path | None = None) -> list[dict]:
         if kind == "bare":
             return []
         if kind == "native":
@@ -591,15 +595,15 @@ class Stack:
         names = ["audit", "transport", "authn"] if with_transport else ["audit", "authn"]
         if kind.startswith("only-"):  # profiling aid: one filter alone
             names = [kind[5:]]
-        filters = [wasm_filter(n, cfg, self.mac_key) for n in names]
+        filters = [wasm_filter(n, cfg, self.mac_key, wasm_dir) for n in names]
         if verification == "envoy":  # jwt_authn right before authn, as rendered
             filters.insert(names.index("authn"), envoy_verification_filter(self.jwks))
         return filters
 
     def envoy(self, name: str, kind: str, tls: bool = False, concurrency: int = 1,
-              cpu: str | None = CPU_ENVOY) -> Envoy:
+              cpu: str | None = CPU_ENVOY, wasm_dir: Path | None = None) -> Envoy:
         ports = {"listen": free_port(), "admin": free_port()}
-        cfg = envoy_config(self.filters(kind), ports, self.app_port, self.collector_port,
+        cfg = envoy_config(self.filters(kind, wasm_dir), ports, self.app_port, self.collector_port,
                            WORK / "pki" if tls else None)
         return Envoy(name, cfg, concurrency, cpu)
 
@@ -1194,9 +1198,86 @@ def run_soak() -> dict:
     return res
 
 
+def run_cpu(specs: list[str]) -> None:
+    """`bench.py cpu KIND[@WASM_DIR] ...`: a profiling aid. Envoy CPU µs per request (and req/s)
+    of each configuration, closed loop (wrk; oha for the mTLS kind `chain-tls`), interleaved,
+    BENCH_REPEATS x BENCH_SECONDS, medians with (min-max); the CPU of a run includes delivering
+    its audit records (measured until the collector acknowledged them all). KIND is one of bare, native, chain,
+    chain-tls, only-audit, only-authn, only-transport; `@DIR` loads the .wasm files from DIR
+    (to compare builds in one run); `VAR1,VAR2+KIND...` also sets those variables (to "1") in the
+    filters' VM environment, for experiment builds that read them. Envoy pids are printed, for
+    `perf record -p`; BENCH_HOLD=1 keeps the Envoys running afterwards."""
+    ensure_tools(need_oha=any(s.partition("@")[0].endswith("-tls") for s in specs))
+    global OHA_JSON
+    if OHA.exists():
+        OHA_JSON = ["--output-format", "json"] if "--output-format" in oha_help() else ["-j"]
+    stack = Stack()
+    tok = token("RS256")
+    envoys: dict[str, tuple[Envoy, bool]] = {}
+    for spec in specs:
+        spec_env, _, spec_rest = spec.rpartition("+")
+        global HACK_ENV
+        HACK_ENV = {k: "1" for k in spec_env.split(",") if k}
+        kind, _, wasm_dir = spec_rest.partition("@")
+        tls = kind == "chain-tls" or kind == "bare-tls"
+        kind = "bare" if kind == "bare-tls" else kind
+        e = stack.envoy(spec.replace("/", "_"), kind, tls,
+                        wasm_dir=Path(wasm_dir) if wasm_dir else None)
+        code, body = request(e.port, PATH, tok, WORK / "pki" if tls else None)
+        assert code == 200, f"{spec}: a good token got {code}: {body[:200]}"
+        envoys[spec] = (e, tls)
+        log(f"{spec}: pid {e.pid()}, port {e.port}, admin {e.admin}, ready in {e.ready_s * 1000:.0f} ms")
+
+    def load(e: Envoy, tls: bool, seconds: int) -> dict:
+        if tls:
+            return oha(e.port, tok, seconds, None, WORK / "pki")
+        return wrk(e.port, tok, seconds)
+
+    def drained(e: Envoy, timeout: float = 120.0) -> None:
+        # The records of a run are delivered after it; their CPU belongs to the run.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            enq = e.stat("wasmcustom.hipaa_audit.records.enqueued")
+            if e.stat("wasmcustom.hipaa_audit.records.acked") >= enq:
+                return
+            time.sleep(0.05)
+        log(f"{e.name}: records not drained in {timeout:.0f} s")
+
+    for e, tls in envoys.values():
+        load(e, tls, 2)  # warm-up: JIT tier-up, connection pools, the token cache
+        drained(e)
+    res: dict[str, dict[str, list]] = {s: {"cpu_us": [], "rps": [], "non2xx": []} for s in specs}
+    for rep in range(REPEATS):
+        order = specs if rep % 2 == 0 else list(reversed(specs))
+        for spec in order:
+            e, tls = envoys[spec]
+            t0 = e.cpu_ticks()
+            r = load(e, tls, SECONDS)
+            drained(e)
+            ticks = e.cpu_ticks() - t0
+            res[spec]["cpu_us"].append(ticks / CLK_TCK * 1e6 / max(r["requests"], 1))
+            res[spec]["rps"].append(r["rps"])
+            res[spec]["non2xx"].append(r["non2xx"])
+        log(f"repeat {rep + 1}/{REPEATS}: " + ", ".join(
+            f"{s} {res[s]['cpu_us'][-1]:.0f} µs" for s in specs))
+    for spec in specs:
+        c, r = res[spec]["cpu_us"], res[spec]["rps"]
+        log(f"{spec:40s} CPU {med(c):7.1f} µs/req ({min(c):.0f}-{max(c):.0f})  "
+            f"{med(r):8.0f} req/s ({min(r):.0f}-{max(r):.0f})  non-2xx {sum(res[spec]['non2xx'])}")
+    if os.environ.get("BENCH_HOLD"):
+        # SIGTERM too ends through main's cleanup, so no Envoy or collector is left behind.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        log("holding the Envoys (BENCH_HOLD); Ctrl-C or SIGTERM to stop")
+        while True:
+            time.sleep(60)
+
+
 def main() -> int:
     mode = sys.argv[1] if len(sys.argv) > 1 else "bench"
     try:
+        if mode == "cpu":
+            run_cpu(sys.argv[2:] or ["bare", "chain"])
+            return 0
         if mode == "soak":
             res = run_soak()
             return 0 if res["equal"] and res["vm_failures"] == 0 else 1

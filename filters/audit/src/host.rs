@@ -95,6 +95,15 @@ pub fn string_property(path: &[&str]) -> Option<String> {
         .and_then(|b| String::from_utf8(b).ok())
 }
 
+/// A map attribute (e.g. `request.headers`), which the host hands over in the header-map pairs
+/// encoding; None when missing, unreadable or not such a map.
+pub fn map_property(path: &[&str]) -> Option<Vec<(String, Vec<u8>)>> {
+    hostcalls::get_property(path.to_vec())
+        .ok()
+        .flatten()
+        .and_then(|b| hipaa_core::headers::decode_pairs(&b))
+}
+
 /// An int64 attribute (eight bytes, little-endian).
 pub fn int_property(path: &[&str]) -> Option<i64> {
     hostcalls::get_property(path.to_vec())

@@ -10,6 +10,7 @@ use crate::host;
 use crate::root::Shared;
 use hipaa_core::audit::buffer::{self, Admission};
 use hipaa_core::audit::build::{self, ConnectionFacts, RequestFacts, ResponseFacts};
+use hipaa_core::headers;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
@@ -23,6 +24,8 @@ pub struct AuditHttp {
     request: Option<RequestFacts>,
     response: ResponseFacts,
     response_seen: bool,
+    /// `x-hipaa-denial` on the reply's headers, read with the status as they went by.
+    response_denial: Option<String>,
     /// This filter refused the request (full buffer): counted, not recorded.
     refused: bool,
 }
@@ -34,19 +37,37 @@ impl AuditHttp {
             request: None,
             response: ResponseFacts::default(),
             response_seen: false,
+            response_denial: None,
             refused: false,
         }
     }
 
-    /// Reads the annotations the other filters set. Envoy refuses a header map outside its own
-    /// callback (and the SDK panics on that refusal), so the request headers are read here
-    /// through the `request.headers` attribute, which stays readable in the response callbacks
-    /// and at log time; the reply's headers likewise through `response.headers`.
+    /// Reads the annotations the other filters set, once, at log time. Envoy refuses a header
+    /// map outside its own callback (and the SDK panics on that refusal), so the request
+    /// headers are read through the `request.headers` attribute, which stays readable at log
+    /// time: the whole map in one host call (the values looked up in it), or, should the host
+    /// not hand the map over, one attribute per name. The reply's `x-hipaa-denial` was read
+    /// from the reply's own header map as it went by; when no reply went through this filter,
+    /// from the `response.headers` attribute.
     fn read_outcome(&mut self) {
-        self.response.read_annotations(
-            |n| host::string_property(&["request", "headers", n]),
-            |n| host::string_property(&["response", "headers", n]),
-        );
+        let response_seen = self.response_seen;
+        let response_denial = self.response_denial.take();
+        let response = |n: &str| {
+            if response_seen {
+                response_denial.clone()
+            } else {
+                host::string_property(&["response", "headers", n])
+            }
+        };
+        match host::map_property(&["request", "headers"]) {
+            Some(pairs) => self
+                .response
+                .read_annotations(|n| host::lookup(&pairs, n), response),
+            None => self.response.read_annotations(
+                |n| host::string_property(&["request", "headers", n]),
+                response,
+            ),
+        }
     }
 }
 
@@ -122,7 +143,7 @@ impl HttpContext for AuditHttp {
         self.response.status = host::header(RESP, ":status")
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        self.read_outcome();
+        self.response_denial = host::header(RESP, headers::DENIAL);
         Action::Continue
     }
 
@@ -133,8 +154,8 @@ impl HttpContext for AuditHttp {
         let Some(request) = self.request.take() else {
             return;
         };
-        // The request headers stay readable at log time: catch what a filter set after the
-        // response headers were read (or when there were none: the client left first).
+        // Everything the other filters set is in place by now (also when no response headers
+        // went through: the client left first, or Envoy answered itself).
         self.read_outcome();
         if !self.response_seen {
             // No response headers went through this filter: the client left first (status 0),
@@ -152,22 +173,27 @@ impl HttpContext for AuditHttp {
             .unwrap_or(0);
         self.response.end_ms = host::now_millis();
         let record = build::build_record(&request, &self.response);
-        let json = match serde_json::to_vec(&record) {
-            Ok(json) => json,
-            Err(e) => {
-                log::error!("hipaa-audit: a record could not be serialized: {e}");
+        // Count first: the compare-and-swap reads the count too, so no separate read is needed
+        // for the hard limit; past it, the count is taken back and the record dropped.
+        let max = u64::from(self.shared.audit.max_buffered);
+        if let Some(count) = host::adjust_shared(host::BUFFERED_KEY, 1) {
+            if !buffer::may_enqueue(count.saturating_sub(1), max) {
+                let _ = host::adjust_shared(host::BUFFERED_KEY, -1);
+                log::error!("hipaa-audit: buffer past its hard limit; an audit record was dropped");
                 host::count(host::DROPPED);
                 return;
             }
-        };
-        if !buffer::may_enqueue(host::buffered(), u64::from(self.shared.audit.max_buffered)) {
-            log::error!("hipaa-audit: buffer past its hard limit; an audit record was dropped");
-            host::count(host::DROPPED);
-            return;
         }
-        // Count first: the root context may take the record before this call returns.
-        let _ = host::adjust_shared(host::BUFFERED_KEY, 1);
-        self.shared.enqueue(json);
-        host::count(host::ENQUEUED);
+        // Sealed here, in this VM's chain, and queued for the root context (same VM, same
+        // thread: seqs follow the order of the calls).
+        match self.shared.seal_and_enqueue(record) {
+            Ok(()) => host::count(host::ENQUEUED),
+            Err(e) => {
+                // Cannot happen for an access record; never silently.
+                let _ = host::adjust_shared(host::BUFFERED_KEY, -1);
+                log::error!("hipaa-audit: a record could not be sealed: {e}");
+                host::count(host::DROPPED);
+            }
+        }
     }
 }

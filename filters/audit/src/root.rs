@@ -15,14 +15,16 @@
 //! this VM's records, and a chain needs a single writer for contiguous seqs and in-order delivery.
 //!
 //! So **each VM registers its own queue, named after its chain id**
-//! (`hipaa.audit.records.<chain id>`): its HTTP contexts (same VM, same thread) enqueue the
-//! *unsealed* record, and only its own root context — the one notified, and the only one that
-//! knows the name — dequeues. The root context seals each record as it takes it (seq = order of
-//! dequeue, so seqs are contiguous by construction), keeps at most two batches sealed, and sends
-//! one batch at a time, retrying the same batch until the collector answers 2xx
-//! (`hipaa_core::audit::delivery`). Records wait unsealed in the host's queue, outside the VM's
-//! memory, while the collector is down. If registering the queue fails, records wait in a
-//! VM-local list instead (same order, same sealing).
+//! (`hipaa.audit.records.<chain id>`), and only its own root context — the one notified, and
+//! the only one that knows the name — dequeues. Its HTTP contexts (same VM, same thread, one
+//! callback at a time) seal each record at `on_log` into the VM's chain, straight from the typed
+//! record (`ChainWriter::seal_to_json`: one canonical write, the HMAC, the hash; no JSON round
+//! trip), and enqueue the sealed bytes: seqs are contiguous in the order of the calls, and the
+//! queue keeps that order. The root context takes records in order, keeps at most two batches in
+//! the VM, and sends one batch at a time, retrying the same batch until the collector answers
+//! 2xx (`hipaa_core::audit::delivery`). Records wait in the host's queue, outside the VM's
+//! memory, while the collector is down. If registering the queue (or an enqueue) fails,
+//! records wait in a VM-local list instead, behind those in the queue (same order).
 //!
 //! `maxBuffered` counts records per Envoy: a shared-data count (compare-and-swap) goes up when a
 //! request enqueues and down when the collector acknowledges; `hipaa_core::audit::buffer` decides
@@ -36,12 +38,12 @@ use crate::host;
 use crate::http::AuditHttp;
 use hipaa_core::audit::build::chain_id_from_seed;
 use hipaa_core::audit::delivery::{Answer, Delivery, DeliveryConfig};
-use hipaa_core::audit::{AuditRecord, ChainWriter, MacKeyRing};
+use hipaa_core::audit::{AuditError, AuditRecord, ChainWriter, MacKeyRing};
 use hipaa_core::policy::{Audit, Policy};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::rc::Rc;
@@ -51,28 +53,68 @@ use std::time::Duration;
 pub struct Shared {
     pub policy: Policy,
     pub audit: Audit,
+    /// This VM's chain: requests seal their records into it as they log them.
+    chain: RefCell<ChainWriter>,
     /// This VM's queue; None if the host refused to register it.
-    pub queue: Option<u32>,
-    /// Records waiting when there is no queue (or the host refused an enqueue).
-    pub fallback: RefCell<VecDeque<Vec<u8>>>,
+    queue: Option<u32>,
+    /// Records in the queue (this VM is its only producer and consumer): no dequeue call is
+    /// made to find it empty.
+    queued: Cell<usize>,
+    /// Sealed records waiting when there is no queue (or the host refused an enqueue). Every
+    /// record in the host queue precedes every record here (a record goes to the queue only
+    /// while this list is empty, and [`Shared::take`] empties the queue first), so records
+    /// leave in seq order.
+    fallback: RefCell<VecDeque<Vec<u8>>>,
 }
 
 impl Shared {
-    /// Hands an unsealed record to the root context.
-    pub fn enqueue(&self, record: Vec<u8>) {
-        if let Some(queue) = self.queue {
-            if hostcalls::enqueue_shared_queue(queue, Some(&record)).is_ok() {
-                return;
+    /// Seals an `access` record with the next seq of this VM's chain and hands it to the root
+    /// context.
+    pub fn seal_and_enqueue(&self, record: AuditRecord) -> Result<(), AuditError> {
+        let sealed = self.chain.borrow_mut().seal_to_json(record)?;
+        let mut fallback = self.fallback.borrow_mut();
+        if fallback.is_empty() {
+            if let Some(queue) = self.queue {
+                if hostcalls::enqueue_shared_queue(queue, Some(&sealed)).is_ok() {
+                    self.queued.set(self.queued.get() + 1);
+                    return Ok(());
+                }
             }
         }
-        self.fallback.borrow_mut().push_back(record);
+        fallback.push_back(sealed);
+        Ok(())
+    }
+
+    /// The next sealed record, in seq order.
+    fn take(&self) -> Option<Vec<u8>> {
+        if let (Some(queue), true) = (self.queue, self.queued.get() > 0) {
+            match hostcalls::dequeue_shared_queue(queue) {
+                Ok(Some(record)) => {
+                    self.queued.set(self.queued.get() - 1);
+                    return Some(record);
+                }
+                // Empty after all: the count follows the host.
+                Ok(None) => self.queued.set(0),
+                // Try again later rather than take a later record from the fallback list first.
+                Err(_) => return None,
+            }
+        }
+        self.fallback.borrow_mut().pop_front()
+    }
+
+    /// Records handed over and not yet taken (when the VM stops), removed.
+    fn discard_waiting(&self) -> usize {
+        let mut n = 0;
+        while self.take().is_some() {
+            n += 1;
+        }
+        n
     }
 }
 
 pub struct AuditRoot {
     context_id: u32,
     shared: Option<Rc<Shared>>,
-    chain: Option<ChainWriter>,
     delivery: Option<Delivery>,
     /// The token of the call in flight.
     token: Option<u32>,
@@ -87,7 +129,6 @@ impl AuditRoot {
         AuditRoot {
             context_id,
             shared: None,
-            chain: None,
             delivery: None,
             token: None,
             start_unacked: false,
@@ -106,41 +147,18 @@ impl AuditRoot {
         chain_id_from_seed(&seed)
     }
 
-    /// Takes records from the queue (and the fallback list), seals them in order, and hands them
-    /// to delivery, as far as delivery has room.
+    /// Takes sealed records from the queue (and the fallback list), in order, and hands them to
+    /// delivery, as far as delivery has room.
     fn drain(&mut self) {
-        let (Some(shared), Some(chain), Some(delivery)) = (
-            self.shared.as_ref(),
-            self.chain.as_mut(),
-            self.delivery.as_mut(),
-        ) else {
+        let (Some(shared), Some(delivery)) = (self.shared.as_ref(), self.delivery.as_mut()) else {
             return;
         };
         let now = host::now_millis();
         while delivery.room() > 0 {
-            let next = shared.fallback.borrow_mut().pop_front();
-            let bytes = match next {
-                Some(b) => b,
-                None => match shared
-                    .queue
-                    .and_then(|q| hostcalls::dequeue_shared_queue(q).ok().flatten())
-                {
-                    Some(b) => b,
-                    None => break,
-                },
+            let Some(record) = shared.take() else {
+                break;
             };
-            let sealed = serde_json::from_slice::<AuditRecord>(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|r| chain.seal_to_json(r).map_err(|e| e.to_string()));
-            match sealed {
-                Ok(json) => delivery.push(json, now),
-                Err(e) => {
-                    // Cannot happen for records this filter built; never silently.
-                    log::error!("hipaa-audit: a queued record could not be sealed: {e}");
-                    host::count(host::DROPPED);
-                    let _ = host::adjust_shared(host::BUFFERED_KEY, -1);
-                }
-            }
+            delivery.push(record, now);
         }
     }
 
@@ -261,12 +279,7 @@ impl Context for AuditRoot {
             lost -= 1;
         }
         if let Some(shared) = &self.shared {
-            lost += shared.fallback.borrow().len() as i64;
-            if let Some(q) = shared.queue {
-                while let Ok(Some(_)) = hostcalls::dequeue_shared_queue(q) {
-                    lost += 1;
-                }
-            }
+            lost += shared.discard_waiting() as i64;
         }
         if lost > 0 {
             log::error!("hipaa-audit: VM stopping with {lost} audit record(s) not acknowledged by the collector");
@@ -313,7 +326,7 @@ impl RootContext for AuditRoot {
             }
         };
         host::define_counters();
-        if self.chain.is_none() {
+        if self.shared.is_none() {
             let chain_id = self.chain_id();
             let queue =
                 hostcalls::register_shared_queue(&format!("hipaa.audit.records.{chain_id}")).ok();
@@ -340,12 +353,13 @@ impl RootContext for AuditRoot {
             let mut delivery = Delivery::new(DeliveryConfig::from_policy(&audit));
             delivery.push(start_json, now);
             self.start_unacked = true;
-            self.chain = Some(writer);
             self.delivery = Some(delivery);
             self.shared = Some(Rc::new(Shared {
                 policy,
                 audit: audit.clone(),
+                chain: RefCell::new(writer),
                 queue,
+                queued: Cell::new(0),
                 fallback: RefCell::new(VecDeque::new()),
             }));
             log::info!("hipaa-audit: policy loaded; chain {chain_id} started");

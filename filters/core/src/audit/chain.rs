@@ -3,10 +3,11 @@
 use hmac::Mac;
 use serde_json::Value;
 
-use super::canonical::{hex, mac_input, record_hash};
+use super::canonical::{hex, insert_mac, mac_input, record_hash, write_record_without_mac};
 use super::key::{MacKey, MacKeyRing};
 use super::record::{AuditRecord, ChainInfo, FindingKind, RecordKind, RECORD_VERSION};
 use super::AuditError;
+use sha2::{Digest, Sha256};
 
 /// `chain.prev` of seq 0: 64 zeros.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -130,32 +131,42 @@ impl ChainWriter {
         self.seal_any(record)
     }
 
-    /// [`ChainWriter::seal`], returning the JSON bytes to send as well.
-    pub fn seal_to_json(&mut self, record: AuditRecord) -> Result<Vec<u8>, AuditError> {
-        let sealed = self.seal(record)?;
-        serde_json::to_vec(&sealed).map_err(|e| AuditError::Serialize(e.to_string()))
+    /// [`ChainWriter::seal`], returning the sealed record's JSON bytes to send: its canonical
+    /// form (keys sorted, no whitespace) including `chain.mac`.
+    pub fn seal_to_json(&mut self, mut record: AuditRecord) -> Result<Vec<u8>, AuditError> {
+        if record.kind != RecordKind::Access {
+            return Err(AuditError::WrongKind(record.kind.as_str()));
+        }
+        Ok(self.seal_in_place(&mut record))
     }
 
     fn seal_any(&mut self, mut record: AuditRecord) -> Result<AuditRecord, AuditError> {
+        self.seal_in_place(&mut record);
+        Ok(record)
+    }
+
+    /// Fills `record.chain` and advances the chain; returns the canonical bytes with the MAC.
+    /// Written from the typed record in one pass (see `write_record_without_mac`): the MAC over
+    /// the bytes without `chain.mac`, then the MAC put in, then the hash over the result — the
+    /// same MAC and hash `compute_mac` / `record_hash` give for the record's JSON value.
+    fn seal_in_place(&mut self, record: &mut AuditRecord) -> Vec<u8> {
         record.chain = ChainInfo {
             id: self.id.clone(),
             seq: self.next_seq,
-            prev: self.prev.clone(),
+            prev: std::mem::take(&mut self.prev),
             key_id: self.key.id().to_string(),
             mac: String::new(),
         };
-        let mut value =
-            serde_json::to_value(&record).map_err(|e| AuditError::Serialize(e.to_string()))?;
-        let mac = compute_mac(&self.key, &value);
-        match value.get_mut("chain").and_then(Value::as_object_mut) {
-            Some(chain) => chain.insert("mac".to_string(), Value::String(mac.clone())),
-            None => return Err(AuditError::NotARecord),
-        };
-        let hash = record_hash(&value);
-        record.chain.mac = mac;
+        let mut bytes = Vec::with_capacity(1024);
+        let mac_at = write_record_without_mac(record, &mut bytes);
+        let mut mac = self.key.hmac();
+        mac.update(&bytes);
+        let mac_hex = hex(&mac.finalize().into_bytes());
+        insert_mac(&mut bytes, mac_at, &mac_hex);
+        record.chain.mac = mac_hex;
+        self.prev = hex(&Sha256::digest(&bytes));
         self.next_seq = self.next_seq.saturating_add(1);
-        self.prev = hash;
-        Ok(record)
+        bytes
     }
 
     pub fn chain_id(&self) -> &str {

@@ -1,3 +1,4 @@
+use super::record::Egress;
 use super::*;
 use serde_json::{json, Value};
 
@@ -478,4 +479,134 @@ fn parses_timestamps() {
         parse_rfc3339_millis(&crate::calendar::rfc3339_millis(T0)),
         Some(T0)
     );
+}
+
+/// Records that exercise every field of the typed canonical writer: all sections filled, all
+/// empty, and strings that need escapes (quotes, backslashes, control characters, non-ASCII).
+fn writer_cases() -> Vec<AuditRecord> {
+    let mut full = access(1);
+    full.inference = Some(Inference {
+        model: Some("sepsis-risk".into()),
+        version: Some("4.2.0".into()),
+    });
+    full.emergency = Some(Emergency {
+        reason: "patient-emergency".into(),
+    });
+    full.egress = Some(Egress {
+        host: Some("api.llm-vendor.example".into()),
+        baa_id: Some("BAA-2026-014".into()),
+    });
+    let mut odd = access(2);
+    let weird = "q\"b\\s/\u{0}\u{1}\u{8}\u{9}\u{a}\u{c}\u{d}\u{1f}\u{7f} é 日本 🩺 </script>";
+    odd.request_id = Some(weird.into());
+    odd.action = Some(Action {
+        method: "PATCH".into(),
+        path: format!("/fhir/Patient/{weird}?a=1&b=\"2\""),
+        route: None,
+        operation: Operation::Export,
+    });
+    odd.actor = Some(Actor {
+        subject: Some(weird.into()),
+        roles: Some(vec![]),
+        session: None,
+        amr: Some(vec![weird.into(), String::new()]),
+        peer: None,
+    });
+    odd.resource = Some(Resource::default());
+    odd.source = Some(Source::default());
+    odd.egress = Some(Egress::default());
+    odd.inference = Some(Inference::default());
+    odd.outcome = Some(Outcome {
+        decision: Decision::Deny,
+        status: 0,
+        reason: Some("bad_signature".into()),
+        bytes: u64::MAX,
+        duration_ms: 0,
+    });
+    let mut empty = AuditRecord::access(T0, None);
+    empty.actor = None;
+    empty.resource = None;
+    empty.source = None;
+    let mut ops: Vec<AuditRecord> = [Operation::Write, Operation::Delete, Operation::Inference]
+        .into_iter()
+        .map(|op| {
+            let mut r = access(3);
+            if let Some(a) = r.action.as_mut() {
+                a.operation = op;
+            }
+            r
+        })
+        .collect();
+    let mut out = vec![full, odd, empty, access(4)];
+    out.append(&mut ops);
+    out
+}
+
+#[test]
+fn sealed_bytes_are_the_canonical_form_of_the_sealed_record() {
+    // The writer seals from the typed record; the collector and `audit verify` check from the
+    // JSON value. Both must see the same bytes, MAC and hash.
+    let (mut fast, _) = ChainWriter::start("c1", key(), T0).unwrap();
+    let (mut typed, _) = ChainWriter::start("c1", key(), T0).unwrap();
+    let mut verifier = ChainVerifier::new("c1");
+    let (_, start) = ChainWriter::start("c1", key(), T0).unwrap();
+    assert!(verifier
+        .feed(&ring(), &serde_json::to_value(&start).unwrap())
+        .is_empty());
+    for record in writer_cases() {
+        let prev = fast.prev().to_string();
+        let bytes = fast.seal_to_json(record.clone()).unwrap();
+        let sealed = typed.seal(record).unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            bytes,
+            canonical_bytes(&v),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(v, serde_json::to_value(&sealed).unwrap());
+        assert_eq!(
+            serde_json::from_slice::<AuditRecord>(&bytes).unwrap(),
+            sealed
+        );
+        assert_eq!(v["chain"]["prev"], prev.as_str());
+        assert_eq!(compute_mac(&key(), &v), sealed.chain.mac);
+        assert_eq!(verify_mac(&ring(), &v), MacCheck::Valid);
+        assert_eq!(fast.prev(), record_hash(&v));
+        assert_eq!(typed.prev(), fast.prev());
+        assert!(verifier.feed(&ring(), &v).is_empty());
+    }
+}
+
+#[test]
+fn typed_mac_input_matches_the_value_form_for_every_case() {
+    for mut record in writer_cases() {
+        record.chain = ChainInfo {
+            id: "c\"1".into(),
+            seq: 12_345_678_901,
+            prev: GENESIS_PREV.into(),
+            key_id: "k1".into(),
+            mac: "ff".repeat(32),
+        };
+        let mut bytes = Vec::new();
+        let at = super::canonical::write_record_without_mac(&record, &mut bytes);
+        let v = serde_json::to_value(&record).unwrap();
+        assert_eq!(bytes, mac_input(&v));
+        super::canonical::insert_mac(&mut bytes, at, &record.chain.mac);
+        assert_eq!(bytes, canonical_bytes(&v));
+    }
+}
+
+#[test]
+fn canonical_strings_are_escaped_as_serde_json_escapes_them() {
+    let mut all: String = (0u32..0x80).filter_map(char::from_u32).collect();
+    all.push_str("é日本🩺\u{2028}\u{fffd}");
+    for s in [all.as_str(), "", "plain", "\"", "\\", "\u{0}", "end\u{1f}"] {
+        let v = Value::String(s.to_string());
+        assert_eq!(
+            canonical_bytes(&v),
+            serde_json::to_vec(&v).unwrap(),
+            "{s:?}"
+        );
+    }
 }
