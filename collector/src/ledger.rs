@@ -6,7 +6,6 @@
 //! hex(ciphertext)]`: every column is covered, so changing, moving, deleting or inserting any row
 //! breaks the links after it, and the signed checkpoints pin the head.
 
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::keys::hex;
@@ -14,28 +13,47 @@ use crate::store::StoredRow;
 
 pub use hipaa_core::audit::GENESIS_PREV;
 
+/// Feeds what serde_json writes straight into the hash (no intermediate JSON value or string).
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The ledger hash `row` should carry, given its `ledger_prev`.
 pub fn row_hash(row: &StoredRow) -> String {
-    let body = json!([
+    let mut h = HashWriter(Sha256::new());
+    h.0.update(b"hipaa-mesh ledger v1\n");
+    h.0.update(row.ledger_prev.as_bytes());
+    h.0.update(b"\n");
+    // A tuple serialises as a compact JSON array, byte for byte what `json!([..]).to_string()`
+    // wrote before (the test `row_hash_is_the_v1_json_form` holds it to that).
+    let body = (
         row.ledger_seq,
         row.stored_at_ms,
-        row.kind,
+        &row.kind,
         row.time_ms,
         row.emergency,
-        row.chain_id,
+        &row.chain_id,
         row.chain_seq,
-        row.source_hash,
-        row.bi_patient,
-        row.bi_subject,
-        row.bi_model,
-        row.bi_version,
+        &row.source_hash,
+        &row.bi_patient,
+        &row.bi_subject,
+        &row.bi_model,
+        &row.bi_version,
         hex(&row.nonce),
         hex(&row.ciphertext),
-    ]);
-    let mut h = Sha256::new();
-    h.update(b"hipaa-mesh ledger v1\n");
-    h.update(row.ledger_prev.as_bytes());
-    h.update(b"\n");
-    h.update(body.to_string().as_bytes());
-    hex(&h.finalize())
+    );
+    // Writing into a hasher cannot fail, and every member serialises (strings, integers, bools).
+    if serde_json::to_writer(&mut h, &body).is_err() {
+        h.0.update(b"\0unserialisable");
+    }
+    hex(&h.0.finalize())
 }

@@ -301,6 +301,8 @@ macro_rules! both_backends {
     };
 }
 
+mod batch;
+
 both_backends!(
     ingest_good_batch,
     ingest_duplicate_is_acknowledged_not_stored_twice,
