@@ -471,27 +471,14 @@ fn failed_group_stores_nothing(b: Backend) {
     ingest(s.as_mut(), &c, &records[..2]).unwrap();
     let before = contents(s.as_mut(), &c);
     // A store that refuses one row (seq 3, in the second batch) fails the whole group.
-    let (refuse, allow) = match b {
-        Backend::Sqlite => (
-            "CREATE TRIGGER refuse_seq_3 BEFORE INSERT ON audit_records WHEN NEW.chain_seq = 3 \
-             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-            "DROP TRIGGER refuse_seq_3;",
-        ),
-        Backend::Postgres => (
-            "CREATE FUNCTION refuse_seq_3() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN IF NEW.chain_seq = 3 THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$; \
-             CREATE TRIGGER refuse_seq_3 BEFORE INSERT ON audit_records \
-             FOR EACH ROW EXECUTE FUNCTION refuse_seq_3();",
-            "DROP TRIGGER refuse_seq_3 ON audit_records;",
-        ),
-    };
-    s.execute_sql(refuse).unwrap();
+    let (refuse, allow) = super::refuse_chain_seq(b, 3);
+    s.execute_sql(&refuse).unwrap();
     let prepared = vec![
         prepare(&c, records[2..3].to_vec()),
         prepare(&c, records[3..].to_vec()),
     ];
     assert!(ingest_prepared(s.as_mut(), &c, &prepared).is_err());
-    s.execute_sql(allow).unwrap();
+    s.execute_sql(&allow).unwrap();
     assert_eq!(contents(s.as_mut(), &c), before);
     // And the same batches go in once the store is back, continuing the chain cleanly.
     let sums = ingest_prepared(s.as_mut(), &c, &prepared).unwrap();
