@@ -1,5 +1,5 @@
 //! SQLite: the embedded default. WAL, `synchronous=FULL` (a commit is on disk before the
-//! collector answers), `BEGIN IMMEDIATE` as the ledger lock.
+//! collector answers), `BEGIN IMMEDIATE` as the ledger lock. See [`PRAGMAS`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -66,6 +66,17 @@ CREATE TRIGGER IF NOT EXISTS purges_no_delete BEFORE DELETE ON purges
 BEGIN SELECT RAISE(ABORT, 'hipaa-mesh: purges are append-only: DELETE refused'); END;
 "#;
 
+/// WAL with `synchronous = FULL`: every commit is fsync'd before the collector answers (durable
+/// across a power loss, not only an application crash). The page cache (64 MiB, grown only as
+/// used) holds a whole ingest transaction: with SQLite's default 2 MiB, a group of batches
+/// dirtying thousands of index pages spilled them to the WAL mid-transaction and read them back,
+/// nearly doubling what was written. Checkpointing at 10,000 WAL pages (~40 MiB) rather than
+/// 1,000 writes each hot page (table tail, time and chain indexes) into the database once per
+/// several commits instead of after every one. Both only change how much is written, not when
+/// a commit is durable. Measured with `ingest-profile`: about 48 -> 44 µs of CPU per record.
+const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 10000;";
+
 /// One SQLite connection.
 pub struct SqliteStore {
     conn: Connection,
@@ -76,7 +87,7 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(|e| StoreError::db("open sqlite", e))?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(|e| StoreError::db("sqlite busy_timeout", e))?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+        conn.execute_batch(PRAGMAS)
             .map_err(|e| StoreError::db("sqlite pragmas", e))?;
         let mut store = SqliteStore { conn };
         let tx = store
