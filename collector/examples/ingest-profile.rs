@@ -90,7 +90,7 @@ fn measured(
                 prepare(collector, batch)
             })
             .collect();
-        let sums = ingest_prepared(store, collector, &batches).map_err(|e| e.to_string())?;
+        let sums = ingest_prepared(store, collector, batches).map_err(|e| e.to_string())?;
         stored += sums.iter().map(|s| s.accepted + s.flagged).sum::<u64>();
     }
     Ok(stored)

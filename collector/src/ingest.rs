@@ -33,14 +33,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use hipaa_core::audit::{
-    canonical_bytes, parse_rfc3339_millis, verify_mac, AuditRecord, ChainFinding, ChainVerifier,
-    FindingKind, IntegrityFinding, IntegrityRecord, MacCheck, MacKeyRing, RecordKind,
-    RECORD_VERSION,
+    parse_rfc3339_millis, verify_mac, AuditRecord, ChainFinding, ChainVerifier, FindingKind,
+    IntegrityFinding, IntegrityRecord, MacCheck, MacKeyRing, RecordKind, RECORD_VERSION,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::canonical::canonical;
 use crate::keys::{hex, EncryptionKey};
 use crate::ledger::{row_hash, GENESIS_PREV};
 use crate::store::{LedgerTx, Store, StoreError, StoredRow};
@@ -84,7 +84,7 @@ pub fn ingest(
     batch: &[Value],
 ) -> Result<IngestSummary, StoreError> {
     let prepared = prepare(collector, batch.to_vec());
-    let mut summaries = ingest_prepared(store, collector, std::slice::from_ref(&prepared))?;
+    let mut summaries = ingest_prepared(store, collector, vec![prepared])?;
     Ok(summaries.pop().unwrap_or_default())
 }
 
@@ -136,16 +136,22 @@ struct Authentic {
 /// Checks each record of a batch as far as it can be checked without the database: canonical
 /// form and its hash, the typed view, the MAC, the blind indexes.
 pub fn prepare(collector: &Collector, batch: Vec<Value>) -> PreparedBatch {
+    // Records of one batch are alike: size each buffer by the one before.
+    let mut size_hint = 1024;
     PreparedBatch {
         records: batch
             .into_iter()
-            .map(|raw| prepare_one(collector, raw))
+            .map(|raw| {
+                let p = prepare_one(collector, raw, size_hint);
+                size_hint = p.canonical.len() + 64;
+                p
+            })
             .collect(),
     }
 }
 
-fn prepare_one(collector: &Collector, raw: Value) -> Prepared {
-    let canonical = canonical_bytes(&raw);
+fn prepare_one(collector: &Collector, raw: Value, size_hint: usize) -> Prepared {
+    let canonical = canonical(&raw, size_hint);
     // record_hash(raw), from the bytes already made.
     let source = hex(&Sha256::digest(&canonical));
     let check = match typed(&raw) {
@@ -170,14 +176,20 @@ fn prepare_one(collector: &Collector, raw: Value) -> Prepared {
 }
 
 /// Stores prepared batches durably in one transaction (one commit for all of them) and returns
-/// one summary per batch, in order. On Err nothing of any of them is stored.
+/// one summary per batch, in order. On Err nothing of any of them is stored (prepare them again
+/// to retry).
 pub fn ingest_prepared(
     store: &mut dyn Store,
     collector: &Collector,
-    batches: &[PreparedBatch],
+    batches: Vec<PreparedBatch>,
 ) -> Result<Vec<IngestSummary>, StoreError> {
     let mut summaries = Vec::with_capacity(batches.len());
+    // Consumed by the transaction: each record's buffer becomes its ciphertext in place.
+    let mut batches = Some(batches);
     store.write(&mut |tx| {
+        let batches = batches
+            .take()
+            .ok_or_else(|| StoreError::db("ingest", "transaction body run twice"))?;
         summaries.clear();
         let now = (collector.clock)();
         let mut ledger = Appender {
@@ -190,7 +202,7 @@ pub fn ingest_prepared(
         for batch in batches {
             view.load(tx, &batch.records)?;
             let mut summary = IngestSummary::default();
-            for p in &batch.records {
+            for p in batch.records {
                 decide(&mut view, &mut ledger, p, &mut summary)?;
             }
             summaries.push(summary);
@@ -305,11 +317,11 @@ struct RowData {
 }
 
 impl Appender<'_> {
-    fn append(&mut self, data: RowData, plaintext: &[u8]) -> Result<(), StoreError> {
+    fn append(&mut self, data: RowData, plaintext: Vec<u8>) -> Result<(), StoreError> {
         let ledger_seq = self.head.0 + 1;
         let (nonce, ciphertext) = self
             .enc
-            .encrypt(ledger_seq, plaintext)
+            .encrypt_owned(ledger_seq, plaintext)
             .map_err(|e| StoreError::db("encrypt", e))?;
         let [bi_patient, bi_subject, bi_model, bi_version] = data.index;
         let (chain_id, chain_seq) = match data.chain {
@@ -358,7 +370,7 @@ impl Appender<'_> {
                 source_hash,
                 index: [None, None, None, None],
             },
-            &canonical_bytes(&value),
+            canonical(&value, 512),
         )
     }
 }
@@ -402,7 +414,7 @@ fn chain_hint(raw: &Value) -> (Option<String>, Option<u64>, Option<String>) {
 fn decide(
     view: &mut TxView,
     ledger: &mut Appender<'_>,
-    p: &Prepared,
+    p: Prepared,
     summary: &mut IngestSummary,
 ) -> Result<(), StoreError> {
     if view.sources.contains(&p.source) {
@@ -420,7 +432,7 @@ fn decide(
         };
         ledger.integrity(hint_request, f, Some(p.source.clone()))
     };
-    let a = match &p.check {
+    let a = match p.check {
         Check::Malformed => {
             flag_whole(
                 ledger,
@@ -451,7 +463,7 @@ fn decide(
             summary.flagged += 1;
             return Ok(());
         }
-        Check::Authentic(a) => a.as_ref(),
+        Check::Authentic(a) => *a,
     };
     let record = &a.record;
     let seq = a.seq;
@@ -502,10 +514,10 @@ fn decide(
             time_ms: Some(a.time_ms),
             emergency: record.is_emergency(),
             chain: Some((chain_id.clone(), seq)),
-            source_hash: Some(p.source.clone()),
-            index: a.index.clone(),
+            source_hash: Some(p.source),
+            index: a.index,
         },
-        &p.canonical,
+        p.canonical,
     )?;
     summary.accepted += 1;
     for (finding, detail) in findings {

@@ -33,27 +33,64 @@ pub fn row_hash(row: &StoredRow) -> String {
     h.0.update(b"hipaa-mesh ledger v1\n");
     h.0.update(row.ledger_prev.as_bytes());
     h.0.update(b"\n");
-    // A tuple serialises as a compact JSON array, byte for byte what `json!([..]).to_string()`
-    // wrote before (the test `row_hash_is_the_v1_json_form` holds it to that).
-    let body = (
-        row.ledger_seq,
-        row.stored_at_ms,
+    // The compact JSON array, byte for byte what `json!([..]).to_string()` wrote before (the
+    // test `row_hash_is_the_v1_json_form` holds it to that), streamed into the hash: each column
+    // as serde_json writes it, the two hex columns straight from the bytes.
+    h.0.update(b"[");
+    let columns: [&dyn erased::Column; 12] = [
+        &row.ledger_seq,
+        &row.stored_at_ms,
         &row.kind,
-        row.time_ms,
-        row.emergency,
+        &row.time_ms,
+        &row.emergency,
         &row.chain_id,
-        row.chain_seq,
+        &row.chain_seq,
         &row.source_hash,
         &row.bi_patient,
         &row.bi_subject,
         &row.bi_model,
         &row.bi_version,
-        hex(&row.nonce),
-        hex(&row.ciphertext),
-    );
-    // Writing into a hasher cannot fail, and every member serialises (strings, integers, bools).
-    if serde_json::to_writer(&mut h, &body).is_err() {
-        h.0.update(b"\0unserialisable");
+    ];
+    for column in columns {
+        column.write_json(&mut h);
+        h.0.update(b",");
     }
+    hex_string(&mut h.0, &row.nonce);
+    h.0.update(b",");
+    hex_string(&mut h.0, &row.ciphertext);
+    h.0.update(b"]");
     hex(&h.0.finalize())
+}
+
+/// `"<lowercase hex of bytes>"` into the hash, through a small stack buffer.
+fn hex_string(h: &mut Sha256, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 512];
+    h.update(b"\"");
+    for chunk in bytes.chunks(buf.len() / 2) {
+        for (i, b) in chunk.iter().enumerate() {
+            buf[2 * i] = DIGITS[usize::from(b >> 4)];
+            buf[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        h.update(&buf[..2 * chunk.len()]);
+    }
+    h.update(b"\"");
+}
+
+mod erased {
+    /// A column serde_json can write (integers, booleans, strings, and their options).
+    pub(super) trait Column {
+        fn write_json(&self, h: &mut super::HashWriter);
+    }
+
+    use sha2::Digest;
+
+    impl<T: serde::Serialize> Column for T {
+        fn write_json(&self, h: &mut super::HashWriter) {
+            // Writing into a hasher cannot fail, and these types always serialise.
+            if serde_json::to_writer(&mut *h, self).is_err() {
+                h.0.update(b"\0unserialisable");
+            }
+        }
+    }
 }

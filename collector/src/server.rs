@@ -245,9 +245,10 @@ fn ingest_writer(shared: &Shared, queue: &mpsc::Receiver<IngestJob>) {
                 Err(e) => eprintln!("hipaa-collector: audit database: {e}"),
             }
         }
+        let count = batches.len();
         let result = match store.as_mut() {
             Some(s) => {
-                ingest_prepared(s.as_mut(), &shared.collector, &batches).map_err(|e| e.to_string())
+                ingest_prepared(s.as_mut(), &shared.collector, batches).map_err(|e| e.to_string())
             }
             None => Err("audit database unavailable".to_string()),
         };
@@ -260,8 +261,7 @@ fn ingest_writer(shared: &Shared, queue: &mpsc::Receiver<IngestJob>) {
             }
             Err(e) => {
                 eprintln!(
-                    "hipaa-collector: ingest of {records} record(s) in {} batch(es) failed: {e}",
-                    batches.len()
+                    "hipaa-collector: ingest of {records} record(s) in {count} batch(es) failed: {e}"
                 );
                 // A store error: reconnect for the next transaction.
                 store = None;

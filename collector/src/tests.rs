@@ -326,6 +326,7 @@ macro_rules! both_backends {
 }
 
 mod batch;
+mod canonical;
 
 both_backends!(
     ingest_good_batch,

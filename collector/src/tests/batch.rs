@@ -305,7 +305,7 @@ fn contents(s: &mut dyn Store, c: &Collector) -> Vec<(Vec<String>, Value)> {
 }
 
 /// Batches that exercise every decision, several of them inside one batch, and across batches.
-fn tricky_batches() -> Vec<Vec<Value>> {
+pub(super) fn tricky_batches() -> Vec<Vec<Value>> {
     let c1 = chain("c1", 9); // seq 0..=9
     let c2 = chain("c2", 3);
     let c3 = chain("c3", 4);
@@ -419,7 +419,7 @@ fn same_as_reference(b: Backend, group: bool) {
             .iter()
             .map(|b| prepare(&c, b.clone()))
             .collect();
-        sums.extend(ingest_prepared(new.as_mut(), &c, &prepared).unwrap());
+        sums.extend(ingest_prepared(new.as_mut(), &c, prepared).unwrap());
         sums
     } else {
         batches
@@ -473,15 +473,17 @@ fn failed_group_stores_nothing(b: Backend) {
     // A store that refuses one row (seq 3, in the second batch) fails the whole group.
     let (refuse, allow) = super::refuse_chain_seq(b, 3);
     s.execute_sql(&refuse).unwrap();
-    let prepared = vec![
-        prepare(&c, records[2..3].to_vec()),
-        prepare(&c, records[3..].to_vec()),
-    ];
-    assert!(ingest_prepared(s.as_mut(), &c, &prepared).is_err());
+    let prepared = || {
+        vec![
+            prepare(&c, records[2..3].to_vec()),
+            prepare(&c, records[3..].to_vec()),
+        ]
+    };
+    assert!(ingest_prepared(s.as_mut(), &c, prepared()).is_err());
     s.execute_sql(&allow).unwrap();
     assert_eq!(contents(s.as_mut(), &c), before);
     // And the same batches go in once the store is back, continuing the chain cleanly.
-    let sums = ingest_prepared(s.as_mut(), &c, &prepared).unwrap();
+    let sums = ingest_prepared(s.as_mut(), &c, prepared()).unwrap();
     assert_eq!(
         sums,
         vec![
