@@ -93,8 +93,8 @@ fn access(n: u64, sender: usize) -> AuditRecord {
     r
 }
 
-/// POST one batch on a keep-alive connection; the HTTP status.
-fn post(conn: &mut BufReader<TcpStream>, body: &[u8]) -> Result<u16, String> {
+/// Sends one POST of `body` on a keep-alive connection (the answer is read by [`receive`]).
+fn send(conn: &mut BufReader<TcpStream>, body: &[u8]) -> Result<(), String> {
     let head = format!(
         "POST /v1/records HTTP/1.1\r\nHost: audit-collector\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n",
@@ -102,7 +102,11 @@ fn post(conn: &mut BufReader<TcpStream>, body: &[u8]) -> Result<u16, String> {
     );
     let s = conn.get_mut();
     s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
-    s.write_all(body).map_err(|e| e.to_string())?;
+    s.write_all(body).map_err(|e| e.to_string())
+}
+
+/// Reads the answer to the POST sent last; its HTTP status.
+fn receive(conn: &mut BufReader<TcpStream>) -> Result<u16, String> {
     let mut status_line = String::new();
     conn.read_line(&mut status_line)
         .map_err(|e| e.to_string())?;
@@ -145,20 +149,29 @@ fn sender(
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut conn = BufReader::new(stream);
     let mut pending = vec![serde_json::to_value(&start).map_err(|e| e.to_string())?];
+    let mut next = Vec::new();
     let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        while pending.len() < a.batch {
+    let mut seal_into = |batch: &mut Vec<serde_json::Value>| -> Result<(), String> {
+        while batch.len() < a.batch {
             let sealed = writer.seal(access(n, i)).map_err(|e| e.to_string())?;
-            pending.push(serde_json::to_value(&sealed).map_err(|e| e.to_string())?);
+            batch.push(serde_json::to_value(&sealed).map_err(|e| e.to_string())?);
             n += 1;
         }
+        Ok(())
+    };
+    seal_into(&mut pending)?;
+    while !stop.load(Ordering::Relaxed) {
         let body = serde_json::to_vec(&pending).map_err(|e| e.to_string())?;
-        match post(&mut conn, &body)? {
+        send(&mut conn, &body)?;
+        // Like a filter whose queue fills while a call is out: the next batch is sealed while
+        // the collector stores this one, not after its answer.
+        seal_into(&mut next)?;
+        match receive(&mut conn)? {
             200 => {
                 if started.load(Ordering::Relaxed) {
                     acked.fetch_add(pending.len() as u64, Ordering::Relaxed);
                 }
-                pending.clear();
+                pending = std::mem::take(&mut next);
             }
             503 => std::thread::sleep(Duration::from_millis(5)),
             other => return Err(format!("collector answered {other}")),

@@ -16,18 +16,32 @@
 //!
 //! Chain state is the newest clean row of each chain id in the database itself, so a restarted
 //! collector, or another collector on the same PostgreSQL database, continues where it left off.
+//!
+//! The work is split in two so that a batch costs a handful of statements, not several per
+//! record:
+//! * [`prepare`] does everything that needs no database, once per record: the canonical bytes
+//!   (hashed for dedup and stored as the plaintext), the typed view, the MAC check, the blind
+//!   indexes. It can run outside the ledger lock (the server runs it in the HTTP worker).
+//! * [`ingest_prepared`] then, inside one ledger transaction, reads in bulk what the decisions
+//!   need (which source hashes are stored, each chain's newest clean row, which of the batch's
+//!   (chain id, seq) at or below it are taken), decides every record in order against that view
+//!   plus what the transaction itself has appended so far — exactly what the per-record lookups
+//!   answered before — and inserts the rows with one bulk insert. Several batches may share one
+//!   transaction (one commit, one fsync); each gets its own summary.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use hipaa_core::audit::{
-    canonical_bytes, parse_rfc3339_millis, record_hash, verify_mac, AuditRecord, ChainFinding,
-    ChainVerifier, FindingKind, IntegrityFinding, IntegrityRecord, MacCheck, MacKeyRing,
-    RecordKind, RECORD_VERSION,
+    parse_rfc3339_millis, verify_mac, AuditRecord, ChainFinding, ChainVerifier, FindingKind,
+    IntegrityFinding, IntegrityRecord, MacCheck, MacKeyRing, RecordKind, RECORD_VERSION,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-use crate::keys::EncryptionKey;
+use crate::canonical::canonical;
+use crate::keys::{hex, EncryptionKey};
 use crate::ledger::{row_hash, GENESIS_PREV};
 use crate::store::{LedgerTx, Store, StoreError, StoredRow};
 
@@ -69,27 +83,227 @@ pub fn ingest(
     collector: &Collector,
     batch: &[Value],
 ) -> Result<IngestSummary, StoreError> {
-    let mut summary = IngestSummary::default();
+    let prepared = prepare(collector, batch.to_vec());
+    let mut summaries = ingest_prepared(store, collector, vec![prepared])?;
+    Ok(summaries.pop().unwrap_or_default())
+}
+
+/// One batch, checked record by record without the database (see [`prepare`]).
+#[derive(Debug)]
+pub struct PreparedBatch {
+    records: Vec<Prepared>,
+}
+
+impl PreparedBatch {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// One received record and everything about it that does not depend on what is stored.
+#[derive(Debug)]
+struct Prepared {
+    /// The record as received (kept inside integrity records that stand in for it).
+    raw: Value,
+    /// Hex SHA-256 of the canonical bytes: the dedup key, and the next record's `prev`.
+    source: String,
+    /// The canonical bytes: what a clean row stores (encrypted).
+    canonical: Vec<u8>,
+    check: Check,
+}
+
+#[derive(Debug)]
+enum Check {
+    Malformed,
+    UnknownKey(String),
+    BadMac,
+    /// A valid v1 record whose MAC verifies.
+    Authentic(Box<Authentic>),
+}
+
+#[derive(Debug)]
+struct Authentic {
+    record: AuditRecord,
+    time_ms: i64,
+    seq: i64,
+    index: [Option<String>; 4],
+}
+
+/// Checks each record of a batch as far as it can be checked without the database: canonical
+/// form and its hash, the typed view, the MAC, the blind indexes.
+pub fn prepare(collector: &Collector, batch: Vec<Value>) -> PreparedBatch {
+    // Records of one batch are alike: size each buffer by the one before.
+    let mut size_hint = 1024;
+    PreparedBatch {
+        records: batch
+            .into_iter()
+            .map(|raw| {
+                let p = prepare_one(collector, raw, size_hint);
+                size_hint = p.canonical.len() + 64;
+                p
+            })
+            .collect(),
+    }
+}
+
+fn prepare_one(collector: &Collector, raw: Value, size_hint: usize) -> Prepared {
+    let canonical = canonical(&raw, size_hint);
+    // record_hash(raw), from the bytes already made.
+    let source = hex(&Sha256::digest(&canonical));
+    let check = match typed(&raw) {
+        None => Check::Malformed,
+        Some((record, time_ms, seq)) => match verify_mac(&collector.mac_keys, &raw) {
+            MacCheck::Valid => Check::Authentic(Box::new(Authentic {
+                index: blind_indexes(&collector.encryption, &record),
+                record,
+                time_ms,
+                seq,
+            })),
+            MacCheck::UnknownKey(id) => Check::UnknownKey(id),
+            MacCheck::BadMac | MacCheck::NoChain => Check::BadMac,
+        },
+    };
+    Prepared {
+        raw,
+        source,
+        canonical,
+        check,
+    }
+}
+
+/// Stores prepared batches durably in one transaction (one commit for all of them) and returns
+/// one summary per batch, in order. On Err nothing of any of them is stored (prepare them again
+/// to retry).
+pub fn ingest_prepared(
+    store: &mut dyn Store,
+    collector: &Collector,
+    batches: Vec<PreparedBatch>,
+) -> Result<Vec<IngestSummary>, StoreError> {
+    let mut summaries = Vec::with_capacity(batches.len());
+    // Consumed by the transaction: each record's buffer becomes its ciphertext in place.
+    let mut batches = Some(batches);
     store.write(&mut |tx| {
-        summary = IngestSummary::default();
+        let batches = batches
+            .take()
+            .ok_or_else(|| StoreError::db("ingest", "transaction body run twice"))?;
+        summaries.clear();
         let now = (collector.clock)();
         let mut ledger = Appender {
             head: tx.head()?.unwrap_or((0, GENESIS_PREV.to_string())),
             now,
             enc: &collector.encryption,
+            rows: Vec::new(),
         };
-        for raw in batch {
-            ingest_one(tx, &mut ledger, &collector.mac_keys, raw, &mut summary)?;
+        let mut view = TxView::default();
+        for batch in batches {
+            view.load(tx, &batch.records)?;
+            let mut summary = IngestSummary::default();
+            for p in batch.records {
+                decide(&mut view, &mut ledger, p, &mut summary)?;
+            }
+            summaries.push(summary);
+        }
+        tx.insert_rows(&ledger.rows)
+    })?;
+    Ok(summaries)
+}
+
+/// What the decisions of one transaction need to know about the stored rows: the database's
+/// answers (read in bulk) merged with the rows this transaction has appended so far.
+#[derive(Default)]
+struct TxView {
+    /// Source hashes known to be stored (in the database, or appended here).
+    sources: HashSet<String>,
+    chains: HashMap<String, ChainView>,
+}
+
+#[derive(Default)]
+struct ChainView {
+    /// (seq, source hash) of the newest clean row.
+    last: Option<(i64, String)>,
+    /// Seqs known to hold a clean row. Only seqs at or below `last` as loaded can be taken in
+    /// the database, so only those are looked up; seqs appended here are added.
+    taken: HashSet<i64>,
+}
+
+impl TxView {
+    /// Reads, in bulk, what deciding `records` needs and this view does not hold yet.
+    fn load(&mut self, tx: &mut dyn LedgerTx, records: &[Prepared]) -> Result<(), StoreError> {
+        let mut wanted: Vec<&str> = records
+            .iter()
+            .map(|p| p.source.as_str())
+            .filter(|s| !self.sources.contains(*s))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if !wanted.is_empty() {
+            self.sources.extend(tx.existing_sources(&wanted)?);
+        }
+        let mut ids: Vec<&str> = authentic(records)
+            .map(|a| a.record.chain.id.as_str())
+            .filter(|id| !self.chains.contains_key(*id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if !ids.is_empty() {
+            let mut heads: HashMap<String, (i64, String)> = tx
+                .chain_heads(&ids)?
+                .into_iter()
+                .map(|(id, seq, hash)| (id, (seq, hash)))
+                .collect();
+            for id in ids {
+                let last = heads.remove(id);
+                self.chains.insert(
+                    id.to_string(),
+                    ChainView {
+                        last,
+                        taken: HashSet::new(),
+                    },
+                );
+            }
+        }
+        // Seqs at or below a chain's newest row may be taken by an earlier row (a late record,
+        // a conflicting writer): look those up. Seqs above it cannot be in the database.
+        let mut at_or_below: Vec<(&str, i64)> = authentic(records)
+            .filter(|a| {
+                let id = a.record.chain.id.as_str();
+                self.chains.get(id).is_some_and(|c| {
+                    c.last.as_ref().is_some_and(|(last, _)| a.seq <= *last)
+                        && !c.taken.contains(&a.seq)
+                })
+            })
+            .map(|a| (a.record.chain.id.as_str(), a.seq))
+            .collect();
+        at_or_below.sort_unstable();
+        at_or_below.dedup();
+        if !at_or_below.is_empty() {
+            for (id, seq) in tx.existing_chain_seqs(&at_or_below)? {
+                if let Some(c) = self.chains.get_mut(&id) {
+                    c.taken.insert(seq);
+                }
+            }
         }
         Ok(())
-    })?;
-    Ok(summary)
+    }
+}
+
+fn authentic(records: &[Prepared]) -> impl Iterator<Item = &Authentic> {
+    records.iter().filter_map(|p| match &p.check {
+        Check::Authentic(a) => Some(a.as_ref()),
+        _ => None,
+    })
 }
 
 struct Appender<'a> {
     head: (i64, String),
     now: i64,
     enc: &'a EncryptionKey,
+    /// The rows appended, in ledger order, inserted together before the commit.
+    rows: Vec<StoredRow>,
 }
 
 /// The columns of one row besides the ledger fields.
@@ -100,15 +314,14 @@ struct RowData {
     chain: Option<(String, i64)>,
     source_hash: Option<String>,
     index: [Option<String>; 4],
-    plaintext: Vec<u8>,
 }
 
 impl Appender<'_> {
-    fn append(&mut self, tx: &mut dyn LedgerTx, data: RowData) -> Result<(), StoreError> {
+    fn append(&mut self, data: RowData, plaintext: Vec<u8>) -> Result<(), StoreError> {
         let ledger_seq = self.head.0 + 1;
         let (nonce, ciphertext) = self
             .enc
-            .encrypt(ledger_seq, &data.plaintext)
+            .encrypt_owned(ledger_seq, plaintext)
             .map_err(|e| StoreError::db("encrypt", e))?;
         let [bi_patient, bi_subject, bi_model, bi_version] = data.index;
         let (chain_id, chain_seq) = match data.chain {
@@ -117,7 +330,7 @@ impl Appender<'_> {
         };
         let mut row = StoredRow {
             ledger_seq,
-            ledger_prev: self.head.1.clone(),
+            ledger_prev: std::mem::take(&mut self.head.1),
             ledger_hash: String::new(),
             stored_at_ms: self.now,
             kind: data.kind.to_string(),
@@ -134,14 +347,13 @@ impl Appender<'_> {
             ciphertext,
         };
         row.ledger_hash = row_hash(&row);
-        tx.insert_row(&row)?;
-        self.head = (ledger_seq, row.ledger_hash);
+        self.head = (ledger_seq, row.ledger_hash.clone());
+        self.rows.push(row);
         Ok(())
     }
 
     fn integrity(
         &mut self,
-        tx: &mut dyn LedgerTx,
         request_id: Option<String>,
         finding: IntegrityFinding,
         source_hash: Option<String>,
@@ -150,7 +362,6 @@ impl Appender<'_> {
         let value =
             serde_json::to_value(&record).map_err(|e| StoreError::db("integrity record", e))?;
         self.append(
-            tx,
             RowData {
                 kind: RecordKind::Integrity.as_str(),
                 time_ms: Some(self.now),
@@ -158,8 +369,8 @@ impl Appender<'_> {
                 chain: None,
                 source_hash,
                 index: [None, None, None, None],
-                plaintext: canonical_bytes(&value),
             },
+            canonical(&value, 512),
         )
     }
 }
@@ -176,7 +387,7 @@ pub fn blind_indexes(enc: &EncryptionKey, r: &AuditRecord) -> [Option<String>; 4
 
 /// A typed, checked view of a record: None when it is not a valid v1 record a filter may send.
 pub(crate) fn typed(raw: &Value) -> Option<(AuditRecord, i64, i64)> {
-    let record: AuditRecord = serde_json::from_value(raw.clone()).ok()?;
+    let record = AuditRecord::deserialize(raw).ok()?;
     if record.v != RECORD_VERSION || record.kind == RecordKind::Integrity {
         return None;
     }
@@ -199,96 +410,114 @@ fn chain_hint(raw: &Value) -> (Option<String>, Option<u64>, Option<String>) {
     )
 }
 
-fn ingest_one(
-    tx: &mut dyn LedgerTx,
+/// Decides one record against `view` and appends what it stores (see the module docs).
+fn decide(
+    view: &mut TxView,
     ledger: &mut Appender<'_>,
-    ring: &MacKeyRing,
-    raw: &Value,
+    p: Prepared,
     summary: &mut IngestSummary,
 ) -> Result<(), StoreError> {
-    let source = record_hash(raw);
-    if tx.source_exists(&source)? {
+    if view.sources.contains(&p.source) {
         summary.duplicates += 1;
         return Ok(());
     }
-    let (hint_chain, hint_seq, hint_request) = chain_hint(raw);
-    let flag_whole = |finding: FindingKind, detail: String| IntegrityFinding {
-        finding,
-        chain_id: hint_chain.clone(),
-        seq: hint_seq,
-        detail,
-        record: Some(raw.clone()),
+    let flag_whole = |ledger: &mut Appender<'_>, finding: FindingKind, detail: String| {
+        let (hint_chain, hint_seq, hint_request) = chain_hint(&p.raw);
+        let f = IntegrityFinding {
+            finding,
+            chain_id: hint_chain,
+            seq: hint_seq,
+            detail,
+            record: Some(p.raw.clone()),
+        };
+        ledger.integrity(hint_request, f, Some(p.source.clone()))
     };
-    let Some((record, time_ms, seq)) = typed(raw) else {
-        let f = flag_whole(
-            FindingKind::Malformed,
-            "not a valid v1 access or chain-start record".into(),
-        );
-        ledger.integrity(tx, hint_request, f, Some(source))?;
-        summary.flagged += 1;
-        return Ok(());
-    };
-    match verify_mac(ring, raw) {
-        MacCheck::Valid => {}
-        MacCheck::UnknownKey(id) => {
-            let f = flag_whole(
+    let a = match p.check {
+        Check::Malformed => {
+            flag_whole(
+                ledger,
+                FindingKind::Malformed,
+                "not a valid v1 access or chain-start record".into(),
+            )?;
+            view.sources.insert(p.source.clone());
+            summary.flagged += 1;
+            return Ok(());
+        }
+        Check::UnknownKey(id) => {
+            flag_whole(
+                ledger,
                 FindingKind::UnknownKey,
                 format!("MAC key id {id:?} is not configured"),
-            );
-            ledger.integrity(tx, hint_request, f, Some(source))?;
+            )?;
+            view.sources.insert(p.source.clone());
             summary.flagged += 1;
             return Ok(());
         }
-        MacCheck::BadMac | MacCheck::NoChain => {
-            let f = flag_whole(
+        Check::BadMac => {
+            flag_whole(
+                ledger,
                 FindingKind::BadMac,
                 "MAC does not verify: modified in transit or forged".into(),
-            );
-            ledger.integrity(tx, hint_request, f, Some(source))?;
+            )?;
+            view.sources.insert(p.source.clone());
             summary.flagged += 1;
             return Ok(());
         }
-    }
-    let chain_id = record.chain.id.clone();
-    if tx.chain_row(&chain_id, seq)?.is_some() {
-        let f = flag_whole(
+        Check::Authentic(a) => *a,
+    };
+    let record = &a.record;
+    let seq = a.seq;
+    let chain_id = &record.chain.id;
+    let chain = view
+        .chains
+        .get_mut(chain_id)
+        .ok_or_else(|| StoreError::db("chain state", "chain not loaded"))?;
+    if chain.taken.contains(&seq) {
+        flag_whole(
+            ledger,
             FindingKind::SeqConflict,
             format!("a different record with seq {seq} of this chain is already stored"),
-        );
-        ledger.integrity(tx, hint_request, f, Some(source))?;
+        )?;
+        view.sources.insert(p.source.clone());
         summary.flagged += 1;
         return Ok(());
     }
-    let findings: Vec<(FindingKind, String)> = match tx.chain_last(&chain_id)? {
-        Some((last, _)) if seq < last => vec![(
+    let is_start = record.kind == RecordKind::ChainStart;
+    let findings: Vec<(FindingKind, String)> = match &chain.last {
+        Some((last, _)) if seq < *last => vec![(
             FindingKind::Late,
             format!("seq {seq} arrived after seq {last} (fills part of an earlier gap)"),
         )],
+        // The MAC has been verified (prepare), so only continuity is left to check.
         Some((last, last_hash)) => {
-            let next = u64::try_from(last).unwrap_or(0).saturating_add(1);
-            ChainVerifier::resume(chain_id.clone(), next, last_hash)
-                .feed(ring, raw)
+            let next = u64::try_from(*last).unwrap_or(0).saturating_add(1);
+            ChainVerifier::resume(chain_id.clone(), next, last_hash.clone())
+                .feed_verified(record.chain.seq, &record.chain.prev, &p.source, is_start)
                 .into_iter()
                 .map(|f| (f.kind(), f.to_string()))
                 .collect()
         }
         None => ChainVerifier::new(chain_id.clone())
-            .feed(ring, raw)
+            .feed_verified(record.chain.seq, &record.chain.prev, &p.source, is_start)
             .into_iter()
             .map(|f: ChainFinding| (f.kind(), f.to_string()))
             .collect(),
     };
+    if chain.last.as_ref().is_none_or(|(last, _)| seq > *last) {
+        chain.last = Some((seq, p.source.clone()));
+    }
+    chain.taken.insert(seq);
+    view.sources.insert(p.source.clone());
     ledger.append(
-        tx,
         RowData {
             kind: record.kind.as_str(),
-            time_ms: Some(time_ms),
+            time_ms: Some(a.time_ms),
             emergency: record.is_emergency(),
             chain: Some((chain_id.clone(), seq)),
-            source_hash: Some(source),
-            index: blind_indexes(ledger.enc, &record),
-            plaintext: canonical_bytes(raw),
+            source_hash: Some(p.source),
+            index: a.index,
         },
+        p.canonical,
     )?;
     summary.accepted += 1;
     for (finding, detail) in findings {
@@ -299,7 +528,7 @@ fn ingest_one(
             detail,
             record: None,
         };
-        ledger.integrity(tx, record.request_id.clone(), f, None)?;
+        ledger.integrity(record.request_id.clone(), f, None)?;
         summary.flagged += 1;
     }
     Ok(())

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
@@ -139,6 +139,21 @@ impl EncryptionKey {
         Ok((nonce.to_vec(), ct))
     }
 
+    /// [`EncryptionKey::encrypt`], in place: `buffer` (the plaintext) becomes the ciphertext with
+    /// its tag appended (no copy; give it 16 bytes of spare capacity to avoid a reallocation).
+    pub fn encrypt_owned(
+        &self,
+        ledger_seq: i64,
+        mut buffer: Vec<u8>,
+    ) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        self.cipher
+            .encrypt_in_place(&Nonce::from(nonce), &aad(ledger_seq), &mut buffer)
+            .map_err(|_| "AES-256-GCM encryption failed".to_string())?;
+        Ok((nonce.to_vec(), buffer))
+    }
+
     /// None when the ciphertext, nonce or position was tampered with (or the key is wrong).
     pub fn decrypt(&self, ledger_seq: i64, nonce: &[u8], ciphertext: &[u8]) -> Option<Vec<u8>> {
         let nonce: [u8; 12] = nonce.try_into().ok()?;
@@ -165,8 +180,15 @@ impl EncryptionKey {
     }
 }
 
+/// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -1,10 +1,19 @@
 //! The collector's HTTP API (DESIGN.md): `POST /v1/records`, `GET /v1/records`, `GET /v1/verify`,
 //! `GET /healthz`. A small synchronous server (tiny_http) with a fixed pool of worker threads,
-//! each with its own database connection, and one checkpoint thread.
+//! each with its own database connection for reads, one ingest writer and one checkpoint thread.
+//!
+//! Ingest is group commit: a worker parses and [`prepare`]s a batch (no database needed), hands
+//! it to the writer and waits. The writer takes every batch waiting (up to
+//! [`MAX_GROUP_RECORDS`]) and stores them in one transaction; only after it has committed does
+//! each worker answer its sender, with that batch's own summary. A failed transaction fails every
+//! batch in it (each sender gets 503 and retries); nothing of them is stored. Writers no longer
+//! contend for the ledger lock inside one process, and one commit (one fsync) serves every
+//! batch that arrived while the previous one was being written.
 
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,7 +23,7 @@ use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::checkpoint::{sign_checkpoint, sign_checkpoint_if_changed};
-use crate::ingest::{ingest, Collector};
+use crate::ingest::{ingest_prepared, prepare, Collector, IngestSummary, PreparedBatch};
 use crate::keys::CheckpointSigner;
 use crate::query::{parse_query_string, query, QueryError};
 use crate::store::{open_store, Store};
@@ -22,6 +31,16 @@ use crate::verify::{verify, VerifyKeys};
 
 /// The largest request body accepted by default (16 MiB); larger gets 413.
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// The writer stops adding waiting batches to a transaction once it holds this many records
+/// (a single larger batch still goes in whole), so one commit never keeps senders waiting long.
+pub const MAX_GROUP_RECORDS: usize = 4000;
+
+/// A batch handed to the ingest writer, and where its answer goes.
+struct IngestJob {
+    batch: PreparedBatch,
+    reply: mpsc::SyncSender<Result<IngestSummary, String>>,
+}
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -94,15 +113,19 @@ pub fn start(
     });
     let server = Arc::new(server);
     let mut threads = Vec::new();
+    // The writer ends once every worker (each holding a sender) has ended: it finishes what
+    // they handed it first. Workers are joined before it (see `shutdown`).
+    let (jobs, job_queue) = mpsc::channel::<IngestJob>();
     for i in 0..shared.config.workers.max(1) {
-        let (shared, server) = (shared.clone(), server.clone());
+        let (shared, server, jobs) = (shared.clone(), server.clone(), jobs.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("collector-http-{i}"))
-                .spawn(move || worker(&shared, &server))
+                .spawn(move || worker(&shared, &server, &jobs))
                 .map_err(|e| format!("cannot start worker thread: {e}"))?,
         );
     }
+    drop(jobs);
     if shared.config.checkpoint_seconds > 0 {
         let shared2 = shared.clone();
         threads.push(
@@ -112,6 +135,13 @@ pub fn start(
                 .map_err(|e| format!("cannot start checkpoint thread: {e}"))?,
         );
     }
+    let shared2 = shared.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("collector-ingest".into())
+            .spawn(move || ingest_writer(&shared2, &job_queue))
+            .map_err(|e| format!("cannot start ingest thread: {e}"))?,
+    );
     Ok(RunningServer {
         addr,
         shared,
@@ -191,7 +221,59 @@ fn checkpointer(shared: &Shared) {
     }
 }
 
-fn worker(shared: &Shared, server: &Server) {
+/// Stores the batches the workers hand over, as many per transaction as are waiting.
+fn ingest_writer(shared: &Shared, queue: &mpsc::Receiver<IngestJob>) {
+    let mut store: Option<Box<dyn Store>> = None;
+    // Ends when every worker has ended and the queue is empty.
+    while let Ok(first) = queue.recv() {
+        let mut records = first.batch.len();
+        let mut group = vec![first];
+        while records < MAX_GROUP_RECORDS {
+            match queue.try_recv() {
+                Ok(job) => {
+                    records += job.batch.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let (batches, replies): (Vec<PreparedBatch>, Vec<_>) =
+            group.into_iter().map(|j| (j.batch, j.reply)).unzip();
+        if store.is_none() {
+            match open_store(&shared.config.db_url) {
+                Ok(s) => store = Some(s),
+                Err(e) => eprintln!("hipaa-collector: audit database: {e}"),
+            }
+        }
+        let count = batches.len();
+        let result = match store.as_mut() {
+            Some(s) => {
+                ingest_prepared(s.as_mut(), &shared.collector, batches).map_err(|e| e.to_string())
+            }
+            None => Err("audit database unavailable".to_string()),
+        };
+        match result {
+            Ok(summaries) => {
+                for (reply, summary) in replies.into_iter().zip(summaries) {
+                    // A worker that is gone has nobody to answer.
+                    let _ = reply.send(Ok(summary));
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "hipaa-collector: ingest of {records} record(s) in {count} batch(es) failed: {e}"
+                );
+                // A store error: reconnect for the next transaction.
+                store = None;
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn worker(shared: &Shared, server: &Server, jobs: &mpsc::Sender<IngestJob>) {
     let mut store: Option<Box<dyn Store>> = None;
     while !shared.stop.load(Ordering::SeqCst) {
         let request = match server.recv_timeout(Duration::from_millis(200)) {
@@ -202,6 +284,11 @@ fn worker(shared: &Shared, server: &Server) {
                 continue;
             }
         };
+        let path = request.url().split('?').next().unwrap_or_default();
+        if request.method() == &Method::Post && path == "/v1/records" {
+            post_records(shared, jobs, request);
+            continue;
+        }
         if store.is_none() {
             match open_store(&shared.config.db_url) {
                 Ok(s) => store = Some(s),
@@ -242,62 +329,68 @@ fn error(request: Request, status: u16, code: &str, description: &str) {
     );
 }
 
+/// `POST /v1/records`: reads and prepares the batch, has the writer store it, answers once it
+/// has committed.
+fn post_records(shared: &Shared, jobs: &mpsc::Sender<IngestJob>, mut request: Request) {
+    let max = shared.config.max_body;
+    if request.body_length().is_some_and(|n| n > max) {
+        error(request, 413, "too_large", "batch exceeds the body limit");
+        return;
+    }
+    let mut body = Vec::new();
+    let read = request
+        .as_reader()
+        .take(max as u64 + 1)
+        .read_to_end(&mut body);
+    if read.is_err() {
+        error(request, 400, "bad_request", "cannot read the body");
+        return;
+    }
+    if body.len() > max {
+        error(request, 413, "too_large", "batch exceeds the body limit");
+        return;
+    }
+    let batch: Vec<Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Array(items)) => items,
+        _ => {
+            error(
+                request,
+                400,
+                "bad_request",
+                "the body must be a JSON array of audit records",
+            );
+            return;
+        }
+    };
+    drop(body);
+    let (reply, answer) = mpsc::sync_channel(1);
+    let job = IngestJob {
+        batch: prepare(&shared.collector, batch),
+        reply,
+    };
+    let stored = match jobs.send(job) {
+        Ok(()) => answer
+            .recv()
+            .unwrap_or_else(|_| Err("ingest writer stopped".to_string())),
+        Err(_) => Err("ingest writer stopped".to_string()),
+    };
+    match stored {
+        Ok(summary) => respond(request, 200, &json!(summary), None),
+        // Logged by the writer (once per transaction).
+        Err(_) => error(
+            request,
+            503,
+            "store_unavailable",
+            "the batch was not stored; retry",
+        ),
+    }
+}
+
 /// Handles one request. Returns false when the store failed (so the connection is renewed).
-fn handle(shared: &Shared, store: &mut dyn Store, mut request: Request) -> bool {
+fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
     let url = request.url().to_string();
     let (path, qs) = url.split_once('?').unwrap_or((url.as_str(), ""));
     match (request.method(), path) {
-        (Method::Post, "/v1/records") => {
-            let max = shared.config.max_body;
-            if request.body_length().is_some_and(|n| n > max) {
-                error(request, 413, "too_large", "batch exceeds the body limit");
-                return true;
-            }
-            let mut body = Vec::new();
-            let read = request
-                .as_reader()
-                .take(max as u64 + 1)
-                .read_to_end(&mut body);
-            if read.is_err() {
-                error(request, 400, "bad_request", "cannot read the body");
-                return true;
-            }
-            if body.len() > max {
-                error(request, 413, "too_large", "batch exceeds the body limit");
-                return true;
-            }
-            let batch: Vec<Value> = match serde_json::from_slice(&body) {
-                Ok(Value::Array(items)) => items,
-                _ => {
-                    error(
-                        request,
-                        400,
-                        "bad_request",
-                        "the body must be a JSON array of audit records",
-                    );
-                    return true;
-                }
-            };
-            match ingest(store, &shared.collector, &batch) {
-                Ok(summary) => {
-                    respond(request, 200, &json!(summary), None);
-                    true
-                }
-                Err(e) => {
-                    eprintln!(
-                        "hipaa-collector: ingest of {} record(s) failed: {e}",
-                        batch.len()
-                    );
-                    error(
-                        request,
-                        503,
-                        "store_unavailable",
-                        "the batch was not stored; retry",
-                    );
-                    false
-                }
-            }
-        }
         (Method::Get, "/v1/records") => {
             let q = match parse_query_string(qs) {
                 Ok(q) => q,

@@ -161,6 +161,30 @@ impl Drop for TestDb {
     }
 }
 
+/// SQL that makes the store refuse (and then accept again) any row with this chain seq: a
+/// store failure in the middle of a transaction.
+pub(crate) fn refuse_chain_seq(backend: Backend, seq: i64) -> (String, String) {
+    match backend {
+        Backend::Sqlite => (
+            format!(
+                "CREATE TRIGGER refuse_seq BEFORE INSERT ON audit_records \
+                 WHEN NEW.chain_seq = {seq} BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+            ),
+            "DROP TRIGGER refuse_seq;".into(),
+        ),
+        Backend::Postgres => (
+            format!(
+                "CREATE FUNCTION refuse_seq() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.chain_seq = {seq} THEN RAISE EXCEPTION 'refused'; END IF; \
+                 RETURN NEW; END $$; \
+                 CREATE TRIGGER refuse_seq BEFORE INSERT ON audit_records \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_seq();"
+            ),
+            "DROP TRIGGER refuse_seq ON audit_records;".into(),
+        ),
+    }
+}
+
 pub(crate) fn mac_key() -> MacKey {
     MacKey::parse(MAC_KEY).unwrap()
 }
@@ -300,6 +324,9 @@ macro_rules! both_backends {
         }
     };
 }
+
+mod batch;
+mod canonical;
 
 both_backends!(
     ingest_good_batch,

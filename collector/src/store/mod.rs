@@ -107,17 +107,26 @@ pub struct RowFilter {
     pub limit: i64,
 }
 
-/// The operations available inside one ledger transaction.
+/// The operations available inside one ledger transaction. The lookups take a whole batch's
+/// keys at once (PostgreSQL answers each in one round trip); every answer includes rows the
+/// transaction has inserted itself.
 pub trait LedgerTx {
     /// (ledger_seq, ledger_hash) of the newest row, None when empty (or all purged: then the
     /// newest purge mark's through_seq / through_hash).
     fn head(&mut self) -> Result<Option<(i64, String)>, StoreError>;
-    fn source_exists(&mut self, source_hash: &str) -> Result<bool, StoreError>;
-    /// The source hash of the clean row at (chain id, seq), if stored.
-    fn chain_row(&mut self, chain_id: &str, seq: i64) -> Result<Option<String>, StoreError>;
-    /// (seq, source hash) of the chain's newest clean row.
-    fn chain_last(&mut self, chain_id: &str) -> Result<Option<(i64, String)>, StoreError>;
-    fn insert_row(&mut self, row: &StoredRow) -> Result<(), StoreError>;
+    /// Which of `source_hashes` some row (clean or integrity) already carries.
+    fn existing_sources(&mut self, source_hashes: &[&str]) -> Result<Vec<String>, StoreError>;
+    /// For each chain id of `chain_ids` that has a clean row: (chain id, seq, source hash) of its
+    /// newest (highest seq) clean row.
+    fn chain_heads(&mut self, chain_ids: &[&str])
+        -> Result<Vec<(String, i64, String)>, StoreError>;
+    /// Which of the (chain id, seq) pairs hold a clean row.
+    fn existing_chain_seqs(
+        &mut self,
+        keys: &[(&str, i64)],
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Inserts rows (in the order given).
+    fn insert_rows(&mut self, rows: &[StoredRow]) -> Result<(), StoreError>;
     /// Inserts a checkpoint (its `id` is assigned by the store).
     fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError>;
 }

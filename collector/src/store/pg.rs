@@ -12,6 +12,9 @@ use super::{
 /// The advisory lock key that serialises ledger writers ("HIPAALDG").
 const LEDGER_LOCK: i64 = 0x4849_5041_414c_4447;
 
+/// Rows per INSERT statement (bounds one message's size; a transaction may hold several).
+const INSERT_CHUNK: usize = 5000;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS audit_records (
     ledger_seq   BIGINT  PRIMARY KEY,
@@ -158,67 +161,117 @@ impl LedgerTx for PgTx<'_, '_> {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    fn source_exists(&mut self, source_hash: &str) -> Result<bool, StoreError> {
-        self.tx
-            .query_opt(
-                "SELECT 1 FROM audit_records WHERE source_hash = $1",
-                &[&source_hash],
+    fn existing_sources(&mut self, source_hashes: &[&str]) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT source_hash FROM audit_records WHERE source_hash = ANY($1::text[])",
+                &[&source_hashes],
             )
-            .map(|r| r.is_some())
+            .map_err(err("dedup lookup"))?;
+        rows.iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<Vec<String>, _>>()
             .map_err(err("dedup lookup"))
     }
 
-    fn chain_row(&mut self, chain_id: &str, seq: i64) -> Result<Option<String>, StoreError> {
-        let row = self
+    fn chain_heads(
+        &mut self,
+        chain_ids: &[&str],
+    ) -> Result<Vec<(String, i64, String)>, StoreError> {
+        // One index probe per chain id (newest seq first), in one statement.
+        let rows = self
             .tx
-            .query_opt(
-                "SELECT source_hash FROM audit_records WHERE chain_id = $1 AND chain_seq = $2",
-                &[&chain_id, &seq],
-            )
-            .map_err(err("chain lookup"))?;
-        Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
-    }
-
-    fn chain_last(&mut self, chain_id: &str) -> Result<Option<(i64, String)>, StoreError> {
-        let row = self
-            .tx
-            .query_opt(
-                "SELECT chain_seq, source_hash FROM audit_records WHERE chain_id = $1 \
-                 ORDER BY chain_seq DESC LIMIT 1",
-                &[&chain_id],
+            .query(
+                "SELECT k.id, h.chain_seq, h.source_hash FROM unnest($1::text[]) AS k(id) \
+                 CROSS JOIN LATERAL (SELECT chain_seq, source_hash FROM audit_records \
+                 WHERE chain_id = k.id ORDER BY chain_seq DESC LIMIT 1) AS h",
+                &[&chain_ids],
             )
             .map_err(err("chain state"))?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<_>, postgres::Error>>()
+            .map_err(err("chain state"))
     }
 
-    fn insert_row(&mut self, row: &StoredRow) -> Result<(), StoreError> {
-        self.tx
-            .execute(
-                &format!(
-                    "INSERT INTO audit_records ({ROW_COLUMNS}) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-                ),
-                &[
-                    &row.ledger_seq,
-                    &row.ledger_prev,
-                    &row.ledger_hash,
-                    &row.stored_at_ms,
-                    &row.kind,
-                    &row.time_ms,
-                    &row.emergency,
-                    &row.chain_id,
-                    &row.chain_seq,
-                    &row.source_hash,
-                    &row.bi_patient,
-                    &row.bi_subject,
-                    &row.bi_model,
-                    &row.bi_version,
-                    &row.nonce,
-                    &row.ciphertext,
-                ],
+    fn existing_chain_seqs(
+        &mut self,
+        keys: &[(&str, i64)],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let ids: Vec<&str> = keys.iter().map(|(id, _)| *id).collect();
+        let seqs: Vec<i64> = keys.iter().map(|(_, seq)| *seq).collect();
+        let rows = self
+            .tx
+            .query(
+                "SELECT a.chain_id, a.chain_seq FROM unnest($1::text[], $2::bigint[]) AS k(id, seq) \
+                 JOIN audit_records a ON a.chain_id = k.id AND a.chain_seq = k.seq \
+                 WHERE a.source_hash IS NOT NULL",
+                &[&ids, &seqs],
             )
-            .map(|_| ())
-            .map_err(err("insert record"))
+            .map_err(err("chain lookup"))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<_>, postgres::Error>>()
+            .map_err(err("chain lookup"))
+    }
+
+    fn insert_rows(&mut self, rows: &[StoredRow]) -> Result<(), StoreError> {
+        // One statement for the whole transaction: a column array per column, unnested.
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let col = |f: fn(&StoredRow) -> i64| chunk.iter().map(f).collect::<Vec<i64>>();
+            let text = |f: fn(&StoredRow) -> &str| chunk.iter().map(f).collect::<Vec<&str>>();
+            let opt_text = |f: fn(&StoredRow) -> Option<&str>| {
+                chunk.iter().map(f).collect::<Vec<Option<&str>>>()
+            };
+            let bytes = |f: fn(&StoredRow) -> &[u8]| chunk.iter().map(f).collect::<Vec<&[u8]>>();
+            let ledger_seq = col(|r| r.ledger_seq);
+            let ledger_prev = text(|r| &r.ledger_prev);
+            let ledger_hash = text(|r| &r.ledger_hash);
+            let stored_at_ms = col(|r| r.stored_at_ms);
+            let kind = text(|r| &r.kind);
+            let time_ms: Vec<Option<i64>> = chunk.iter().map(|r| r.time_ms).collect();
+            let emergency: Vec<bool> = chunk.iter().map(|r| r.emergency).collect();
+            let chain_id = opt_text(|r| r.chain_id.as_deref());
+            let chain_seq: Vec<Option<i64>> = chunk.iter().map(|r| r.chain_seq).collect();
+            let source_hash = opt_text(|r| r.source_hash.as_deref());
+            let bi_patient = opt_text(|r| r.bi_patient.as_deref());
+            let bi_subject = opt_text(|r| r.bi_subject.as_deref());
+            let bi_model = opt_text(|r| r.bi_model.as_deref());
+            let bi_version = opt_text(|r| r.bi_version.as_deref());
+            let nonce = bytes(|r| &r.nonce);
+            let ciphertext = bytes(|r| &r.ciphertext);
+            self.tx
+                .execute(
+                    &format!(
+                        "INSERT INTO audit_records ({ROW_COLUMNS}) SELECT * FROM unnest(\
+                         $1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+                         $6::bigint[], $7::boolean[], $8::text[], $9::bigint[], $10::text[], \
+                         $11::text[], $12::text[], $13::text[], $14::text[], $15::bytea[], \
+                         $16::bytea[]) ORDER BY 1"
+                    ),
+                    &[
+                        &ledger_seq,
+                        &ledger_prev,
+                        &ledger_hash,
+                        &stored_at_ms,
+                        &kind,
+                        &time_ms,
+                        &emergency,
+                        &chain_id,
+                        &chain_seq,
+                        &source_hash,
+                        &bi_patient,
+                        &bi_subject,
+                        &bi_model,
+                        &bi_version,
+                        &nonce,
+                        &ciphertext,
+                    ],
+                )
+                .map_err(err("insert record"))?;
+        }
+        Ok(())
     }
 
     fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {

@@ -1,5 +1,5 @@
 //! SQLite: the embedded default. WAL, `synchronous=FULL` (a commit is on disk before the
-//! collector answers), `BEGIN IMMEDIATE` as the ledger lock.
+//! collector answers), `BEGIN IMMEDIATE` as the ledger lock. See [`PRAGMAS`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -66,6 +66,17 @@ CREATE TRIGGER IF NOT EXISTS purges_no_delete BEFORE DELETE ON purges
 BEGIN SELECT RAISE(ABORT, 'hipaa-mesh: purges are append-only: DELETE refused'); END;
 "#;
 
+/// WAL with `synchronous = FULL`: every commit is fsync'd before the collector answers (durable
+/// across a power loss, not only an application crash). The page cache (64 MiB, grown only as
+/// used) holds a whole ingest transaction: with SQLite's default 2 MiB, a group of batches
+/// dirtying thousands of index pages spilled them to the WAL mid-transaction and read them back,
+/// nearly doubling what was written. Checkpointing at 10,000 WAL pages (~40 MiB) rather than
+/// 1,000 writes each hot page (table tail, time and chain indexes) into the database once per
+/// several commits instead of after every one. Both only change how much is written, not when
+/// a commit is durable. Measured with `ingest-profile`: about 48 -> 44 µs of CPU per record.
+const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 10000;";
+
 /// One SQLite connection.
 pub struct SqliteStore {
     conn: Connection,
@@ -76,7 +87,7 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(|e| StoreError::db("open sqlite", e))?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(|e| StoreError::db("sqlite busy_timeout", e))?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+        conn.execute_batch(PRAGMAS)
             .map_err(|e| StoreError::db("sqlite pragmas", e))?;
         let mut store = SqliteStore { conn };
         let tx = store
@@ -146,70 +157,98 @@ impl LedgerTx for SqliteTx<'_> {
         head_of(self.tx)
     }
 
-    fn source_exists(&mut self, source_hash: &str) -> Result<bool, StoreError> {
-        self.tx
-            .query_row(
-                "SELECT 1 FROM audit_records WHERE source_hash = ?1",
-                [source_hash],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(|e| StoreError::db("dedup lookup", e))
+    fn existing_sources(&mut self, source_hashes: &[&str]) -> Result<Vec<String>, StoreError> {
+        let e = |e| StoreError::db("dedup lookup", e);
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT 1 FROM audit_records WHERE source_hash = ?1")
+            .map_err(e)?;
+        let mut found = Vec::new();
+        for h in source_hashes {
+            if stmt.exists([h]).map_err(e)? {
+                found.push((*h).to_string());
+            }
+        }
+        Ok(found)
     }
 
-    fn chain_row(&mut self, chain_id: &str, seq: i64) -> Result<Option<String>, StoreError> {
-        self.tx
-            .query_row(
-                "SELECT source_hash FROM audit_records WHERE chain_id = ?1 AND chain_seq = ?2",
-                params![chain_id, seq],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()
-            .map(Option::flatten)
-            .map_err(|e| StoreError::db("chain lookup", e))
-    }
-
-    fn chain_last(&mut self, chain_id: &str) -> Result<Option<(i64, String)>, StoreError> {
-        self.tx
-            .query_row(
+    fn chain_heads(
+        &mut self,
+        chain_ids: &[&str],
+    ) -> Result<Vec<(String, i64, String)>, StoreError> {
+        let e = |e| StoreError::db("chain state", e);
+        let mut stmt = self
+            .tx
+            .prepare_cached(
                 "SELECT chain_seq, source_hash FROM audit_records WHERE chain_id = ?1 \
                  ORDER BY chain_seq DESC LIMIT 1",
-                [chain_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()
-            .map_err(|e| StoreError::db("chain state", e))
+            .map_err(e)?;
+        let mut heads = Vec::new();
+        for id in chain_ids {
+            let head: Option<(i64, String)> = stmt
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(e)?;
+            if let Some((seq, hash)) = head {
+                heads.push(((*id).to_string(), seq, hash));
+            }
+        }
+        Ok(heads)
     }
 
-    fn insert_row(&mut self, row: &StoredRow) -> Result<(), StoreError> {
-        self.tx
-            .execute(
-                &format!(
-                    "INSERT INTO audit_records ({ROW_COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-                ),
-                params![
-                    row.ledger_seq,
-                    row.ledger_prev,
-                    row.ledger_hash,
-                    row.stored_at_ms,
-                    row.kind,
-                    row.time_ms,
-                    row.emergency,
-                    row.chain_id,
-                    row.chain_seq,
-                    row.source_hash,
-                    row.bi_patient,
-                    row.bi_subject,
-                    row.bi_model,
-                    row.bi_version,
-                    row.nonce,
-                    row.ciphertext
-                ],
+    fn existing_chain_seqs(
+        &mut self,
+        keys: &[(&str, i64)],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let e = |e| StoreError::db("chain lookup", e);
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT 1 FROM audit_records WHERE chain_id = ?1 AND chain_seq = ?2 \
+                 AND source_hash IS NOT NULL",
             )
-            .map(|_| ())
-            .map_err(|e| StoreError::db("insert record", e))
+            .map_err(e)?;
+        let mut found = Vec::new();
+        for (id, seq) in keys {
+            if stmt.exists(params![id, seq]).map_err(e)? {
+                found.push(((*id).to_string(), *seq));
+            }
+        }
+        Ok(found)
+    }
+
+    fn insert_rows(&mut self, rows: &[StoredRow]) -> Result<(), StoreError> {
+        let e = |e| StoreError::db("insert record", e);
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!(
+                "INSERT INTO audit_records ({ROW_COLUMNS}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            ))
+            .map_err(e)?;
+        for row in rows {
+            stmt.execute(params![
+                row.ledger_seq,
+                row.ledger_prev,
+                row.ledger_hash,
+                row.stored_at_ms,
+                row.kind,
+                row.time_ms,
+                row.emergency,
+                row.chain_id,
+                row.chain_seq,
+                row.source_hash,
+                row.bi_patient,
+                row.bi_subject,
+                row.bi_model,
+                row.bi_version,
+                row.nonce,
+                row.ciphertext
+            ])
+            .map_err(e)?;
+        }
+        Ok(())
     }
 
     fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{chain, collector, Backend, TestDb};
+use super::{chain, collector, refuse_chain_seq, Backend, TestDb};
 use crate::keys::CheckpointSigner;
 use crate::server::{start, ServerConfig};
 
@@ -133,6 +133,101 @@ fn server_round_trip_sqlite() {
 #[test]
 fn server_round_trip_postgres() {
     server_round_trip(Backend::Postgres);
+}
+
+/// Senders posting at once to one collector: the writer may store several of their batches in
+/// one transaction, and each sender still gets its own batch's summary, after the commit.
+fn concurrent_senders_get_their_own_summaries(backend: Backend) {
+    let db = TestDb::new(backend);
+    let mut config = ServerConfig::new("127.0.0.1:0", &db.url);
+    config.checkpoint_seconds = 0;
+    let server = start(config, collector(), CheckpointSigner::generate(), vec![]).unwrap();
+    let addr = server.addr();
+    let clients: Vec<_> = (0..6)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let records = chain(&format!("vm-{t}"), 40);
+                // Each batch repeats the last record of the one before (a partial retry).
+                let mut from = 0;
+                while from < records.len() {
+                    let to = (from + 7).min(records.len());
+                    let start = from.saturating_sub(1);
+                    let (status, _, body) = http(
+                        addr,
+                        "POST",
+                        "/v1/records",
+                        &serde_json::to_vec(&records[start..to]).unwrap(),
+                    );
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                    assert_eq!(
+                        json(&body),
+                        serde_json::json!({
+                            "accepted": to - from,
+                            "duplicates": from - start,
+                            "flagged": 0
+                        })
+                    );
+                    from = to;
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (status, _, body) = http(addr, "GET", "/v1/verify", b"");
+    let report = json(&body);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["rows"], 6 * 41);
+    assert_eq!(report["chains"], 6);
+    server.shutdown().unwrap();
+}
+
+/// A transaction that fails is answered 503 (nothing stored); the writer reconnects and the
+/// retried batch goes in whole.
+fn failed_store_is_503_then_retry_succeeds(backend: Backend) {
+    let db = TestDb::new(backend);
+    let mut config = ServerConfig::new("127.0.0.1:0", &db.url);
+    config.checkpoint_seconds = 0;
+    let server = start(config, collector(), CheckpointSigner::generate(), vec![]).unwrap();
+    let addr = server.addr();
+    let (refuse, allow) = refuse_chain_seq(backend, 2);
+    let mut s = db.open();
+    s.execute_sql(&refuse).unwrap();
+    let payload = serde_json::to_vec(&chain("c-fail", 3)).unwrap();
+    let (status, _, body) = http(addr, "POST", "/v1/records", &payload);
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["error"], "store_unavailable");
+    let (_, _, body) = http(addr, "GET", "/v1/records?kind=all", b"");
+    assert_eq!(json(&body).as_array().unwrap().len(), 0, "nothing stored");
+    s.execute_sql(&allow).unwrap();
+    let (status, _, body) = http(addr, "POST", "/v1/records", &payload);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"accepted": 4, "duplicates": 0, "flagged": 0})
+    );
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn concurrent_senders_get_their_own_summaries_sqlite() {
+    concurrent_senders_get_their_own_summaries(Backend::Sqlite);
+}
+
+#[test]
+fn concurrent_senders_get_their_own_summaries_postgres() {
+    concurrent_senders_get_their_own_summaries(Backend::Postgres);
+}
+
+#[test]
+fn failed_store_is_503_then_retry_succeeds_sqlite() {
+    failed_store_is_503_then_retry_succeeds(Backend::Sqlite);
+}
+
+#[test]
+fn failed_store_is_503_then_retry_succeeds_postgres() {
+    failed_store_is_503_then_retry_succeeds(Backend::Postgres);
 }
 
 /// Two collectors on one PostgreSQL database, posting concurrently: one ledger, nothing lost.
