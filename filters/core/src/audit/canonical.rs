@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::io::Write;
 
 use super::record::{AuditRecord, Decision, Operation};
 
@@ -10,6 +11,12 @@ pub fn canonical_bytes(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     write_value(value, &mut out);
     out
+}
+
+/// [`canonical_bytes`] appended to `out` (the collector writes them into a buffer it encrypts
+/// in place).
+pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    write_value(value, out);
 }
 
 /// The bytes the MAC covers: the canonical bytes of `record` without `chain.mac`.
@@ -269,7 +276,10 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        // Number's Display is what `n.to_string()` writes; into a Vec it cannot fail.
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             out.push(b'[');
@@ -282,19 +292,29 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
-            for (i, (key, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_value(v, out);
+            // serde_json's map iterates in key order unless its `preserve_order` feature is on
+            // somewhere in the build; sort only when it is not already sorted.
+            if map.keys().zip(map.keys().skip(1)).all(|(a, b)| a <= b) {
+                write_members(map.iter(), out);
+            } else {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                write_members(entries.into_iter(), out);
             }
             out.push(b'}');
         }
+    }
+}
+
+fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    for (i, (key, v)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_value(v, out);
     }
 }
 

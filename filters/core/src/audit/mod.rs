@@ -35,7 +35,7 @@ mod key;
 mod record;
 mod time;
 
-pub use canonical::{canonical_bytes, mac_input, record_hash};
+pub use canonical::{canonical_bytes, mac_input, record_hash, write_canonical};
 pub use chain::{
     compute_mac, verify_mac, ChainFinding, ChainVerifier, ChainWriter, MacCheck, GENESIS_PREV,
 };
