@@ -10,7 +10,7 @@
 use clap::{Args, ValueEnum};
 use hipaa_core::policy::safety::safety_errors;
 use hipaa_core::policy::{
-    PolicyDocument, Safeguard, Spec, TlsVersion, UnlistedHosts, WhenCollectorDown,
+    PolicyDocument, Safeguard, Spec, TlsVersion, UnlistedHosts, Verification, WhenCollectorDown,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -373,8 +373,13 @@ pub fn build(doc: &PolicyDocument) -> Report {
         .providers
         .iter()
         .map(|p| {
+            // Who checks the signature matters to the reader: say it when it is not authn.
+            let checked_by = match p.verification {
+                Verification::Wasm => "",
+                Verification::Envoy => "; signatures checked by Envoy's jwt_authn",
+            };
             format!(
-                "{} ({}; {}; max lifetime {} s; skew {} s)",
+                "{} ({}; {}; max lifetime {} s; skew {} s{checked_by})",
                 p.name,
                 p.issuer,
                 p.algorithms

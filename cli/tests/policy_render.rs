@@ -726,6 +726,24 @@ fn report_lists_every_164_312_specification_and_the_ai_inventory() {
 }
 
 #[test]
+fn report_says_when_envoy_checks_the_signatures() {
+    let md = cli(&["policy", "report", &policy("ehr-api")]).stdout;
+    assert!(!md.contains("signatures checked by Envoy"), "{md}");
+    let dir = Temp::new("envoy-mode");
+    let text = std::fs::read_to_string(policy("ehr-api")).unwrap().replace(
+        "        algorithms: [RS256, ES256, EdDSA]\n",
+        "        algorithms: [RS256, ES256, EdDSA]\n        verification: envoy\n",
+    );
+    let path = dir.path().join("envoy-mode.yaml");
+    std::fs::write(&path, text).unwrap();
+    let md = cli(&["policy", "report", path.to_str().unwrap()]).stdout;
+    assert!(
+        md.contains("skew 30 s; signatures checked by Envoy's jwt_authn)"),
+        "{md}"
+    );
+}
+
+#[test]
 fn report_shows_the_gaps_of_an_unsafe_policy() {
     let dir = Temp::new("gaps");
     let text = std::fs::read_to_string(policy("ehr-api"))
