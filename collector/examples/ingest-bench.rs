@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hipaa_core::audit::{
-    Action, Actor, AuditRecord, ChainWriter, Decision, MacKey, Operation, Outcome, Resource, Source,
-};
+use hipaa_core::audit::{ChainWriter, MacKey};
+
+#[path = "support/access_record.rs"]
+mod access_record;
+use access_record::access;
 
 struct Args {
     port: u16,
@@ -56,41 +58,6 @@ fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// An access record like the audit filter writes for a clinician reading a patient record.
-fn access(n: u64, sender: usize) -> AuditRecord {
-    let mut r = AuditRecord::access(now_millis(), Some(format!("bench-{sender}-{n}")));
-    r.actor = Some(Actor {
-        subject: Some(format!("dr-{}", n % 50)),
-        roles: Some(vec!["clinician".into()]),
-        session: Some(format!("s-{}", n % 50)),
-        amr: Some(vec!["pwd".into(), "otp".into()]),
-        peer: None,
-    });
-    r.action = Some(Action {
-        method: "GET".into(),
-        path: format!("/fhir/Patient/{}", n % 1000),
-        route: Some("patient-record".into()),
-        operation: Operation::Read,
-    });
-    r.resource = Some(Resource {
-        patient: Some(format!("{}", n % 1000)),
-        resource_type: Some("Patient".into()),
-    });
-    r.source = Some(Source {
-        ip: Some("10.1.2.3".into()),
-        user_agent: Some("ingest-bench".into()),
-        tls: Some("TLSv1.3".into()),
-    });
-    r.outcome = Some(Outcome {
-        decision: Decision::Allow,
-        status: 200,
-        reason: None,
-        bytes: 512,
-        duration_ms: 1,
-    });
-    r
 }
 
 /// Sends one POST of `body` on a keep-alive connection (the answer is read by [`receive`]).
@@ -153,7 +120,9 @@ fn sender(
     let mut n = 0u64;
     let mut seal_into = |batch: &mut Vec<serde_json::Value>| -> Result<(), String> {
         while batch.len() < a.batch {
-            let sealed = writer.seal(access(n, i)).map_err(|e| e.to_string())?;
+            let sealed = writer
+                .seal(access(now_millis(), n, i))
+                .map_err(|e| e.to_string())?;
             batch.push(serde_json::to_value(&sealed).map_err(|e| e.to_string())?);
             n += 1;
         }

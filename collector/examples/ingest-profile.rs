@@ -16,46 +16,13 @@ use std::time::Duration;
 use hipaa_collector::ingest::{ingest_prepared, prepare, system_clock, Collector};
 use hipaa_collector::keys::EncryptionKey;
 use hipaa_collector::open_store;
-use hipaa_core::audit::{
-    Action, Actor, AuditRecord, ChainWriter, Decision, MacKey, MacKeyRing, Operation, Outcome,
-    Resource, Source,
-};
+use hipaa_core::audit::{ChainWriter, MacKey, MacKeyRing};
+
+#[path = "support/access_record.rs"]
+mod access_record;
+use access_record::access;
 
 const KEY: &str = "bench:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-
-fn access(n: u64, sender: usize) -> AuditRecord {
-    let mut r = AuditRecord::access(1_795_451_828_123, Some(format!("bench-{sender}-{n}")));
-    r.actor = Some(Actor {
-        subject: Some(format!("dr-{}", n % 50)),
-        roles: Some(vec!["clinician".into()]),
-        session: Some(format!("s-{}", n % 50)),
-        amr: Some(vec!["pwd".into(), "otp".into()]),
-        peer: None,
-    });
-    r.action = Some(Action {
-        method: "GET".into(),
-        path: format!("/fhir/Patient/{}", n % 1000),
-        route: Some("patient-record".into()),
-        operation: Operation::Read,
-    });
-    r.resource = Some(Resource {
-        patient: Some(format!("{}", n % 1000)),
-        resource_type: Some("Patient".into()),
-    });
-    r.source = Some(Source {
-        ip: Some("10.1.2.3".into()),
-        user_agent: Some("ingest-bench".into()),
-        tls: Some("TLSv1.3".into()),
-    });
-    r.outcome = Some(Outcome {
-        decision: Decision::Allow,
-        status: 200,
-        reason: None,
-        bytes: 512,
-        duration_ms: 1,
-    });
-    r
-}
 
 fn cpu_time() -> Duration {
     // utime + stime of this process, from /proc (Linux); zero elsewhere.
@@ -140,7 +107,7 @@ fn run() -> Result<(), String> {
         let mut pending = vec![serde_json::to_value(start).map_err(|x| e(&x))?];
         for group in bodies.iter_mut() {
             while pending.len() < batch {
-                let sealed = w.seal(access(n, i)).map_err(|x| e(&x))?;
+                let sealed = w.seal(access(1_795_451_828_123, n, i)).map_err(|x| e(&x))?;
                 pending.push(serde_json::to_value(sealed).map_err(|x| e(&x))?);
                 n += 1;
             }
