@@ -212,6 +212,12 @@ pub fn decide(
         _ => {}
     }
 
+    // Without a clock no expiry, idle or absolute check means anything: a cached identity
+    // or a live session would pass unchecked. Fail closed before anything is looked up.
+    if now == 0 {
+        return verdict.deny(Denial::ClockUnavailable);
+    }
+
     let token = match bearer_token(facts) {
         Ok(token) => token,
         Err(denial) => return verdict.deny(denial),

@@ -638,3 +638,34 @@ fn a_zero_rate_turns_the_budget_off() {
         );
     }
 }
+
+/// An unavailable clock (the shell reads 0) must not let a cached identity or an idle session
+/// pass: with no time, neither expiry nor idleness can be checked.
+#[test]
+fn a_clock_at_zero_fails_closed_on_a_cache_hit() {
+    let mut h = Harness::new(policy());
+    let t = token(&claims());
+    assert!(h.get(&t).allowed());
+    let v = h.run("GET", "/fhir/Patient/1", &[&format!("Bearer {t}")], None, 0);
+    assert_eq!(v.denial, Some(Denial::ClockUnavailable));
+    assert_eq!(Denial::ClockUnavailable.status(), 503);
+    // The clock comes back: the same token is served again.
+    assert!(h.get(&t).allowed());
+}
+
+#[test]
+fn a_clock_at_zero_fails_closed_on_the_idle_check() {
+    let k = SessionKey::new(ISS, "s-1", 16);
+    let (_, bucket) = session::touch(&[], &k, NOW, 900);
+    let (state, after) = session::touch(&bucket, &k, 0, 900);
+    assert_eq!(state, SessionState::Expired);
+    // Not marked expired for good: the session is fine once the clock is back.
+    assert_eq!(after, bucket);
+    assert_eq!(
+        session::touch(&after, &k, NOW + 10, 900).0,
+        SessionState::Active
+    );
+    // And a new session is not started at time 0.
+    let other = SessionKey::new(ISS, "s-2", 16);
+    assert_eq!(session::touch(&[], &other, 0, 900).0, SessionState::Expired);
+}
