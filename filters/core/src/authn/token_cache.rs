@@ -138,6 +138,7 @@ mod tests {
             auth_time: None,
             iat: 0,
             exp: 100,
+            key: None,
         }
     }
 
