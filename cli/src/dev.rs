@@ -61,9 +61,13 @@ pub struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 600)]
     ttl: i64,
-    /// Seconds since sign-in (`auth_time` = now - this).
+    /// Seconds since sign-in (`auth_time` = now - this; default 0: signed in now).
     #[arg(long)]
     auth_age: Option<i64>,
+    /// Leave `auth_time` out (an IdP that omits it; refused on PHI routes unless the policy
+    /// sets `identity.session.requireAuthTime: false`).
+    #[arg(long, conflicts_with = "auth_age")]
+    no_auth_time: bool,
     /// Override the key id in the header.
     #[arg(long)]
     kid: Option<String>,
@@ -193,8 +197,8 @@ fn token(args: &TokenArgs) -> Result<String, String> {
     }
     claims.insert("iat".into(), json!(now));
     claims.insert("exp".into(), json!(now + args.ttl));
-    if let Some(age) = args.auth_age {
-        claims.insert("auth_time".into(), json!(now - age));
+    if !args.no_auth_time {
+        claims.insert("auth_time".into(), json!(now - args.auth_age.unwrap_or(0)));
     }
     if let Some(extra) = &args.claims {
         let extra: Map<String, Value> = serde_json::from_str(extra)

@@ -241,10 +241,18 @@ pub fn build(doc: &PolicyDocument) -> Report {
                 "spec.identity.session.sessionClaim",
                 s.session_claim.clone(),
             ),
+            kv(
+                "spec.identity.session.requireAuthTime",
+                s.require_auth_time.to_string(),
+            ),
         ],
         status: if s.idle_timeout_seconds == 0 {
             exception(spec, Safeguard::AutomaticLogoff)
                 .map_or(Status::Gap("idle timeout is off".into()), Status::Exception)
+        } else if !s.require_auth_time {
+            Status::Gap(
+                "requireAuthTime is false: without `auth_time` the absolute timeout counts from `iat`, which every token refresh renews, so a refreshing client is never logged off".into(),
+            )
         } else {
             Status::Implemented
         },

@@ -808,3 +808,81 @@ fn remote_jwks_garbage_is_refused_and_an_unknown_kid_triggers_one_refetch() {
         jwks.requests() - before
     );
 }
+
+/// Issue #12, item 5: a periodic JWKS refresh that brings the same keys keeps verified
+/// identities cached (before, every refresh emptied the token cache, so every session paid a
+/// signature check again and, during a forged-token flood, was shed with 429); a key the IdP
+/// removes ends the identities it verified at the next refresh.
+#[test]
+fn a_jwks_refresh_keeps_cached_tokens_unless_their_key_left() {
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(200, keys.jwks());
+    let upstream = Upstream::start();
+    let config = spec(
+        json!({"cluster": "demo-idp", "path": "/jwks.json", "refreshSeconds": 10, "timeoutMs": 1000}),
+        900,
+    );
+    let mut topology = Topology::new(
+        upstream.port,
+        vec![Filter {
+            name: "authn",
+            config: config.to_string(),
+        }],
+    );
+    // One worker: the token cache is per worker VM.
+    topology.concurrency = 1;
+    topology.clusters.push(("demo-idp".into(), jwks.port));
+    let envoy = Envoy::start(&topology);
+    let t = keys.clinician("judy");
+    let patient = |t: &str| {
+        get(
+            envoy.port,
+            "/fhir/Patient/1",
+            &[("authorization", &bearer(t))],
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || patient(&t).status == 200),
+        "keys never arrived"
+    );
+    assert_eq!(patient(&t).status, 200);
+    let hits = envoy.counter("wasmcustom.hipaa_authn.token_cache.hit");
+    let misses = envoy.counter("wasmcustom.hipaa_authn.token_cache.miss");
+    assert!(hits >= 1, "the repeat was not a hit");
+
+    // The IdP serves the same keys again: wait for a refresh, then the token is still cached.
+    let fetched = envoy.counter("wasmcustom.hipaa_authn.jwks.fetch_ok");
+    assert!(
+        wait_until(Duration::from_secs(25), || envoy
+            .counter("wasmcustom.hipaa_authn.jwks.fetch_ok")
+            > fetched),
+        "no refresh"
+    );
+    for _ in 0..3 {
+        assert_eq!(patient(&t).status, 200);
+    }
+    assert_eq!(
+        envoy.counter("wasmcustom.hipaa_authn.token_cache.miss"),
+        misses,
+        "an unchanged JWKS refresh emptied the token cache"
+    );
+    assert_eq!(
+        envoy.counter("wasmcustom.hipaa_authn.token_cache.hit"),
+        hits + 3
+    );
+
+    // The IdP drops the key that signed `t` (a new set with other kids): at the next refresh
+    // the cached identity ends.
+    let rotated = Keys::generate();
+    let mut set: Value = serde_json::from_str(&rotated.jwks()).unwrap();
+    for k in set["keys"].as_array_mut().unwrap() {
+        k["kid"] = json!(format!("{}-2", k["kid"].as_str().unwrap()));
+    }
+    jwks.set(200, set.to_string());
+    assert!(
+        wait_until(Duration::from_secs(25), || patient(&t).status == 401),
+        "a removed key kept authenticating from the cache"
+    );
+    let r = patient(&t);
+    assert_denied(&r, 401, "invalid_token", Some(&t));
+}

@@ -8,6 +8,10 @@ pub enum Denial {
     // 400
     /// More than one Authorization header, or a token in the URL as well.
     MultipleCredentials,
+    /// The route's patient identifier is repeated (`patient_repeated`) or cannot be read as
+    /// one identifier (`patient_invalid`): the audit record could not name the patient the
+    /// upstream serves (`crate::patient`).
+    PatientAmbiguous(&'static str),
     // 401 invalid_token
     MissingToken,
     MalformedAuthorization,
@@ -19,6 +23,11 @@ pub enum Denial {
     // 401 insufficient_user_authentication (RFC 9470 step-up)
     MfaRequired,
     AuthenticationTooOld {
+        max_age: u64,
+    },
+    /// A PHI route and a token without `auth_time` (`identity.session.requireAuthTime`):
+    /// the absolute timeout cannot be enforced, since `iat` is renewed by every refresh.
+    AuthTimeMissing {
         max_age: u64,
     },
     // 403
@@ -36,6 +45,9 @@ pub enum Denial {
     VerificationShed,
     // 503
     AuditUnavailable,
+    /// The host's clock is unavailable (reads 0): no expiry, idle or absolute check can be
+    /// made, so nothing authenticated passes.
+    ClockUnavailable,
 }
 
 /// What a filter shell sends back: status, headers and a JSON body.
@@ -51,7 +63,7 @@ const REALM: &str = "hipaa-mesh";
 impl Denial {
     pub fn status(&self) -> u32 {
         match self {
-            Denial::MultipleCredentials => 400,
+            Denial::MultipleCredentials | Denial::PatientAmbiguous(_) => 400,
             Denial::MissingToken
             | Denial::MalformedAuthorization
             | Denial::InvalidToken(_)
@@ -59,7 +71,8 @@ impl Denial {
             | Denial::MissingSession
             | Denial::SessionIdle
             | Denial::MfaRequired
-            | Denial::AuthenticationTooOld { .. } => 401,
+            | Denial::AuthenticationTooOld { .. }
+            | Denial::AuthTimeMissing { .. } => 401,
             Denial::SharedAccount
             | Denial::RoleNotAllowed
             | Denial::BreakGlassRefused
@@ -67,20 +80,22 @@ impl Denial {
             | Denial::Transport(_) => 403,
             Denial::HardDelete => 405,
             Denial::VerificationShed => 429,
-            Denial::AuditUnavailable => 503,
+            Denial::AuditUnavailable | Denial::ClockUnavailable => 503,
         }
     }
 
     /// The OAuth-style error code in the body (and in WWW-Authenticate for 401s).
     pub fn error(&self) -> &'static str {
         match self {
-            Denial::MultipleCredentials => "invalid_request",
-            Denial::MfaRequired | Denial::AuthenticationTooOld { .. } => {
-                "insufficient_user_authentication"
-            }
+            Denial::MultipleCredentials | Denial::PatientAmbiguous(_) => "invalid_request",
+            Denial::MfaRequired
+            | Denial::AuthenticationTooOld { .. }
+            | Denial::AuthTimeMissing { .. } => "insufficient_user_authentication",
             d if d.status() == 401 => "invalid_token",
             Denial::HardDelete => "method_not_allowed",
-            Denial::AuditUnavailable | Denial::VerificationShed => "temporarily_unavailable",
+            Denial::AuditUnavailable | Denial::VerificationShed | Denial::ClockUnavailable => {
+                "temporarily_unavailable"
+            }
             _ => "access_denied",
         }
     }
@@ -89,6 +104,7 @@ impl Denial {
     pub fn reason(&self) -> &'static str {
         match self {
             Denial::MultipleCredentials => "multiple_credentials",
+            Denial::PatientAmbiguous(code) => code,
             Denial::MissingToken => "missing_token",
             Denial::MalformedAuthorization => "malformed_authorization",
             Denial::InvalidToken(code) => code,
@@ -97,6 +113,7 @@ impl Denial {
             Denial::SessionIdle => "session_idle",
             Denial::MfaRequired => "mfa_required",
             Denial::AuthenticationTooOld { .. } => "session_absolute",
+            Denial::AuthTimeMissing { .. } => "auth_time_missing",
             Denial::SharedAccount => "shared_account",
             Denial::RoleNotAllowed => "role_not_allowed",
             Denial::BreakGlassRefused => "break_glass_refused",
@@ -105,6 +122,7 @@ impl Denial {
             Denial::HardDelete => "hard_delete",
             Denial::AuditUnavailable => "audit_unavailable",
             Denial::VerificationShed => "verification_shed",
+            Denial::ClockUnavailable => "clock_unavailable",
         }
     }
 
@@ -112,6 +130,10 @@ impl Denial {
     pub fn description(&self) -> &'static str {
         match self {
             Denial::MultipleCredentials => "more than one access token in the request",
+            Denial::PatientAmbiguous("patient_repeated") => {
+                "the patient identifier is given more than once"
+            }
+            Denial::PatientAmbiguous(_) => "the patient identifier is not a single valid id",
             Denial::MissingToken => "a bearer access token is required",
             Denial::MalformedAuthorization => "the Authorization header is not a Bearer token",
             Denial::InvalidToken("expired") => "the access token has expired",
@@ -124,6 +146,9 @@ impl Denial {
             Denial::SessionIdle => "the session ended after inactivity; sign in again",
             Denial::MfaRequired => "multi-factor authentication is required for this role",
             Denial::AuthenticationTooOld { .. } => "the sign-in is too old; sign in again",
+            Denial::AuthTimeMissing { .. } => {
+                "the access token does not say when the user signed in (auth_time); sign in again"
+            }
             Denial::SharedAccount => "shared or generic accounts may not access PHI",
             Denial::RoleNotAllowed => "your role may not use this route",
             Denial::BreakGlassRefused => {
@@ -135,13 +160,14 @@ impl Denial {
             Denial::HardDelete => "records on this route may only be soft-deleted",
             Denial::AuditUnavailable => "the audit trail cannot record this request right now",
             Denial::VerificationShed => "too many invalid tokens lately; retry shortly",
+            Denial::ClockUnavailable => "the proxy's clock is unavailable; retry shortly",
         }
     }
 
     fn www_authenticate(&self) -> Option<String> {
         match self {
             Denial::MissingToken => Some(format!("Bearer realm=\"{REALM}\"")),
-            Denial::AuthenticationTooOld { max_age } => Some(format!(
+            Denial::AuthenticationTooOld { max_age } | Denial::AuthTimeMissing { max_age } => Some(format!(
                 "Bearer realm=\"{REALM}\", error=\"insufficient_user_authentication\", error_description=\"{}\", max_age={max_age}",
                 self.description()
             )),
@@ -166,7 +192,10 @@ impl Denial {
         if *self == Denial::HardDelete {
             headers.push(("allow".into(), allow.join(", ")));
         }
-        if matches!(self, Denial::AuditUnavailable | Denial::VerificationShed) {
+        if matches!(
+            self,
+            Denial::AuditUnavailable | Denial::VerificationShed | Denial::ClockUnavailable
+        ) {
             headers.push(("retry-after".into(), "1".into()));
         }
         let body = json!({

@@ -49,7 +49,7 @@ fn policy_with(extra: impl FnOnce(&mut Value)) -> Policy {
 
 fn claims() -> Value {
     json!({"iss": ISS, "aud": "ehr", "sub": "alice", "roles": ["clinician"], "amr": ["pwd", "otp"],
-           "sid": "s-1", "iat": NOW - 60, "exp": NOW + 600})
+           "sid": "s-1", "iat": NOW - 60, "exp": NOW + 600, "auth_time": NOW - 60})
 }
 
 /// Signed with key `seed`: authn never checks it in envoy mode, so any key will do — which
@@ -229,6 +229,7 @@ fn verified_token() -> crate::jwt::VerifiedToken {
         auth_time: None,
         iat: NOW - 60,
         exp: NOW + 600,
+        key: None,
     }
 }
 

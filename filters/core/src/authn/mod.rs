@@ -125,13 +125,24 @@ impl Authenticator {
         }
     }
 
-    /// New keys for a provider (a JWKS fetch). Cached identities are dropped, so a key
-    /// removed from the set stops authenticating at once.
+    /// New keys for a provider (a JWKS fetch, or the set another worker fetched). A key
+    /// removed from the set (or changed: other material, algorithm or `kid`) stops
+    /// authenticating at once: the identities it verified leave the cache. Identities verified
+    /// by a key still in the set stay cached, so a refresh that changes nothing (the usual
+    /// case, every `refreshSeconds`) makes no session pay a signature check again, nor spend
+    /// the failed-signature budget's time while a forged-token flood is being shed.
     pub fn set_keys(&mut self, provider: usize, keys: KeySet) {
-        if let Some(slot) = self.keys.get_mut(provider) {
+        let Some(slot) = self.keys.get_mut(provider) else {
+            return;
+        };
+        if slot.as_ref().is_some_and(|old| old.same_keys(&keys)) {
             *slot = Some(keys);
-            self.cache.clear();
+            return;
         }
+        self.cache.retain(|cached| {
+            cached.provider != provider || cached.key.is_some_and(|k| keys.has_key(&k))
+        });
+        *slot = Some(keys);
     }
 
     pub fn has_keys(&self, provider: usize) -> bool {
@@ -212,6 +223,12 @@ pub fn decide(
         _ => {}
     }
 
+    // Without a clock no expiry, idle or absolute check means anything: a cached identity
+    // or a live session would pass unchecked. Fail closed before anything is looked up.
+    if now == 0 {
+        return verdict.deny(Denial::ClockUnavailable);
+    }
+
     let token = match bearer_token(facts) {
         Ok(token) => token,
         Err(denial) => return verdict.deny(denial),
@@ -258,7 +275,20 @@ pub fn decide(
         return verdict.deny(Denial::MfaRequired);
     }
     let session = &identity.session;
-    let signed_in_at = claims.auth_time.unwrap_or(claims.iat);
+    // The absolute timeout counts from the sign-in. `iat` is not the sign-in: every refreshed
+    // token has a new one, so with `iat` a refreshing client is never logged off. On a PHI
+    // route a token without `auth_time` is refused (RFC 9470: a step-up with `max_age` makes
+    // the IdP include it), unless the policy accepts `iat` (`requireAuthTime: false`).
+    let phi_route = route.class() == RouteClass::Phi;
+    let signed_in_at = match claims.auth_time {
+        Some(at) => at,
+        None if phi_route && session.require_auth_time => {
+            return verdict.deny(Denial::AuthTimeMissing {
+                max_age: session.absolute_timeout_seconds,
+            })
+        }
+        None => claims.iat,
+    };
     if now > signed_in_at.saturating_add(session.absolute_timeout_seconds) {
         return verdict.deny(Denial::AuthenticationTooOld {
             max_age: session.absolute_timeout_seconds,

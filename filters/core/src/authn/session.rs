@@ -99,6 +99,11 @@ pub fn touch(
     now: u64,
     idle_timeout: u64,
 ) -> (SessionState, Vec<u8>) {
+    if now == 0 {
+        // The clock is unavailable: idleness cannot be measured, so the session does not
+        // pass (fail closed), and the bucket is left as it was (not marked expired for good).
+        return (SessionState::Expired, bucket.to_vec());
+    }
     let mut entries = decode(bucket);
     if let Some(e) = entries.iter_mut().find(|e| e.hash == key.hash) {
         if e.expired {
@@ -152,9 +157,9 @@ mod tests {
     #[test]
     fn activity_resets_the_idle_clock() {
         let k = SessionKey::new("iss", "s1", 1);
-        let (_, mut b) = touch(&[], &k, 0, IDLE);
+        let (_, mut b) = touch(&[], &k, 1, IDLE);
         for i in 1..10 {
-            let (s, nb) = touch(&b, &k, i * (IDLE - 1), IDLE);
+            let (s, nb) = touch(&b, &k, 1 + i * (IDLE - 1), IDLE);
             assert_eq!(s, SessionState::Active);
             b = nb;
         }
@@ -164,8 +169,8 @@ mod tests {
     fn sessions_are_per_issuer() {
         let a = SessionKey::new("iss-a", "s1", 1);
         let b = SessionKey::new("iss-b", "s1", 1);
-        let (_, bucket) = touch(&[], &a, 0, IDLE);
-        assert_eq!(touch(&bucket, &b, 1, IDLE).0, SessionState::New);
+        let (_, bucket) = touch(&[], &a, 1, IDLE);
+        assert_eq!(touch(&bucket, &b, 2, IDLE).0, SessionState::New);
     }
 
     #[test]
@@ -175,7 +180,7 @@ mod tests {
             .collect();
         let mut b = Vec::new();
         for (i, k) in keys.iter().enumerate() {
-            b = touch(&b, k, i as u64, IDLE).1;
+            b = touch(&b, k, 1 + i as u64, IDLE).1;
         }
         assert_eq!(b.len(), ENTRIES * ENTRY_BYTES);
         assert_eq!(
@@ -189,14 +194,14 @@ mod tests {
     #[test]
     fn idle_zero_means_no_idle_timeout() {
         let k = SessionKey::new("iss", "s", 1);
-        let (_, b) = touch(&[], &k, 0, 0);
+        let (_, b) = touch(&[], &k, 1, 0);
         assert_eq!(touch(&b, &k, 1_000_000, 0).0, SessionState::Active);
     }
 
     #[test]
     fn garbage_bucket_bytes_are_tolerated() {
         let k = SessionKey::new("iss", "s", 1);
-        assert_eq!(touch(&[1, 2, 3], &k, 0, IDLE).0, SessionState::New);
+        assert_eq!(touch(&[1, 2, 3], &k, 1, IDLE).0, SessionState::New);
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn policy() -> Policy {
 
 fn claims() -> Value {
     json!({"iss": ISS, "aud": "ehr", "sub": "alice", "roles": ["clinician"], "amr": ["pwd", "otp"],
-           "sid": "s-1", "iat": NOW - 60, "exp": NOW + 600})
+           "sid": "s-1", "iat": NOW - 60, "exp": NOW + 600, "auth_time": NOW - 60})
 }
 
 fn token(claims: &Value) -> String {
@@ -341,7 +341,50 @@ fn absolute_timeout_uses_auth_time_else_iat() {
     assert!(h
         .get(&with_claim("auth_time", json!(NOW - 43_000)))
         .allowed());
+}
+
+/// Issue #12, item 7: `iat` is renewed by every token refresh, so an absolute timeout counted
+/// from it never ends a refreshing session. On a PHI route a token without `auth_time` is
+/// refused with its own reason and the RFC 9470 challenge (with `max_age`, which makes the IdP
+/// include `auth_time`); `requireAuthTime: false` accepts `iat` instead.
+#[test]
+fn a_token_without_auth_time_is_refused_on_phi_routes() {
+    let mut h = Harness::new(policy());
     let mut c = claims();
+    c.as_object_mut().unwrap().remove("auth_time");
+    // A token refreshed a moment ago, for a sign-in of any age.
+    let v = h.get(&token(&c));
+    assert_eq!(v.denial, Some(Denial::AuthTimeMissing { max_age: 43_200 }));
+    let d = v.denial.unwrap();
+    assert_eq!(d.status(), 401);
+    assert_eq!(d.reason(), "auth_time_missing");
+    assert_eq!(d.error(), "insufficient_user_authentication");
+    let reply = d.reply("r", &[]);
+    let challenge = reply
+        .headers
+        .iter()
+        .find(|(k, _)| k == "www-authenticate")
+        .map(|(_, v)| v.as_str())
+        .unwrap();
+    assert!(challenge.contains("error=\"insufficient_user_authentication\""));
+    assert!(challenge.ends_with("max_age=43200"), "{challenge}");
+
+    // A non-PHI protected route keeps the `iat` fallback.
+    let mut h = Harness::new(policy_with(|s| {
+        s["routes"][2]["phi"] = json!(false);
+        s["routes"][2]["allowRoles"] = json!(["clinician"]);
+    }));
+    let t = token(&c);
+    assert!(h
+        .run("GET", "/billing/1", &[&format!("Bearer {t}")], None, NOW)
+        .allowed());
+
+    // The fallback setting: `iat` counts, as before.
+    let mut h = Harness::new(policy_with(|s| {
+        s["identity"]["session"] = json!({"requireAuthTime": false});
+        s["identity"]["providers"][0]["maxTokenLifetimeSeconds"] = json!(86_400);
+    }));
+    assert!(h.get(&token(&c)).allowed());
     c["iat"] = json!(NOW - 43_201);
     c["exp"] = json!(NOW + 100);
     assert_eq!(
@@ -534,14 +577,16 @@ fn unknown_kid_asks_for_a_refetch() {
 }
 
 #[test]
-fn new_keys_drop_cached_identities() {
+fn new_keys_drop_cached_identities_of_removed_keys_only() {
     let mut h = Harness::new(policy());
     let t = token(&claims());
     h.get(&t);
     assert_eq!(h.auth.cached_tokens(), 1);
     let keys = KeySet::from_jwks_json(&jwks(), &[crate::policy::Algorithm::EdDSA]).unwrap();
     h.auth.set_keys(0, keys);
-    assert_eq!(h.auth.cached_tokens(), 0);
+    assert_eq!(h.auth.cached_tokens(), 1, "the same keys keep the cache");
+    h.auth.set_keys(0, key_set(&[jwk_of(9, "k2")]));
+    assert_eq!(h.auth.cached_tokens(), 0, "k1 left the set");
 }
 
 /// A token with a known `kid` and a signature that does not verify (one new per call).
@@ -637,4 +682,103 @@ fn a_zero_rate_turns_the_budget_off() {
             Some(Denial::InvalidToken("bad_signature"))
         );
     }
+}
+
+/// An unavailable clock (the shell reads 0) must not let a cached identity or an idle session
+/// pass: with no time, neither expiry nor idleness can be checked.
+#[test]
+fn a_clock_at_zero_fails_closed_on_a_cache_hit() {
+    let mut h = Harness::new(policy());
+    let t = token(&claims());
+    assert!(h.get(&t).allowed());
+    let v = h.run("GET", "/fhir/Patient/1", &[&format!("Bearer {t}")], None, 0);
+    assert_eq!(v.denial, Some(Denial::ClockUnavailable));
+    assert_eq!(Denial::ClockUnavailable.status(), 503);
+    // The clock comes back: the same token is served again.
+    assert!(h.get(&t).allowed());
+}
+
+#[test]
+fn a_clock_at_zero_fails_closed_on_the_idle_check() {
+    let k = SessionKey::new(ISS, "s-1", 16);
+    let (_, bucket) = session::touch(&[], &k, NOW, 900);
+    let (state, after) = session::touch(&bucket, &k, 0, 900);
+    assert_eq!(state, SessionState::Expired);
+    // Not marked expired for good: the session is fine once the clock is back.
+    assert_eq!(after, bucket);
+    assert_eq!(
+        session::touch(&after, &k, NOW + 10, 900).0,
+        SessionState::Active
+    );
+    // And a new session is not started at time 0.
+    let other = SessionKey::new(ISS, "s-2", 16);
+    assert_eq!(session::touch(&[], &other, 0, 900).0, SessionState::Expired);
+}
+
+fn jwk_of(seed: u8, kid: &str) -> Value {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let x = B64.encode(key.verifying_key().as_bytes());
+    json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"})
+}
+
+fn key_set(jwks: &[Value]) -> KeySet {
+    KeySet::from_jwks_json(
+        &json!({ "keys": jwks }).to_string(),
+        &[crate::policy::Algorithm::EdDSA],
+    )
+    .unwrap()
+}
+
+fn token_signed(seed: u8, kid: &str, claims: &Value) -> String {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let der = key.to_pkcs8_der().unwrap();
+    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.into());
+    encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+}
+
+/// A JWKS refresh that brings the same keys must not drop verified identities (every token
+/// would pay a signature check again, and under a forged-token flood the budget would shed
+/// sessions in progress with 429); a key that leaves the set ends the identities it verified,
+/// and only those.
+#[test]
+fn a_jwks_refresh_drops_only_identities_whose_key_left_the_set() {
+    let mut h = Harness::new(policy());
+    let a = token(&claims());
+    let mut cb = claims();
+    cb["sub"] = json!("bob");
+    cb["sid"] = json!("s-b");
+    let b = token_signed(9, "k2", &cb);
+    assert_eq!(h.get(&a).cache, CacheOutcome::Miss);
+    assert_eq!(h.get(&a).cache, CacheOutcome::Hit);
+
+    // The periodic refresh: the same set, parsed again.
+    h.auth.set_keys(0, key_set(&[jwk_of(7, "k1")]));
+    let v = h.get(&a);
+    assert!(v.allowed());
+    assert_eq!(
+        v.cache,
+        CacheOutcome::Hit,
+        "an unchanged set emptied the cache"
+    );
+
+    // A key is added (rotation begins): the old key's identities stay cached.
+    h.auth
+        .set_keys(0, key_set(&[jwk_of(7, "k1"), jwk_of(9, "k2")]));
+    assert_eq!(h.get(&a).cache, CacheOutcome::Hit);
+    assert_eq!(h.get(&b).cache, CacheOutcome::Miss);
+    assert_eq!(h.get(&b).cache, CacheOutcome::Hit);
+
+    // k1 leaves the set: its identity ends at once, k2's stays cached.
+    h.auth.set_keys(0, key_set(&[jwk_of(9, "k2")]));
+    let v = h.get(&a);
+    assert_eq!(v.cache, CacheOutcome::Miss);
+    assert_eq!(v.denial, Some(Denial::InvalidToken("unknown_kid")));
+    assert_eq!(h.get(&b).cache, CacheOutcome::Hit);
+
+    // The same kid with other material is another key: its identities end too.
+    h.auth.set_keys(0, key_set(&[jwk_of(11, "k2")]));
+    let v = h.get(&b);
+    assert_eq!(v.cache, CacheOutcome::Miss);
+    assert_eq!(v.denial, Some(Denial::InvalidToken("bad_signature")));
 }

@@ -1,6 +1,9 @@
 //! Verified-token cache: a repeat token costs a hash and a lookup, not a signature check.
 //! Bounded (FIFO eviction, expired entries first), keyed by SHA-256 of the token, never
-//! holding the token itself; an entry dies with its token's `exp`.
+//! holding the token itself; an entry dies with its token's `exp`, or when the key that
+//! verified it leaves its provider's set ([`TokenCache::retain`]). The eviction queue is
+//! bounded too: hashes of entries that left the map are compacted away once the queue holds
+//! twice the capacity. A clock at 0 (unavailable) never hits: nothing is served without time.
 
 use crate::jwt::VerifiedToken;
 use sha2::{Digest, Sha256};
@@ -36,8 +39,17 @@ impl TokenCache {
         self.entries.is_empty()
     }
 
+    /// Hashes in the eviction queue (live entries plus not yet compacted stale ones).
+    pub fn queue_len(&self) -> usize {
+        self.order.len()
+    }
+
     /// The cached identity, if the token was verified before and `now` is before its expiry.
     pub fn get(&mut self, hash: &TokenHash, now: u64) -> Option<&VerifiedToken> {
+        if now == 0 {
+            // No clock, no expiry check: fail closed (the caller verifies afresh, and refuses).
+            return None;
+        }
         let expired = match self.entries.get(hash) {
             None => return None,
             Some((_, expires_at)) => now >= *expires_at,
@@ -63,11 +75,35 @@ impl TokenCache {
         }
         self.entries.insert(hash, (token, expires_at));
         self.order.push_back(hash);
+        if self.order.len() > self.capacity.saturating_mul(2) {
+            self.compact();
+        }
     }
 
     pub fn clear(&mut self) {
         self.entries.clear();
         self.order.clear();
+    }
+
+    /// Keep only the identities for which `keep` holds (a JWKS refresh drops those whose key
+    /// left the set, and nothing else).
+    pub fn retain(&mut self, mut keep: impl FnMut(&VerifiedToken) -> bool) {
+        self.entries.retain(|_, (token, _)| keep(token));
+        self.compact();
+    }
+
+    /// Drop queue positions of hashes no longer in the map, and all but the newest position
+    /// of a hash queued twice (a token that expired, left the map and was verified again).
+    /// Afterwards the queue holds exactly the live entries, so it is at most `capacity` long.
+    fn compact(&mut self) {
+        let mut seen = std::collections::HashSet::with_capacity(self.entries.len());
+        let mut kept: VecDeque<TokenHash> = VecDeque::with_capacity(self.entries.len());
+        for h in self.order.iter().rev() {
+            if self.entries.contains_key(h) && seen.insert(*h) {
+                kept.push_front(*h);
+            }
+        }
+        self.order = kept;
     }
 
     fn evict(&mut self, now: u64) {
@@ -76,8 +112,7 @@ impl TokenCache {
         let before = self.entries.len();
         self.entries.retain(|_, (_, exp)| now < *exp);
         if self.entries.len() < before {
-            let entries = &self.entries;
-            self.order.retain(|h| entries.contains_key(h));
+            self.compact();
             return;
         }
         while let Some(oldest) = self.order.pop_front() {
@@ -103,6 +138,7 @@ mod tests {
             auth_time: None,
             iat: 0,
             exp: 100,
+            key: None,
         }
     }
 
@@ -138,6 +174,53 @@ mod tests {
         c.insert(d, identity("d"), 100, 50);
         assert!(c.get(&a, 51).is_some());
         assert!(c.get(&d, 51).is_some());
+    }
+
+    /// Entries that expire and leave the map through `get` must leave the eviction queue too:
+    /// a steady stream of short-lived tokens (each used once, then expired) must not grow the
+    /// queue without bound while the map stays small.
+    #[test]
+    fn the_eviction_queue_stays_bounded_with_expiring_entries() {
+        let mut c = TokenCache::new(8);
+        for i in 0u64..10_000 {
+            let h = token_hash(&format!("t{i}"));
+            c.insert(h, identity("a"), i + 1, i);
+            // The token is seen again after its expiry: it leaves the map.
+            assert!(c.get(&h, i + 1).is_none());
+        }
+        assert!(c.len() <= 8);
+        assert!(
+            c.queue_len() <= 2 * 8 + 1,
+            "eviction queue holds {} hashes for a capacity of 8",
+            c.queue_len()
+        );
+    }
+
+    /// A token that expired, left the map and came back must not be evicted early by its own
+    /// stale queue position (nor make the queue grow).
+    #[test]
+    fn a_reinserted_token_keeps_one_queue_position() {
+        let mut c = TokenCache::new(2);
+        let (a, b) = (token_hash("a"), token_hash("b"));
+        for round in 0u64..100 {
+            c.insert(a, identity("a"), round * 10 + 5, round * 10);
+            assert!(c.get(&a, round * 10 + 6).is_none());
+        }
+        assert!(c.queue_len() <= 2 * 2 + 1, "queue {}", c.queue_len());
+        c.insert(a, identity("a"), 10_000, 2_000);
+        c.insert(b, identity("b"), 10_000, 2_000);
+        assert!(c.get(&a, 2_001).is_some());
+        assert!(c.get(&b, 2_001).is_some());
+    }
+
+    /// An unavailable clock (0) is no time at all: nothing is served from the cache.
+    #[test]
+    fn a_clock_at_zero_never_hits() {
+        let mut c = TokenCache::new(4);
+        let h = token_hash("t1");
+        c.insert(h, identity("a"), 100, 10);
+        assert!(c.get(&h, 0).is_none());
+        assert!(c.get(&h, 11).is_some());
     }
 
     #[test]

@@ -42,7 +42,14 @@ pub(crate) struct Key {
     /// which serves the RSA algorithms of the provider's allow-list.
     pub(crate) algs: Vec<Algorithm>,
     pub(crate) verifier: Verifier,
+    /// What makes this key this key: SHA-256 over its `kid`, its algorithms and its public
+    /// material. A JWKS refresh keeps the identities verified by a key whose fingerprint is
+    /// still in the set, and drops the others ([`KeySet::has_key`]).
+    pub(crate) fingerprint: KeyFingerprint,
 }
+
+/// See [`Key::fingerprint`].
+pub type KeyFingerprint = [u8; 32];
 
 /// A validated set of public keys, each bound to its algorithm(s).
 #[derive(Debug, Clone, Default)]
@@ -194,6 +201,17 @@ impl KeySet {
         Ok(set)
     }
 
+    /// Whether a key with this fingerprint is in the set (a cached identity stays valid).
+    pub fn has_key(&self, fingerprint: &KeyFingerprint) -> bool {
+        self.keys.iter().any(|k| &k.fingerprint == fingerprint)
+    }
+
+    /// The same usable keys (kid, algorithms, material), in any order.
+    pub fn same_keys(&self, other: &KeySet) -> bool {
+        self.keys.len() == other.keys.len()
+            && self.keys.iter().all(|k| other.has_key(&k.fingerprint))
+    }
+
     /// Usable keys (skipped ones not counted).
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -292,11 +310,39 @@ fn load_key(entry: &Value, allowed: &[Algorithm]) -> Result<Loaded, KeyProblem> 
     if algs.is_empty() {
         return Ok(Loaded::Skipped);
     }
+    let fingerprint = fingerprint(m, kid.as_deref(), &algs);
     Ok(Loaded::Usable(Key {
         kid,
         algs,
         verifier,
+        fingerprint,
     }))
+}
+
+/// [`Key::fingerprint`]: each part length-prefixed, so no two keys can run together.
+fn fingerprint(m: &Map<String, Value>, kid: Option<&str>, algs: &[Algorithm]) -> KeyFingerprint {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    part(b"hipaa-mesh/jwk/v1");
+    part(kid.unwrap_or_default().as_bytes());
+    part(&[u8::from(kid.is_some())]);
+    for alg in algs {
+        part(alg.name().as_bytes());
+    }
+    for member in ["kty", "crv", "n", "e", "x", "y"] {
+        part(member.as_bytes());
+        part(
+            m.get(member)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+    }
+    h.finalize().into()
 }
 
 fn rsa_key(

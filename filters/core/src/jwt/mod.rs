@@ -29,7 +29,10 @@ mod tests;
 mod weak_keys;
 
 pub use claims::MAX_NUMERIC_DATE;
-pub use keys::{JwksError, KeyProblem, KeyRef, KeySet, MAX_JWKS_BYTES, MAX_RSA_BITS, MIN_RSA_BITS};
+pub use keys::{
+    JwksError, KeyFingerprint, KeyProblem, KeyRef, KeySet, MAX_JWKS_BYTES, MAX_RSA_BITS,
+    MIN_RSA_BITS,
+};
 pub use token::MAX_TOKEN_BYTES;
 pub use verify::{verify_token, verify_token_with};
 
@@ -55,6 +58,9 @@ pub struct VerifiedToken {
     pub auth_time: Option<u64>,
     pub iat: u64,
     pub exp: u64,
+    /// The key that verified the signature (None when Envoy's jwt_authn did): a JWKS refresh
+    /// drops the cached identity only when this key left the set.
+    pub key: Option<KeyFingerprint>,
 }
 
 /// Why a token was refused: one variant per reason. Display texts never contain the token or

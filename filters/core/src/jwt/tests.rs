@@ -215,7 +215,16 @@ fn accepts_every_algorithm_with_its_bound_key() {
                 auth_time: Some(NOW - 100),
                 iat: NOW - 10,
                 exp: NOW + 600,
+                key: verified.key,
             },
+            "{alg}"
+        );
+        assert!(verified.key.is_some(), "{alg}: the verifying key is named");
+        assert_eq!(
+            verified
+                .key
+                .map(|k| env.sets[0].as_ref().unwrap().has_key(&k)),
+            Some(true),
             "{alg}"
         );
     }

@@ -44,6 +44,7 @@ pub fn verify_token_with(
     if !provider.algorithms.contains(&parsed.alg) {
         return Err(TokenError::AlgNotAllowed);
     }
+    let mut verified_by = None;
     if provider.verification == Verification::Wasm {
         let keys = entry.keys.ok_or(TokenError::KeysNotLoaded)?;
         let key = keys.select(parsed.kid.as_deref(), parsed.alg)?;
@@ -51,6 +52,7 @@ pub fn verify_token_with(
             return Err(TokenError::SignatureShed);
         }
         check_signature(key, parsed.alg, parsed.signing_input, parsed.signature)?;
+        verified_by = Some(key.fingerprint);
     }
 
     let times = claims::check_times(&parsed.claims, provider, now_secs)?;
@@ -66,6 +68,7 @@ pub fn verify_token_with(
         auth_time: times.auth_time,
         iat: times.iat,
         exp: times.exp,
+        key: verified_by,
     };
     if provider.verification == Verification::Envoy {
         envoy::check(envoy_payload, &verified)?;

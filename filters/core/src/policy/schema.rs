@@ -256,6 +256,11 @@ pub struct Session {
     /// Sessions tracked per Envoy for the idle timeout (bounded shared memory).
     #[serde(default = "default_max_tracked_sessions")]
     pub max_tracked: u32,
+    /// A token on a PHI route must carry `auth_time` (the absolute timeout counts from the
+    /// sign-in; `iat` is renewed by every token refresh, so it cannot end a session). `false`
+    /// falls back to `iat` (an IdP that omits `auth_time`): `policy report` flags it.
+    #[serde(default = "default_true")]
+    pub require_auth_time: bool,
 }
 
 impl Default for Session {
@@ -265,6 +270,7 @@ impl Default for Session {
             absolute_timeout_seconds: default_absolute_timeout(),
             session_claim: default_session_claim(),
             max_tracked: default_max_tracked_sessions(),
+            require_auth_time: true,
         }
     }
 }
