@@ -435,7 +435,7 @@ fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
                 encryption: &shared.collector.encryption,
                 checkpoint_keys: &shared.checkpoint_keys,
             };
-            match verify(store, &keys) {
+            match verify(store, &keys, (shared.collector.clock)()) {
                 Ok(report) => {
                     let status = if report.intact { 200 } else { 409 };
                     respond(request, status, &json!(report), None);
