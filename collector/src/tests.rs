@@ -126,7 +126,7 @@ impl TestDb {
     }
 
     /// Drops the append-only triggers, as an attacker with database access would.
-    fn drop_triggers(&self, store: &mut dyn Store) {
+    pub(crate) fn drop_triggers(&self, store: &mut dyn Store) {
         let sql = match self.backend {
             Backend::Sqlite => {
                 "DROP TRIGGER audit_records_no_update; \

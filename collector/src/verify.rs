@@ -93,6 +93,9 @@ pub struct VerifyReport {
     pub rows: u64,
     pub chains: u64,
     pub checkpoints: u64,
+    /// The fingerprints of the checkpoint public keys this verify trusted (see
+    /// [`crate::keys::public_key_fingerprint`]): compare them with the copy kept apart.
+    pub checkpoint_keys: Vec<String>,
     pub findings: Vec<Finding>,
     /// Integrity records the collector stored at ingest (bad MACs, gaps, ... on the way in).
     pub ingest_flags: Vec<String>,
@@ -533,6 +536,11 @@ pub(crate) fn verify_paged(
         rows: links.len() as u64,
         chains: chains.len() as u64,
         checkpoints: checkpoints.len() as u64,
+        checkpoint_keys: keys
+            .checkpoint_keys
+            .iter()
+            .map(crate::keys::public_key_fingerprint)
+            .collect(),
         findings,
         ingest_flags,
         notes,
@@ -583,6 +591,12 @@ fn check_record(
         }
         if row.chain_id.is_some() || row.chain_seq.is_some() || row.emergency {
             out.push(finding(Problem::Modified, mismatch("chain or emergency")));
+        }
+        return;
+    }
+    if row.kind == crate::trail_access::KIND {
+        for what in crate::trail_access::check(row, value, keys.encryption) {
+            out.push(finding(Problem::Modified, mismatch(what)));
         }
         return;
     }
