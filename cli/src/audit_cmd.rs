@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 use hipaa_collector::keys::{
-    default_public_key_path, load_public_keys, mac_ring_from_env, EncryptionKey,
-    ENV_ENCRYPTION_KEY_FILE, ENV_PUBLIC_KEY_FILE,
+    default_public_key_path, load_public_keys, mac_ring_from_env, public_key_fingerprint,
+    public_key_id, CheckpointSigner, EncryptionKey, ENV_ENCRYPTION_KEY_FILE, ENV_PUBLIC_KEY_FILE,
+    ENV_SIGNING_KEY_FILE,
 };
 use hipaa_collector::purge::purge;
 use hipaa_collector::query::{parse_kind, parse_time, Query, MAX_LIMIT};
@@ -79,6 +80,10 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Judge retention purges as of this time (YYYY-MM-DD or RFC 3339) instead of the system
+    /// clock: for tests only. The 6-year rule is never judged by a purge mark's own dates.
+    #[arg(long, hide = true)]
+    now: Option<String>,
 }
 
 #[derive(Args)]
@@ -89,6 +94,10 @@ pub struct PurgeArgs {
     /// Remove records stored before this date (YYYY-MM-DD or RFC 3339); at least 6 years ago.
     #[arg(long)]
     before: String,
+    /// The checkpoint signing key (Ed25519 PKCS#8 PEM) that signs the purge mark (default:
+    /// $HIPAA_AUDIT_SIGNING_KEY_FILE). `audit verify` reports an unsigned mark.
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
 }
 
 pub fn run(cmd: AuditCommand) -> Result<ExitCode, String> {
@@ -286,23 +295,32 @@ fn print_table(records: &[Value]) {
 fn run_verify(a: VerifyArgs) -> Result<ExitCode, String> {
     let mac_keys = mac_ring_from_env().map_err(|e| e.to_string())?;
     let enc = encryption_key()?;
-    let mut paths = a.public_keys.clone();
-    if paths.is_empty() {
-        if let Some(p) = std::env::var_os(ENV_PUBLIC_KEY_FILE).map(PathBuf::from) {
-            paths.push(p);
-        } else if let Some(p) = default_public_key_path(&a.db) {
-            paths.push(p);
-        }
-    }
-    if paths.is_empty() {
-        return Err(format!(
-            "no checkpoint public key: pass --public-key FILE (or set {ENV_PUBLIC_KEY_FILE})"
-        ));
-    }
+    let (paths, source) = checkpoint_key_paths(
+        &a.public_keys,
+        std::env::var_os(ENV_PUBLIC_KEY_FILE).map(PathBuf::from),
+        &a.db,
+    )?;
     let mut checkpoint_keys = Vec::new();
     for p in &paths {
-        checkpoint_keys.extend(load_public_keys(p).map_err(|e| e.to_string())?);
+        let keys = load_public_keys(p).map_err(|e| e.to_string())?;
+        for k in &keys {
+            eprintln!(
+                "checkpoint public key {} (key id {}) from {} ({})",
+                public_key_fingerprint(k),
+                public_key_id(k),
+                p.display(),
+                source.describe()
+            );
+        }
+        checkpoint_keys.extend(keys);
     }
+    if source == KeySource::BesideDatabase {
+        eprintln!("{}", beside_database_warning(&paths));
+    }
+    let now = match a.now.as_deref() {
+        Some(t) => parse_time(t)?,
+        None => system_clock()(),
+    };
     let mut store = open_store(&a.db).map_err(|e| e.to_string())?;
     let report = verify(
         store.as_mut(),
@@ -311,6 +329,7 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode, String> {
             encryption: &enc,
             checkpoint_keys: &checkpoint_keys,
         },
+        now,
     )
     .map_err(|e| e.to_string())?;
     let failed = !report.intact || (a.strict && !report.ingest_flags.is_empty());
@@ -344,11 +363,74 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode, String> {
     })
 }
 
+/// Where `audit verify` took the checkpoint public keys from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeySource {
+    Flag,
+    Environment,
+    /// The file the collector writes next to a SQLite database: within reach of whoever can
+    /// change the database.
+    BesideDatabase,
+}
+
+impl KeySource {
+    fn describe(self) -> &'static str {
+        match self {
+            KeySource::Flag => "--public-key",
+            KeySource::Environment => ENV_PUBLIC_KEY_FILE,
+            KeySource::BesideDatabase => "beside the database",
+        }
+    }
+}
+
+/// The key files: `--public-key`, else the environment, else beside a SQLite database.
+fn checkpoint_key_paths(
+    flags: &[PathBuf],
+    env: Option<PathBuf>,
+    db: &str,
+) -> Result<(Vec<PathBuf>, KeySource), String> {
+    if !flags.is_empty() {
+        return Ok((flags.to_vec(), KeySource::Flag));
+    }
+    if let Some(p) = env {
+        return Ok((vec![p], KeySource::Environment));
+    }
+    match default_public_key_path(db) {
+        Some(p) => Ok((vec![p], KeySource::BesideDatabase)),
+        None => Err(format!(
+            "no checkpoint public key: pass --public-key FILE (or set {ENV_PUBLIC_KEY_FILE})"
+        )),
+    }
+}
+
+fn beside_database_warning(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    format!(
+        "WARNING: the checkpoint public key was read from beside the database ({}). Whoever can \
+         change the database can usually replace this file too, sign checkpoints of a rewritten \
+         trail with their own key, and this verify would answer intact. Keep a copy of the \
+         public key apart from the database (compare the fingerprint above with it) and pass \
+         --public-key FILE or set {ENV_PUBLIC_KEY_FILE}.",
+        shown.join(", ")
+    )
+}
+
 fn run_purge(a: PurgeArgs) -> Result<ExitCode, String> {
     let before = parse_time(&a.before)?;
     let now = system_clock()();
+    let key_path = a
+        .signing_key
+        .clone()
+        .or_else(|| std::env::var_os(ENV_SIGNING_KEY_FILE).map(PathBuf::from))
+        .ok_or_else(|| {
+            format!(
+                "a purge is signed with the checkpoint key: pass --signing-key FILE (or set \
+                 {ENV_SIGNING_KEY_FILE})"
+            )
+        })?;
+    let signer = CheckpointSigner::from_pem_file(&key_path).map_err(|e| e.to_string())?;
     let mut store = open_store(&a.db).map_err(|e| e.to_string())?;
-    let out = purge(store.as_mut(), before, now).map_err(|e| e.to_string())?;
+    let out = purge(store.as_mut(), &signer, before, now).map_err(|e| e.to_string())?;
     if out.deleted == 0 {
         println!(
             "nothing to purge: no signed checkpoint before {} covers records not yet purged",
@@ -367,6 +449,35 @@ fn run_purge(a: PurgeArgs) -> Result<ExitCode, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn checkpoint_key_source_is_the_operators_and_beside_the_database_warns() {
+        let flag = vec![PathBuf::from("/officer/keys.pem")];
+        let env = Some(PathBuf::from("/vault/keys.pem"));
+        let db = "sqlite:/var/lib/audit.db";
+        assert_eq!(
+            checkpoint_key_paths(&flag, env.clone(), db).unwrap(),
+            (flag.clone(), KeySource::Flag)
+        );
+        assert_eq!(
+            checkpoint_key_paths(&[], env.clone(), db).unwrap(),
+            (
+                vec![PathBuf::from("/vault/keys.pem")],
+                KeySource::Environment
+            )
+        );
+        // The attacker's reach: the file the collector wrote next to the database.
+        let (paths, source) = checkpoint_key_paths(&[], None, db).unwrap();
+        assert_eq!(source, KeySource::BesideDatabase);
+        assert_eq!(
+            paths,
+            [PathBuf::from("/var/lib/audit.db.checkpoint-keys.pem")]
+        );
+        let warning = beside_database_warning(&paths);
+        assert!(warning.starts_with("WARNING"), "{warning}");
+        assert!(warning.contains("--public-key"), "{warning}");
+        assert!(checkpoint_key_paths(&[], None, "postgres://db/audit").is_err());
+    }
 
     #[test]
     fn csv_fields_are_quoted_and_formula_safe() {

@@ -9,6 +9,10 @@ use hipaa_collector::keys::{
     default_public_key_path, load_public_keys, mac_ring_from_env, CheckpointSigner, EncryptionKey,
     ENV_ENCRYPTION_KEY_FILE, ENV_PUBLIC_KEY_FILE,
 };
+use hipaa_collector::read_auth::{
+    ReadAuth, DEFAULT_READER_ROLE, ENV_READER_AUDIENCE, ENV_READER_ISSUER, ENV_READER_JWKS_FILE,
+    ENV_READER_ROLE,
+};
 use hipaa_collector::{start, system_clock, Collector, ServerConfig};
 
 #[derive(Args)]
@@ -31,6 +35,49 @@ pub struct CollectorArgs {
     /// database; required for PostgreSQL when that variable is unset.
     #[arg(long)]
     public_key_out: Option<PathBuf>,
+    /// JWKS file of the identity provider whose tokens may read the trail (`GET /v1/records`,
+    /// `GET /v1/verify`); default $HIPAA_AUDIT_READER_JWKS_FILE. Without it every read is 401.
+    #[arg(long)]
+    reader_jwks: Option<PathBuf>,
+    /// The readers' token issuer (default $HIPAA_AUDIT_READER_ISSUER).
+    #[arg(long)]
+    reader_issuer: Option<String>,
+    /// The readers' token audience (default $HIPAA_AUDIT_READER_AUDIENCE, else hipaa-audit).
+    #[arg(long)]
+    reader_audience: Option<String>,
+    /// The role a reader's token must carry (default $HIPAA_AUDIT_READER_ROLE, else auditor).
+    #[arg(long)]
+    reader_role: Option<String>,
+}
+
+/// The read side's credential check from flags and environment (None: reads are refused).
+fn read_auth(args: &CollectorArgs) -> Result<Option<ReadAuth>, String> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let Some(jwks_path) = args
+        .reader_jwks
+        .clone()
+        .or_else(|| env(ENV_READER_JWKS_FILE).map(PathBuf::from))
+    else {
+        return Ok(None);
+    };
+    let jwks = std::fs::read_to_string(&jwks_path)
+        .map_err(|e| format!("cannot read {}: {e}", jwks_path.display()))?;
+    let issuer = args
+        .reader_issuer
+        .clone()
+        .or_else(|| env(ENV_READER_ISSUER))
+        .ok_or_else(|| format!("--reader-jwks needs --reader-issuer (or {ENV_READER_ISSUER})"))?;
+    let audience = args
+        .reader_audience
+        .clone()
+        .or_else(|| env(ENV_READER_AUDIENCE))
+        .unwrap_or_else(|| "hipaa-audit".into());
+    let role = args
+        .reader_role
+        .clone()
+        .or_else(|| env(ENV_READER_ROLE))
+        .unwrap_or_else(|| DEFAULT_READER_ROLE.into());
+    ReadAuth::new(&jwks, &issuer, &audience, &role).map(Some)
 }
 
 pub fn run(args: CollectorArgs) -> Result<ExitCode, String> {
@@ -69,6 +116,13 @@ pub fn run(args: CollectorArgs) -> Result<ExitCode, String> {
     let mut config = ServerConfig::new(&args.listen, &args.db);
     config.checkpoint_seconds = args.checkpoint_seconds;
     config.workers = args.workers.max(1);
+    let readers = read_auth(&args)?;
+    let reads = if readers.is_some() {
+        "reads need a reader token"
+    } else {
+        "reads refused (no --reader-jwks)"
+    };
+    config.read_auth = readers.map(std::sync::Arc::new);
     let backend = if args.db.starts_with("sqlite:") {
         "sqlite"
     } else {
@@ -87,7 +141,7 @@ pub fn run(args: CollectorArgs) -> Result<ExitCode, String> {
     let server = start(config, collector, signer, known_keys)?;
     eprintln!(
         "hipaa-collector: listening on http://{} ({backend}); checkpoint key {key_id} ({origin}); \
-         public keys in {}",
+         public keys in {}; {reads}",
         server.addr(),
         pub_path.display()
     );

@@ -205,6 +205,12 @@ pub fn public_key_id(key: &VerifyingKey) -> String {
     hex(&Sha256::digest(key.as_bytes())[..8])
 }
 
+/// The fingerprint a compliance officer compares with the copy of the public key kept apart:
+/// `SHA256:` and the hex SHA-256 of the key's 32 bytes (its key id is this hash's first 8 bytes).
+pub fn public_key_fingerprint(key: &VerifyingKey) -> String {
+    format!("SHA256:{}", hex(&Sha256::digest(key.as_bytes())))
+}
+
 /// The Ed25519 key that signs checkpoints.
 pub struct CheckpointSigner {
     pub(crate) key: SigningKey,

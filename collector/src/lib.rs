@@ -10,8 +10,10 @@ pub mod keys;
 pub mod ledger;
 pub mod purge;
 pub mod query;
+pub mod read_auth;
 pub mod server;
 pub mod store;
+pub mod trail_access;
 pub mod verify;
 
 pub use ingest::{ingest, system_clock, Clock, Collector, IngestSummary};

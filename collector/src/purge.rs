@@ -1,10 +1,41 @@
 //! Retention: the only delete path. Removes the oldest rows, and only those a signed checkpoint
 //! proves were stored before a cutoff at least 6 years ago; the database's trigger checks the age
-//! of every row again.
+//! of every row again. The purge mark is signed with the checkpoint key and names the checkpoint
+//! it relies on (its count and head), so `audit verify` can tell it from one written by SQL.
 
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use hipaa_core::calendar::Date;
 
+use crate::keys::{hex, public_key_id, unhex, CheckpointSigner};
 use crate::store::{PurgeMark, RowFilter, Store, StoreError};
+
+/// The signed bytes of a purge mark: what it removed (rows through `through_seq`, whose
+/// head was `through_hash`, i.e. the checkpoint it relies on), the cut-off and when.
+pub fn message(mark: &PurgeMark) -> Vec<u8> {
+    format!(
+        "hipaa-mesh purge v1\ncreated={}\nbefore={}\nthrough={}\nhead={}\n",
+        mark.created_ms, mark.before_ms, mark.through_seq, mark.through_hash
+    )
+    .into_bytes()
+}
+
+/// Whether `mark` carries a valid signature by one of `keys`. Err names the problem.
+pub fn check_signature(mark: &PurgeMark, keys: &[VerifyingKey]) -> Result<(), String> {
+    if mark.signature.is_empty() {
+        return Err("the mark is unsigned (not written by `audit purge`)".into());
+    }
+    let Some(key) = keys.iter().find(|k| public_key_id(k) == mark.key_id) else {
+        return Err(format!(
+            "signed by key {} which is not among the checkpoint public keys given",
+            mark.key_id
+        ));
+    };
+    let sig = unhex(&mark.signature)
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or_else(|| "signature is not a hex Ed25519 signature".to_string())?;
+    key.verify_strict(&message(mark), &sig)
+        .map_err(|_| "signature does not verify (mark modified or forged)".to_string())
+}
 
 /// The same instant 6 calendar years earlier (29 February becomes 28 February).
 pub fn six_years_before(unix_ms: i64) -> i64 {
@@ -41,10 +72,12 @@ pub struct PurgeOutcome {
     pub through_seq: i64,
 }
 
-/// Deletes the ledger prefix stored before `before_ms`, as far as signed checkpoints prove it.
-/// Refuses a `before_ms` less than 6 years before `now_ms`.
+/// Deletes the ledger prefix stored before `before_ms`, as far as signed checkpoints prove it,
+/// and records a mark signed by `signer` (the checkpoint key). Refuses a `before_ms` less than
+/// 6 years before `now_ms`.
 pub fn purge(
     store: &mut dyn Store,
+    signer: &CheckpointSigner,
     before_ms: i64,
     now_ms: i64,
 ) -> Result<PurgeOutcome, PurgeError> {
@@ -84,13 +117,17 @@ pub fn purge(
             format!("ledger row #{through} is missing: run audit verify first"),
         )));
     };
-    let deleted = store.purge_through(&PurgeMark {
+    let mut mark = PurgeMark {
         id: 0,
         created_ms: now_ms,
         before_ms,
         through_seq: through,
         through_hash: last.ledger_hash,
-    })?;
+        key_id: signer.key_id(),
+        signature: String::new(),
+    };
+    mark.signature = hex(&signer.key.sign(&message(&mark)).to_bytes());
+    let deleted = store.purge_through(&mark)?;
     Ok(PurgeOutcome {
         deleted,
         through_seq: through,

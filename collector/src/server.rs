@@ -26,6 +26,7 @@ use crate::checkpoint::{sign_checkpoint, sign_checkpoint_if_changed};
 use crate::ingest::{ingest_prepared, prepare, Collector, IngestSummary, PreparedBatch};
 use crate::keys::CheckpointSigner;
 use crate::query::{parse_query_string, query, QueryError};
+use crate::read_auth::{ReadAuth, Reader, Refusal};
 use crate::store::{open_store, Store};
 use crate::verify::{verify, VerifyKeys};
 
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     pub checkpoint_seconds: u64,
     pub workers: usize,
     pub max_body: usize,
+    /// Who may read (`GET /v1/records`, `GET /v1/verify`): None refuses every read with 401.
+    pub read_auth: Option<Arc<ReadAuth>>,
 }
 
 impl ServerConfig {
@@ -63,6 +66,7 @@ impl ServerConfig {
             checkpoint_seconds: 60,
             workers: 4,
             max_body: DEFAULT_MAX_BODY,
+            read_auth: None,
         }
     }
 }
@@ -386,12 +390,65 @@ fn post_records(shared: &Shared, jobs: &mpsc::Sender<IngestJob>, mut request: Re
     }
 }
 
+/// The reader a read request's bearer token names, or why it is refused.
+fn authorize(shared: &Shared, request: &Request) -> Result<Reader, Refusal> {
+    let auth = shared
+        .config
+        .read_auth
+        .as_ref()
+        .ok_or(Refusal::Unauthenticated)?;
+    let header = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("authorization"))
+        .map(|h| h.value.as_bytes());
+    let now_secs = u64::try_from((shared.collector.clock)().div_euclid(1000)).unwrap_or(0);
+    auth.check(header, now_secs)
+}
+
+fn refuse(request: Request, refusal: Refusal) {
+    let challenge = (refusal == Refusal::Unauthenticated)
+        .then(|| Header::from_bytes("www-authenticate", "Bearer realm=\"hipaa-audit\"").ok())
+        .flatten();
+    respond(request, refusal.status(), &refusal.body(), challenge);
+}
+
+/// Stores who read what before the answer goes out: false (and a 503) when it cannot be stored.
+fn record_read(
+    shared: &Shared,
+    store: &mut dyn Store,
+    reader: &Reader,
+    endpoint: &str,
+    filter: &str,
+    rows: u64,
+) -> bool {
+    let now = (shared.collector.clock)();
+    let record = crate::trail_access::record(reader, endpoint, filter, rows, now);
+    match crate::trail_access::append(store, &shared.collector.encryption, &record, now) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("hipaa-collector: recording a trail read failed: {e}");
+            false
+        }
+    }
+}
+
 /// Handles one request. Returns false when the store failed (so the connection is renewed).
 fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
     let url = request.url().to_string();
     let (path, qs) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    match (request.method(), path) {
-        (Method::Get, "/v1/records") => {
+    let reader = match (request.method(), path) {
+        (Method::Get, "/v1/records" | "/v1/verify") => match authorize(shared, &request) {
+            Ok(r) => Some(r),
+            Err(refusal) => {
+                refuse(request, refusal);
+                return true;
+            }
+        },
+        _ => None,
+    };
+    match (request.method(), path, reader) {
+        (Method::Get, "/v1/records", Some(reader)) => {
             let q = match parse_query_string(qs) {
                 Ok(q) => q,
                 Err(e) => {
@@ -401,6 +458,11 @@ fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
             };
             match query(store, &shared.collector.encryption, &q) {
                 Ok(page) => {
+                    let rows = page.records.len() as u64;
+                    if !record_read(shared, store, &reader, "GET /v1/records", qs, rows) {
+                        error(request, 503, "store_unavailable", "query failed");
+                        return false;
+                    }
                     let header = page
                         .last_ledger_seq
                         .and_then(|l| Header::from_bytes("x-hipaa-next-after", l.to_string()).ok());
@@ -429,14 +491,18 @@ fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
                 }
             }
         }
-        (Method::Get, "/v1/verify") => {
+        (Method::Get, "/v1/verify", Some(reader)) => {
             let keys = VerifyKeys {
                 mac_keys: &shared.collector.mac_keys,
                 encryption: &shared.collector.encryption,
                 checkpoint_keys: &shared.checkpoint_keys,
             };
-            match verify(store, &keys) {
+            match verify(store, &keys, (shared.collector.clock)()) {
                 Ok(report) => {
+                    if !record_read(shared, store, &reader, "GET /v1/verify", qs, report.rows) {
+                        error(request, 503, "store_unavailable", "verify failed");
+                        return false;
+                    }
                     let status = if report.intact { 200 } else { 409 };
                     respond(request, status, &json!(report), None);
                     true
@@ -448,7 +514,7 @@ fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
                 }
             }
         }
-        (Method::Get, "/healthz") => match store.ping() {
+        (Method::Get, "/healthz", _) => match store.ping() {
             Ok(()) => {
                 respond(request, 200, &json!({"status": "ok"}), None);
                 true
@@ -458,7 +524,7 @@ fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
                 false
             }
         },
-        (_, "/v1/records" | "/v1/verify" | "/healthz") => {
+        (_, "/v1/records" | "/v1/verify" | "/healthz", _) => {
             error(request, 405, "method_not_allowed", "method not allowed");
             true
         }

@@ -8,7 +8,10 @@
 //!   already flagged at ingest are notes, anything else happened after storage;
 //! * every checkpoint: its Ed25519 signature, and that the row it counts still carries the head
 //!   hash it signed (a truncated tail is caught here);
-//! * every purge: proven older than 6 years by a signed checkpoint.
+//! * every purge: signed with the checkpoint key, bound to the signed checkpoint whose head it
+//!   removed through, and older than 6 years by verify's own clock (never the mark's columns
+//!   alone);
+//! * the append-only triggers: present, enabled and as the schema defines them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -23,7 +26,7 @@ use crate::checkpoint::check_signature;
 use crate::ingest::{blind_indexes, typed};
 use crate::keys::EncryptionKey;
 use crate::ledger::{row_hash, GENESIS_PREV};
-use crate::purge::six_years_before;
+use crate::purge::{check_signature as check_purge_signature, six_years_before};
 use crate::store::{RowFilter, Store, StoreError, StoredRow};
 
 /// What kind of damage a finding shows.
@@ -42,6 +45,8 @@ pub enum Problem {
     Checkpoint,
     /// A purge not proven to remove only records older than 6 years.
     Purge,
+    /// An append-only trigger (or its function) is missing, disabled or altered.
+    Schema,
 }
 
 /// One finding, naming the record (ledger position, chain id and seq, request id) where known.
@@ -88,6 +93,9 @@ pub struct VerifyReport {
     pub rows: u64,
     pub chains: u64,
     pub checkpoints: u64,
+    /// The fingerprints of the checkpoint public keys this verify trusted (see
+    /// [`crate::keys::public_key_fingerprint`]): compare them with the copy kept apart.
+    pub checkpoint_keys: Vec<String>,
     pub findings: Vec<Finding>,
     /// Integrity records the collector stored at ingest (bad MACs, gaps, ... on the way in).
     pub ingest_flags: Vec<String>,
@@ -121,17 +129,42 @@ struct Link {
 
 const PAGE: i64 = 2_000;
 
-/// Verifies the whole database.
-pub fn verify(store: &mut dyn Store, keys: &VerifyKeys<'_>) -> Result<VerifyReport, StoreError> {
-    verify_paged(store, keys, PAGE)
+/// How far a purge mark's date may run ahead of verify's clock (clocks of two machines).
+pub const PURGE_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// Verifies the whole database. `now_ms` is verify's own clock (the system clock; a fixed time
+/// only in tests): the 6-year rule of every purge is judged with it.
+pub fn verify(
+    store: &mut dyn Store,
+    keys: &VerifyKeys<'_>,
+    now_ms: i64,
+) -> Result<VerifyReport, StoreError> {
+    verify_paged(store, keys, now_ms, PAGE)
 }
 
 /// [`verify`], reading `page` rows at a time.
 pub(crate) fn verify_paged(
     store: &mut dyn Store,
     keys: &VerifyKeys<'_>,
+    now_ms: i64,
     page_size: i64,
 ) -> Result<VerifyReport, StoreError> {
+    // Judged first (before anything else touches the database), reported last.
+    let schema_findings: Vec<Finding> = store
+        .append_only_problems()?
+        .into_iter()
+        .map(|detail| Finding {
+            problem: Problem::Schema,
+            ledger_seq: None,
+            chain_id: None,
+            seq: None,
+            request_id: None,
+            detail: format!(
+                "{detail}: the database no longer refuses changes; compare the rows with a \
+                 backup and the logged checkpoints"
+            ),
+        })
+        .collect();
     let mut findings = Vec::new();
     let mut notes = Vec::new();
     let mut ingest_flags = Vec::new();
@@ -447,13 +480,39 @@ pub(crate) fn verify_paged(
         ));
     }
 
-    // Purges.
+    // Purges: judged by their signature, the signed checkpoint they name and verify's clock;
+    // a mark's own columns prove nothing (anyone with SQL access can write them).
     for p in &purges {
-        let cutoff_ok = p.before_ms <= six_years_before(p.created_ms);
-        let proven = valid_checkpoints
+        let mut why: Vec<String> = Vec::new();
+        if let Err(e) = check_purge_signature(p, keys.checkpoint_keys) {
+            why.push(e);
+        }
+        if p.created_ms > now_ms.saturating_add(PURGE_CLOCK_SKEW_MS) {
+            why.push("it is dated after this verify's clock".into());
+        }
+        if p.before_ms > six_years_before(p.created_ms.min(now_ms)) {
+            why.push("its cut-off is less than 6 years before it was made".into());
+        }
+        match valid_checkpoints
             .iter()
-            .any(|c| c.ledger_count >= p.through_seq && c.created_ms < p.before_ms);
-        if !cutoff_ok || !proven {
+            .find(|c| c.ledger_count == p.through_seq && c.head_hash == p.through_hash)
+        {
+            None => why.push(format!(
+                "no signed checkpoint has row #{} with this hash as its head",
+                p.through_seq
+            )),
+            Some(c) if c.created_ms >= p.before_ms => why.push(format!(
+                "its checkpoint {} was signed after the cut-off, so the rows are not proven older",
+                c.id
+            )),
+            Some(_) => {}
+        }
+        if why.is_empty() {
+            notes.push(format!(
+                "retention purge {} removed rows #1..=#{} (older than 6 years)",
+                p.id, p.through_seq
+            ));
+        } else {
             findings.push(Finding {
                 problem: Problem::Purge,
                 ledger_seq: Some(p.through_seq),
@@ -461,24 +520,27 @@ pub(crate) fn verify_paged(
                 seq: None,
                 request_id: None,
                 detail: format!(
-                    "purge {} removed rows through #{} without a signed checkpoint proving them \
-                     older than 6 years",
-                    p.id, p.through_seq
+                    "purge {} removed rows through #{} without proof they were older than 6 \
+                     years: {}",
+                    p.id,
+                    p.through_seq,
+                    why.join("; ")
                 ),
             });
-        } else {
-            notes.push(format!(
-                "retention purge {} removed rows #1..=#{} (older than 6 years)",
-                p.id, p.through_seq
-            ));
         }
     }
 
+    findings.extend(schema_findings);
     Ok(VerifyReport {
         intact: findings.is_empty(),
         rows: links.len() as u64,
         chains: chains.len() as u64,
         checkpoints: checkpoints.len() as u64,
+        checkpoint_keys: keys
+            .checkpoint_keys
+            .iter()
+            .map(crate::keys::public_key_fingerprint)
+            .collect(),
         findings,
         ingest_flags,
         notes,
@@ -529,6 +591,12 @@ fn check_record(
         }
         if row.chain_id.is_some() || row.chain_seq.is_some() || row.emergency {
             out.push(finding(Problem::Modified, mismatch("chain or emergency")));
+        }
+        return;
+    }
+    if row.kind == crate::trail_access::KIND {
+        for what in crate::trail_access::check(row, value, keys.encryption) {
+            out.push(finding(Problem::Modified, mismatch(what)));
         }
         return;
     }

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 pub const ENV_HMAC_KEY: &str = "HIPAA_AUDIT_HMAC_KEY";
 pub const ENV_ENCRYPTION_KEY_FILE: &str = "HIPAA_AUDIT_ENCRYPTION_KEY_FILE";
+/// The auditors' identity provider the collector's read side trusts in the tests.
+pub const READER_ISSUER: &str = "https://auditors.e2e.test";
+pub const READER_AUDIENCE: &str = "hipaa-audit";
 
 /// A record-MAC key for tests: `KEYID:HEX`, 32 bytes, different per call.
 pub fn test_mac_key() -> String {
@@ -42,6 +45,10 @@ pub struct Collector {
     proc: Option<Proc>,
     starts: u32,
     dir: TempDir,
+    /// The auditors' identity provider whose tokens may read the trail, and the current token
+    /// (minted again after 30 minutes; tokens live at most an hour).
+    reader_keys: crate::idp::Keys,
+    reader_token: std::sync::Mutex<Option<(String, Instant)>>,
     /// A PostgreSQL database this collector owns (dropped with it).
     pg_database: Option<String>,
 }
@@ -108,6 +115,8 @@ impl Collector {
             proc: None,
             starts: 0,
             dir,
+            reader_keys: crate::idp::Keys::generate(),
+            reader_token: std::sync::Mutex::new(None),
             pg_database,
         };
         c.restart();
@@ -143,6 +152,14 @@ impl Collector {
             &self.db,
         ])
         .args(["--checkpoint-seconds", "1"])
+        .arg("--reader-jwks")
+        .arg(self.reader_keys.dir.path().join("jwks.json"))
+        .args([
+            "--reader-issuer",
+            READER_ISSUER,
+            "--reader-audience",
+            READER_AUDIENCE,
+        ])
         .envs(self.env());
         if self.pg_database.is_some() {
             // A database server is not a folder: say where the checkpoint public key goes.
@@ -199,9 +216,44 @@ impl Collector {
         self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
     }
 
+    /// A bearer token of the auditors' IdP with role `auditor` (what reads need).
+    pub fn reader_token(&self) -> String {
+        let mut current = self
+            .reader_token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((t, at)) = current.as_ref() {
+            if at.elapsed() < Duration::from_secs(1800) {
+                return t.clone();
+            }
+        }
+        let t = self.reader_keys.token(&[
+            "--alg",
+            "EdDSA",
+            "--iss",
+            READER_ISSUER,
+            "--aud",
+            READER_AUDIENCE,
+            "--sub",
+            "e2e-auditor",
+            "--roles",
+            "auditor",
+            "--ttl",
+            "3600",
+        ]);
+        *current = Some((t.clone(), Instant::now()));
+        t
+    }
+
+    /// `GET PATH` on the collector's read side, with the auditor's token.
+    pub fn get(&self, path: &str) -> http::Response {
+        let auth = format!("Bearer {}", self.reader_token());
+        http::get(self.port, path, &[("authorization", auth.as_str())])
+    }
+
     /// `GET /v1/records?QUERY`: the records, in ingest order.
     pub fn records(&self, query: &str) -> Vec<Value> {
-        let r = http::get(self.port, &format!("/v1/records?{query}"), &[]);
+        let r = self.get(&format!("/v1/records?{query}"));
         assert_eq!(r.status, 200, "GET /v1/records?{query}: {}", r.body);
         match r.json() {
             Value::Array(items) => items,

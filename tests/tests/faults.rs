@@ -126,7 +126,7 @@ fn request_id(r: &Response) -> String {
 /// (PostgreSQL backends terminated) answers 503 once while the worker reconnects: asked again.
 fn stored(c: &Collector) -> Vec<Value> {
     for _ in 0..20 {
-        let r = hipaa_e2e::http::get(c.port, "/v1/records?limit=10000", &[]);
+        let r = c.get("/v1/records?limit=10000");
         match r.status {
             200 => return r.json().as_array().unwrap().clone(),
             503 => std::thread::sleep(Duration::from_millis(50)),
@@ -140,7 +140,7 @@ fn stored(c: &Collector) -> Vec<Value> {
 /// with the status the client saw; no integrity finding; `audit verify` clean.
 fn stored_kind(c: &Collector, kind: &str) -> Vec<Value> {
     for _ in 0..20 {
-        let r = hipaa_e2e::http::get(c.port, &format!("/v1/records?kind={kind}&limit=10000"), &[]);
+        let r = c.get(&format!("/v1/records?kind={kind}&limit=10000"));
         if r.status == 200 {
             return r.json().as_array().unwrap().clone();
         }

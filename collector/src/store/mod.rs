@@ -88,6 +88,11 @@ pub struct PurgeMark {
     pub through_seq: i64,
     /// `ledger_hash` of row `through_seq`: the `ledger_prev` of the first row kept.
     pub through_hash: String,
+    /// The checkpoint key that signed this mark ([`crate::purge::message`]); empty on a mark
+    /// written before marks were signed (or by SQL): `audit verify` reports it.
+    pub key_id: String,
+    /// Hex Ed25519 signature over [`crate::purge::message`].
+    pub signature: String,
 }
 
 /// Which rows to read, in ledger order.
@@ -148,6 +153,10 @@ pub trait Store: Send {
     fn purge_through(&mut self, mark: &PurgeMark) -> Result<u64, StoreError>;
     /// Cheap liveness check.
     fn ping(&mut self) -> Result<(), StoreError>;
+    /// The append-only triggers (and, on PostgreSQL, their functions) that are missing, disabled
+    /// or not as the schema defines them: found when this connection was opened (before the
+    /// schema was applied again, which restores them) and now. Empty when all are intact.
+    fn append_only_problems(&mut self) -> Result<Vec<String>, StoreError>;
     /// Runs raw SQL statements (tests and operators' tooling only; the triggers still apply).
     fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError>;
 }
@@ -172,6 +181,34 @@ pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     let path = url.strip_prefix("sqlite:")?;
     let path = path.strip_prefix("//").unwrap_or(path);
     (!path.is_empty()).then(|| std::path::PathBuf::from(path))
+}
+
+/// What differs between the append-only objects `found` in a database and those the schema
+/// defines (`expected`), both keyed by `trigger NAME` / `function NAME`: one line per object
+/// missing or changed (objects the schema does not define are not judged).
+pub(crate) fn append_only_diff(
+    found: &std::collections::BTreeMap<String, String>,
+    expected: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    expected
+        .iter()
+        .filter_map(|(name, def)| match found.get(name) {
+            None => Some(format!("append-only {name} is missing (dropped)")),
+            Some(d) if d != def => Some(format!(
+                "append-only {name} is disabled or not as the schema defines it (altered)"
+            )),
+            Some(_) => None,
+        })
+        .collect()
+}
+
+/// Merges `more` into `into`, keeping each line once.
+pub(crate) fn merge_problems(into: &mut Vec<String>, more: Vec<String>) {
+    for m in more {
+        if !into.contains(&m) {
+            into.push(m);
+        }
+    }
 }
 
 /// Six years, as the SQL of both backends counts it (calendar years).

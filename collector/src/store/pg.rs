@@ -4,9 +4,11 @@
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row};
 
+use std::collections::BTreeMap;
+
 use super::{
-    filter_sql, Checkpoint, LedgerTx, Param, PurgeMark, RowFilter, Store, StoreError, StoredRow,
-    WriteFn, ROW_COLUMNS,
+    append_only_diff, filter_sql, merge_problems, Checkpoint, LedgerTx, Param, PurgeMark,
+    RowFilter, Store, StoreError, StoredRow, WriteFn, ROW_COLUMNS,
 };
 
 /// The advisory lock key that serialises ledger writers ("HIPAALDG").
@@ -53,8 +55,12 @@ CREATE TABLE IF NOT EXISTS purges (
     created_ms   BIGINT NOT NULL,
     before_ms    BIGINT NOT NULL,
     through_seq  BIGINT NOT NULL,
-    through_hash TEXT   NOT NULL
+    through_hash TEXT   NOT NULL,
+    key_id       TEXT   NOT NULL DEFAULT '',
+    signature    TEXT   NOT NULL DEFAULT ''
 );
+ALTER TABLE purges ADD COLUMN IF NOT EXISTS key_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE purges ADD COLUMN IF NOT EXISTS signature TEXT NOT NULL DEFAULT '';
 CREATE OR REPLACE FUNCTION hipaa_audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'hipaa-mesh: % is append-only: % refused', TG_TABLE_NAME, TG_OP;
@@ -82,9 +88,50 @@ CREATE OR REPLACE TRIGGER purges_no_truncate BEFORE TRUNCATE ON purges
     FOR EACH STATEMENT EXECUTE FUNCTION hipaa_audit_refuse_change();
 "#;
 
+/// The append-only triggers on the ledger's tables (enabled state and definition) and the
+/// functions they run (body), in the current schema, keyed `trigger NAME` / `function NAME`.
+const APPEND_ONLY_STATE: &str = "\
+SELECT 'trigger ' || t.tgname, t.tgenabled::text || ' ' || pg_get_triggerdef(t.oid) \
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+ WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace \
+   AND c.relname IN ('audit_records', 'checkpoints', 'purges') \
+UNION ALL \
+SELECT 'function ' || p.proname, p.prosrc FROM pg_proc p \
+ WHERE p.pronamespace = current_schema()::regnamespace \
+   AND p.proname IN ('hipaa_audit_refuse_change', 'hipaa_audit_refuse_young_delete')";
+
+fn append_only_state(
+    tx: &mut postgres::Transaction<'_>,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    Ok(tx
+        .query(APPEND_ONLY_STATE, &[])
+        .map_err(err("read triggers"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Judges the append-only objects inside `tx`: reads them, applies [`SCHEMA`] (which replaces
+/// every one of them with its definition) and reads them again. The caller commits (repair) or
+/// rolls back (check only).
+fn check_and_apply_schema(tx: &mut postgres::Transaction<'_>) -> Result<Vec<String>, StoreError> {
+    let existed: bool = tx
+        .query_one("SELECT to_regclass('audit_records') IS NOT NULL", &[])
+        .map_err(err("postgres schema"))?
+        .get(0);
+    let found = append_only_state(tx)?;
+    tx.batch_execute(SCHEMA).map_err(err("postgres schema"))?;
+    if !existed {
+        return Ok(Vec::new());
+    }
+    Ok(append_only_diff(&found, &append_only_state(tx)?))
+}
+
 /// One PostgreSQL connection.
 pub struct PgStore {
     client: Client,
+    /// Append-only triggers found missing or altered when this connection was opened.
+    at_open: Vec<String>,
 }
 
 fn db_message(e: &postgres::Error) -> String {
@@ -104,9 +151,9 @@ impl PgStore {
         let mut tx = client.transaction().map_err(err("postgres schema"))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LEDGER_LOCK])
             .map_err(err("postgres schema lock"))?;
-        tx.batch_execute(SCHEMA).map_err(err("postgres schema"))?;
+        let at_open = check_and_apply_schema(&mut tx)?;
         tx.commit().map_err(err("postgres schema"))?;
-        Ok(PgStore { client })
+        Ok(PgStore { client, at_open })
     }
 }
 
@@ -357,7 +404,8 @@ impl Store for PgStore {
         let rows = self
             .client
             .query(
-                "SELECT id, created_ms, before_ms, through_seq, through_hash FROM purges ORDER BY id",
+                "SELECT id, created_ms, before_ms, through_seq, through_hash, key_id, signature \
+                 FROM purges ORDER BY id",
                 &[],
             )
             .map_err(err("read purges"))?;
@@ -369,6 +417,8 @@ impl Store for PgStore {
                 before_ms: r.get(2),
                 through_seq: r.get(3),
                 through_hash: r.get(4),
+                key_id: r.get(5),
+                signature: r.get(6),
             })
             .collect())
     }
@@ -384,13 +434,15 @@ impl Store for PgStore {
             )
             .map_err(err("purge"))?;
         tx.execute(
-            "INSERT INTO purges (created_ms, before_ms, through_seq, through_hash) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO purges (created_ms, before_ms, through_seq, through_hash, key_id, \
+             signature) VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &mark.created_ms,
                 &mark.before_ms,
                 &mark.through_seq,
                 &mark.through_hash,
+                &mark.key_id,
+                &mark.signature,
             ],
         )
         .map_err(err("record purge"))?;
@@ -403,6 +455,16 @@ impl Store for PgStore {
             .simple_query("SELECT 1")
             .map(|_| ())
             .map_err(err("ping"))
+    }
+
+    fn append_only_problems(&mut self) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.client.transaction().map_err(err("schema check"))?;
+        let now = check_and_apply_schema(&mut tx)?;
+        // A check only: the repair is left to the next collector start.
+        tx.rollback().map_err(err("schema check"))?;
+        let mut out = self.at_open.clone();
+        merge_problems(&mut out, now);
+        Ok(out)
     }
 
     fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError> {

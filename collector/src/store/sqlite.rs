@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
 
+use std::collections::BTreeMap;
+
 use super::{
-    filter_sql, Checkpoint, LedgerTx, Param, PurgeMark, RowFilter, Store, StoreError, StoredRow,
-    WriteFn, ROW_COLUMNS,
+    append_only_diff, filter_sql, merge_problems, Checkpoint, LedgerTx, Param, PurgeMark,
+    RowFilter, Store, StoreError, StoredRow, WriteFn, ROW_COLUMNS,
 };
 
 const SCHEMA: &str = r#"
@@ -49,7 +51,9 @@ CREATE TABLE IF NOT EXISTS purges (
     created_ms   INTEGER NOT NULL,
     before_ms    INTEGER NOT NULL,
     through_seq  INTEGER NOT NULL,
-    through_hash TEXT    NOT NULL
+    through_hash TEXT    NOT NULL,
+    key_id       TEXT    NOT NULL DEFAULT '',
+    signature    TEXT    NOT NULL DEFAULT ''
 );
 CREATE TRIGGER IF NOT EXISTS audit_records_no_update BEFORE UPDATE ON audit_records
 BEGIN SELECT RAISE(ABORT, 'hipaa-mesh: audit_records is append-only: UPDATE refused'); END;
@@ -80,6 +84,56 @@ const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
 /// One SQLite connection.
 pub struct SqliteStore {
     conn: Connection,
+    /// Append-only triggers found missing or altered when this connection was opened.
+    at_open: Vec<String>,
+}
+
+/// The append-only triggers as stored in `sqlite_master`, by `trigger NAME`.
+fn triggers(conn: &Connection) -> Result<BTreeMap<String, String>, StoreError> {
+    let e = |e| StoreError::db("read triggers", e);
+    let mut stmt = conn
+        .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+        .map_err(e)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                format!("trigger {}", r.get::<_, String>(0)?),
+                r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            ))
+        })
+        .map_err(e)?;
+    rows.collect::<Result<BTreeMap<_, _>, _>>().map_err(e)
+}
+
+/// The triggers [`SCHEMA`] defines, as SQLite stores them (made in a private in-memory
+/// database, so the comparison never depends on the file under check).
+fn expected_triggers() -> Result<BTreeMap<String, String>, StoreError> {
+    let mem = Connection::open_in_memory().map_err(|e| StoreError::db("schema check", e))?;
+    mem.execute_batch(SCHEMA)
+        .map_err(|e| StoreError::db("schema check", e))?;
+    triggers(&mem)
+}
+
+fn has_table(conn: &Connection, table: &str) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|r| r.is_some())
+    .map_err(|e| StoreError::db("schema check", e))
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|r| r.is_some())
+    .map_err(|e| StoreError::db("schema check", e))
 }
 
 impl SqliteStore {
@@ -89,15 +143,35 @@ impl SqliteStore {
             .map_err(|e| StoreError::db("sqlite busy_timeout", e))?;
         conn.execute_batch(PRAGMAS)
             .map_err(|e| StoreError::db("sqlite pragmas", e))?;
-        let mut store = SqliteStore { conn };
+        let mut store = SqliteStore {
+            conn,
+            at_open: Vec::new(),
+        };
+        let expected = expected_triggers()?;
         let tx = store
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| StoreError::db("sqlite schema", e))?;
+        // An existing database: judge its triggers before the schema recreates dropped ones.
+        let at_open = if has_table(&tx, "audit_records")? {
+            append_only_diff(&triggers(&tx)?, &expected)
+        } else {
+            Vec::new()
+        };
         tx.execute_batch(SCHEMA)
             .map_err(|e| StoreError::db("sqlite schema", e))?;
+        // Databases made before purge marks were signed.
+        for column in ["key_id", "signature"] {
+            if !has_column(&tx, "purges", column)? {
+                tx.execute_batch(&format!(
+                    "ALTER TABLE purges ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
+                ))
+                .map_err(|e| StoreError::db("sqlite schema", e))?;
+            }
+        }
         tx.commit()
             .map_err(|e| StoreError::db("sqlite schema", e))?;
+        store.at_open = at_open;
         Ok(store)
     }
 }
@@ -335,7 +409,8 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, created_ms, before_ms, through_seq, through_hash FROM purges ORDER BY id",
+                "SELECT id, created_ms, before_ms, through_seq, through_hash, key_id, signature \
+                 FROM purges ORDER BY id",
             )
             .map_err(|e| StoreError::db("read purges", e))?;
         let rows = stmt
@@ -346,6 +421,8 @@ impl Store for SqliteStore {
                     before_ms: r.get(2)?,
                     through_seq: r.get(3)?,
                     through_hash: r.get(4)?,
+                    key_id: r.get(5)?,
+                    signature: r.get(6)?,
                 })
             })
             .map_err(|e| StoreError::db("read purges", e))?;
@@ -365,13 +442,15 @@ impl Store for SqliteStore {
             )
             .map_err(|e| StoreError::db("purge", e))?;
         tx.execute(
-            "INSERT INTO purges (created_ms, before_ms, through_seq, through_hash) \
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO purges (created_ms, before_ms, through_seq, through_hash, key_id, \
+             signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 mark.created_ms,
                 mark.before_ms,
                 mark.through_seq,
-                mark.through_hash
+                mark.through_hash,
+                mark.key_id,
+                mark.signature
             ],
         )
         .map_err(|e| StoreError::db("record purge", e))?;
@@ -383,6 +462,15 @@ impl Store for SqliteStore {
         self.conn
             .query_row("SELECT 1", [], |_| Ok(()))
             .map_err(|e| StoreError::db("ping", e))
+    }
+
+    fn append_only_problems(&mut self) -> Result<Vec<String>, StoreError> {
+        let mut out = self.at_open.clone();
+        merge_problems(
+            &mut out,
+            append_only_diff(&triggers(&self.conn)?, &expected_triggers()?),
+        );
+        Ok(out)
     }
 
     fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError> {

@@ -6,17 +6,94 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{chain, collector, refuse_chain_seq, Backend, TestDb};
+use std::sync::Arc;
+
+use ed25519_dalek::{Signer, SigningKey};
+
+use super::{chain, collector, refuse_chain_seq, Backend, TestDb, NOW};
 use crate::keys::CheckpointSigner;
+use crate::read_auth::ReadAuth;
 use crate::server::{start, ServerConfig};
 
-/// Sends one HTTP/1.1 request and returns (status, headers, body).
+const READER_ISS: &str = "https://idp.hospital.test";
+const READER_AUD: &str = "hipaa-audit";
+
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// The hospital identity provider's key (EdDSA) for these tests, and its JWKS.
+fn idp_key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn jwks(key: &SigningKey) -> String {
+    serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "idp-1", "alg": "EdDSA",
+        "use": "sig", "x": b64url(key.verifying_key().as_bytes())}]})
+    .to_string()
+}
+
+/// Who may read in these tests: tokens of the test IdP with role `auditor`.
+pub(crate) fn reader_auth() -> Arc<ReadAuth> {
+    Arc::new(ReadAuth::new(&jwks(&idp_key(9)), READER_ISS, READER_AUD, "auditor").unwrap())
+}
+
+/// A token signed by `key` for `sub` with `roles`, valid around the tests' clock.
+fn token_by(key: &SigningKey, sub: &str, roles: &[&str]) -> String {
+    let header = b64url(br#"{"alg":"EdDSA","kid":"idp-1","typ":"JWT"}"#);
+    let iat = NOW / 1000 - 10;
+    let claims = serde_json::json!({"iss": READER_ISS, "aud": READER_AUD, "sub": sub,
+        "roles": roles, "iat": iat, "exp": iat + 600});
+    let payload = b64url(claims.to_string().as_bytes());
+    let signing_input = format!("{header}.{payload}");
+    let sig = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64url(&sig.to_bytes()))
+}
+
+fn auditor_token() -> String {
+    token_by(&idp_key(9), "officer-jane", &["auditor"])
+}
+
+/// A server config for `url` whose read side accepts [`reader_auth`].
+fn config_for(url: &str) -> ServerConfig {
+    let mut config = ServerConfig::new("127.0.0.1:0", url);
+    config.read_auth = Some(reader_auth());
+    config
+}
+
+/// Sends one HTTP/1.1 request (with the auditor's bearer token) and returns (status, headers,
+/// body).
 fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    http_as(addr, method, path, body, Some(&auditor_token()))
+}
+
+/// [`http`] with this bearer token (None: no Authorization header).
+fn http_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         {auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
@@ -56,7 +133,7 @@ fn json(body: &[u8]) -> Value {
 
 fn server_round_trip(backend: Backend) {
     let db = TestDb::new(backend);
-    let mut config = ServerConfig::new("127.0.0.1:0", &db.url);
+    let mut config = config_for(&db.url);
     config.max_body = 64 * 1024;
     config.checkpoint_seconds = 1;
     let signer = CheckpointSigner::generate();
@@ -93,8 +170,9 @@ fn server_round_trip(backend: Backend) {
     );
     let (_, _, body) = http(addr, "GET", "/v1/records?patient=p1&after=2", b"");
     assert_eq!(json(&body).as_array().unwrap().len(), 1);
+    // kind=all: the 5 records and the 2 reads before this one (each read is recorded).
     let (_, _, body) = http(addr, "GET", "/v1/records?kind=all", b"");
-    assert_eq!(json(&body).as_array().unwrap().len(), 5);
+    assert_eq!(json(&body).as_array().unwrap().len(), 7);
 
     let (status, _, body) = http(addr, "GET", "/v1/records?patient=p1&bogus=1", b"");
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
@@ -113,7 +191,8 @@ fn server_round_trip(backend: Backend) {
     let report = json(&body);
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["intact"], true);
-    assert_eq!(report["rows"], 5);
+    // 5 records and 3 recorded reads (a refused query is not a read).
+    assert_eq!(report["rows"], 8);
     assert!(report["checkpoints"].as_u64().unwrap() >= 1, "{report}");
 
     server.shutdown().unwrap();
@@ -121,7 +200,8 @@ fn server_round_trip(backend: Backend) {
     let mut s = db.open();
     let cps = s.checkpoints().unwrap();
     let last = cps.last().unwrap();
-    assert_eq!(last.ledger_count, 5);
+    // ... and the verify itself.
+    assert_eq!(last.ledger_count, 9);
     crate::checkpoint::check_signature(last, &[public]).unwrap();
 }
 
@@ -139,7 +219,7 @@ fn server_round_trip_postgres() {
 /// one transaction, and each sender still gets its own batch's summary, after the commit.
 fn concurrent_senders_get_their_own_summaries(backend: Backend) {
     let db = TestDb::new(backend);
-    let mut config = ServerConfig::new("127.0.0.1:0", &db.url);
+    let mut config = config_for(&db.url);
     config.checkpoint_seconds = 0;
     let server = start(config, collector(), CheckpointSigner::generate(), vec![]).unwrap();
     let addr = server.addr();
@@ -187,7 +267,7 @@ fn concurrent_senders_get_their_own_summaries(backend: Backend) {
 /// retried batch goes in whole.
 fn failed_store_is_503_then_retry_succeeds(backend: Backend) {
     let db = TestDb::new(backend);
-    let mut config = ServerConfig::new("127.0.0.1:0", &db.url);
+    let mut config = config_for(&db.url);
     config.checkpoint_seconds = 0;
     let server = start(config, collector(), CheckpointSigner::generate(), vec![]).unwrap();
     let addr = server.addr();
@@ -236,7 +316,7 @@ fn two_collectors_share_one_postgres_database() {
     let db = TestDb::new(Backend::Postgres);
     let servers: Vec<_> = (0..2)
         .map(|_| {
-            let mut config = ServerConfig::new("127.0.0.1:0", &db.url);
+            let mut config = config_for(&db.url);
             config.checkpoint_seconds = 0;
             start(config, collector(), CheckpointSigner::generate(), vec![]).unwrap()
         })
@@ -271,12 +351,13 @@ fn two_collectors_share_one_postgres_database() {
     }
     // Both final checkpoints verify (each collector signed with its own key).
     let (status, _, body) = {
-        let mut config = ServerConfig::new("127.0.0.1:0", &db.url);
+        let mut config = config_for(&db.url);
         config.checkpoint_seconds = 0;
         let mut s = db.open();
         let cps = s.checkpoints().unwrap();
         assert_eq!(cps.len(), 2);
-        assert!(cps.iter().all(|c| c.ledger_count == 124));
+        // 124 records and the recorded read above.
+        assert!(cps.iter().all(|c| c.ledger_count == 125));
         let server = start(config, collector(), CheckpointSigner::generate(), vec![]).unwrap();
         let r = http(server.addr(), "GET", "/v1/verify", b"");
         server.shutdown().unwrap();
@@ -285,10 +366,129 @@ fn two_collectors_share_one_postgres_database() {
     // The verifying collector does not hold the two earlier keys: it says so, by checkpoint.
     assert_eq!(status, 409);
     let report = json(&body);
-    assert_eq!(report["rows"], 124);
+    assert_eq!(report["rows"], 125);
     assert!(report["findings"]
         .as_array()
         .unwrap()
         .iter()
         .all(|f| f["problem"] == "checkpoint"));
+}
+
+#[test]
+fn reads_need_an_auditor_token_and_are_recorded_sqlite() {
+    reads_need_an_auditor_token_and_are_recorded(Backend::Sqlite);
+}
+
+#[test]
+fn reads_need_an_auditor_token_and_are_recorded_postgres() {
+    reads_need_an_auditor_token_and_are_recorded(Backend::Postgres);
+}
+
+/// `GET /v1/records` and `GET /v1/verify` answer decrypted PHI only to a bearer token of the
+/// configured IdP with the auditor role; every answered read is a `trail-access` record in the
+/// ledger, which `audit verify` covers.
+fn reads_need_an_auditor_token_and_are_recorded(backend: Backend) {
+    let db = TestDb::new(backend);
+    let mut config = config_for(&db.url);
+    config.checkpoint_seconds = 0;
+    let signer = CheckpointSigner::generate();
+    let public = signer.verifying_key();
+    let server = start(config, collector(), signer, vec![]).unwrap();
+    let addr = server.addr();
+    let payload = serde_json::to_vec(&chain("c-read", 3)).unwrap();
+    assert_eq!(http(addr, "POST", "/v1/records", &payload).0, 200);
+
+    let nurse = token_by(&idp_key(9), "nurse-bob", &["clinician"]);
+    let forged = token_by(&idp_key(13), "mallory", &["auditor"]);
+    for path in ["/v1/records?patient=p1", "/v1/verify"] {
+        for (token, status) in [
+            (None, 401),
+            (Some("not-a-jwt"), 401),
+            (Some(forged.as_str()), 401),
+            (Some(nurse.as_str()), 403),
+        ] {
+            let (got, headers, body) = http_as(addr, "GET", path, b"", token);
+            assert_eq!(got, status, "{path} {token:?}");
+            let text = String::from_utf8_lossy(&body);
+            assert!(!text.contains("p1") && !text.contains("req-"), "{text}");
+            assert!(
+                !text.contains("mallory") && !text.contains("nurse"),
+                "{text}"
+            );
+            if status == 401 {
+                assert!(headers
+                    .to_ascii_lowercase()
+                    .contains("www-authenticate: bearer"));
+            }
+        }
+    }
+    // Without a configured reader, nobody reads.
+    let db2 = TestDb::new(backend);
+    let mut closed = ServerConfig::new("127.0.0.1:0", &db2.url);
+    closed.checkpoint_seconds = 0;
+    let closed = start(closed, collector(), CheckpointSigner::generate(), vec![]).unwrap();
+    let (status, _, _) = http(closed.addr(), "GET", "/v1/records?kind=all", b"");
+    assert_eq!(status, 401);
+    closed.shutdown().unwrap();
+
+    // The auditor reads; the refused attempts left no trace, the read does.
+    let (status, _, body) = http(addr, "GET", "/v1/records?patient=p1", b"");
+    assert_eq!(status, 200);
+    assert_eq!(json(&body).as_array().unwrap().len(), 2);
+    let (status, _, body) = http(
+        addr,
+        "GET",
+        "/v1/records?kind=trail-access&subject=officer-jane",
+        b"",
+    );
+    assert_eq!(status, 200);
+    let reads = json(&body);
+    let reads = reads.as_array().unwrap();
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    let access = &reads[0]["trailAccess"];
+    assert_eq!(access["subject"], "officer-jane");
+    assert_eq!(access["issuer"], READER_ISS);
+    assert_eq!(access["endpoint"], "GET /v1/records");
+    assert_eq!(access["filter"], "patient=p1");
+    assert_eq!(access["rows"], 2);
+    let (status, _, body) = http(addr, "GET", "/v1/verify", b"");
+    let report = json(&body);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["rows"], 6, "{report}");
+    // The report names the keys it trusted, by fingerprint.
+    assert_eq!(
+        report["checkpointKeys"][0],
+        crate::keys::public_key_fingerprint(&public).as_str()
+    );
+    server.shutdown().unwrap();
+
+    // The read records are in the signed ledger: erasing who looked is caught.
+    let mut s = db.open();
+    let c = collector();
+    let keys = [public];
+    let vk = crate::verify::VerifyKeys {
+        mac_keys: &c.mac_keys,
+        encryption: &c.encryption,
+        checkpoint_keys: &keys,
+    };
+    let r = crate::verify::verify(s.as_mut(), &vk, NOW).unwrap();
+    assert!(r.intact, "{:?}", r.findings);
+    db.drop_triggers(s.as_mut());
+    s.execute_sql("UPDATE audit_records SET bi_subject = NULL WHERE kind = 'trail-access'")
+        .unwrap();
+    let r = crate::verify::verify(s.as_mut(), &vk, NOW).unwrap();
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.problem == crate::verify::Problem::Modified),
+        "{:?}",
+        r.findings
+    );
+    s.execute_sql("DELETE FROM audit_records WHERE ledger_seq = 7")
+        .unwrap();
+    let r = crate::verify::verify(s.as_mut(), &vk, NOW).unwrap();
+    assert!(r
+        .findings
+        .iter()
+        .any(|f| f.problem == crate::verify::Problem::Truncated));
 }
