@@ -22,9 +22,13 @@ rm -rf "$DEMO" && mkdir -p "$DEMO"
 APP_PORT=$(free_port); INBOUND_PORT=$(free_port); OUTBOUND_PORT=$(free_port); ADMIN_PORT=$(free_port)
 COLLECTOR_PORT=$(free_port); COLLECTOR_MTLS_PORT=$(free_port); COLLECTOR_ADMIN_PORT=$(free_port); VENDOR_PORT=$(free_port)
 
-# Demo keys (never reuse them): the record-MAC key shared by the filters and the collector, and
-# the at-rest encryption key, kept in a file apart from the database.
+# Demo keys (never reuse them), one per purpose: the record-MAC key shared by the audit filters
+# and the collector, the at-rest encryption key, kept in a file apart from the database, and the
+# Ed25519 key that only the sidecar's transport filter signs risk scores with (receivers get its
+# public key).
 export HIPAA_AUDIT_HMAC_KEY="demo:$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+HIPAA_RESPONSE_SIGNING_KEY="$("$CLI" integrity keygen --key-id demo-r1)"; export HIPAA_RESPONSE_SIGNING_KEY
+RESPONSE_PUBLIC_KEY="$("$CLI" integrity public-key)"
 python3 -c 'import secrets; print(secrets.token_hex(32))' > "$DEMO/at-rest.key"
 export HIPAA_AUDIT_ENCRYPTION_KEY_FILE=$DEMO/at-rest.key
 DB=sqlite:$DEMO/audit.db
@@ -104,6 +108,13 @@ show "alg: none" "${WEB[@]}" -H "authorization: Bearer $(python3 -c 'import base
 show "A shared account (sub: admin)" "${WEB[@]}" -H "authorization: Bearer $(token --sub admin --roles clinician --amr otp --sid s-adm)" "$URL/fhir/Patient/123"
 show "Clinician bob without MFA: RFC 9470 step-up" "${WEB[@]}" -H "authorization: Bearer $(token --sub bob --roles clinician --amr pwd --sid s-bob)" "$URL/fhir/Patient/123"
 show "Nurse nina (no MFA needed for nurses) calls the clinician-only risk model" "${WEB[@]}" -H "authorization: Bearer $(token --sub nina --roles nurse --amr pwd --sid s-nina)" -H "x-patient-id: 123" "$URL/ai/risk"
+printf '\n\033[1;34m▸ %s\033[0m\n' "Clinician alice asks the risk model: the answer carries an Ed25519 signature only the sidecar can make; the EHR checks it with the public key"
+curl -s --http1.1 "${WEB[@]}" -H "authorization: Bearer $ALICE" -H "x-patient-id: 123" -D "$DEMO/risk.headers" -o "$DEMO/risk.json" "$URL/ai/risk" || true
+SIG=$(grep -i '^x-hipaa-signature:' "$DEMO/risk.headers" | cut -d' ' -f2- | tr -d '\r' || true)
+echo "  x-hipaa-signature: ${SIG:0:60}..."
+"$CLI" integrity verify --public-key "$RESPONSE_PUBLIC_KEY" --signature "$SIG" "$DEMO/risk.json" 2>&1 | sed 's/^/  as sent:  /' || true
+cp "$DEMO/risk.json" "$DEMO/risk-altered.json"; printf ' ' >> "$DEMO/risk-altered.json"
+"$CLI" integrity verify --public-key "$RESPONSE_PUBLIC_KEY" --signature "$SIG" "$DEMO/risk-altered.json" 2>&1 | sed 's/^/  one byte changed: /' || true
 show "Clinician alice uses break-the-glass on the billing route (reason: patient-emergency)" "${WEB[@]}" -H "authorization: Bearer $ALICE" -H "x-break-glass: patient-emergency" "$URL/billing/claims/123"
 show "Break-the-glass with a reason code the policy does not list" "${WEB[@]}" -H "authorization: Bearer $ALICE" -H "x-break-glass: curiosity" "$URL/billing/claims/123"
 show "A hard DELETE on a soft-delete-only route" -X DELETE "${WEB[@]}" -H "authorization: Bearer $ALICE" "$URL/fhir/Patient/123"

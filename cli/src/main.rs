@@ -36,7 +36,8 @@ enum Command {
     /// Local development tools: a demo identity provider and a sample upstream. Not for production.
     #[command(subcommand)]
     Dev(dev::DevCommand),
-    /// Sign a body, or verify it against an `x-hipaa-signature` header value (HMAC-SHA256).
+    /// Sign a request body (HMAC-SHA256), verify a request or response signature (Ed25519 with
+    /// the public key), make a response-signing key.
     #[command(subcommand)]
     Integrity(integrity_cmd::IntegrityCommand),
     /// Run the audit collector: receives, checks, encrypts and stores audit records.

@@ -92,11 +92,13 @@ pub fn warnings(doc: &PolicyDocument, opts: &EnvoyOptions) -> Vec<String> {
 
 pub fn render(doc: &PolicyDocument, opts: &EnvoyOptions) -> Result<Vec<Rendered>, String> {
     let spec_json = serde_json::to_string(&doc.spec).map_err(|e| e.to_string())?;
-    let key_env = crate::render_istio::mac_key_env(doc);
     let filters = |chain: &[&str], side: &str| -> Vec<Value> {
         let mut filters: Vec<Value> = chain
             .iter()
-            .map(|m| wasm_filter(m, side, &spec_json, key_env, opts))
+            .map(|m| {
+                let envs = crate::render_istio::module_key_envs(doc, m);
+                wasm_filter(m, side, &spec_json, &envs, opts)
+            })
             .collect();
         filters.push(json!({
             "name": "envoy.filters.http.router",
@@ -531,12 +533,12 @@ fn wasm_filter(
     module: &str,
     side: &str,
     spec_json: &str,
-    key_env: &str,
+    key_envs: &[&str],
     opts: &EnvoyOptions,
 ) -> Value {
     // One VM per module and side: the outbound audit filter keeps its own record chain.
     let vm_id = format!("hipaa-{module}-{side}");
-    json!({
+    let mut filter = json!({
         "name": format!("hipaa-{module}"),
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -548,13 +550,18 @@ fn wasm_filter(
                 "vm_config": {
                     "vm_id": vm_id,
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": path_text(&module_path(opts, module))}},
-                    // The key comes from Envoy's own environment, never from this file.
-                    "environment_variables": {"host_env_keys": [key_env]}
+                    "code": {"local": {"filename": path_text(&module_path(opts, module))}}
                 }
             }
         }
-    })
+    });
+    // The keys come from Envoy's own environment, never from this file; each VM gets only the
+    // keys of its own purpose (audit: the record-MAC key; transport: the body keys; authn: none).
+    if !key_envs.is_empty() {
+        filter["typed_config"]["config"]["vm_config"]["environment_variables"] =
+            json!({ "host_env_keys": key_envs });
+    }
+    filter
 }
 
 /// The HTTP connection manager both sides share: normalised paths, no spoofable client

@@ -98,7 +98,6 @@ pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>
     let name = &doc.metadata.name;
     let ns = &doc.metadata.namespace;
     let spec = serde_json::to_value(&doc.spec).map_err(|e| e.to_string())?;
-    let key_env = mac_key_env(doc);
 
     let mut plugins = Vec::new();
     for (position, (module, priority)) in MODULES.iter().enumerate() {
@@ -123,10 +122,16 @@ pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>
             "pluginName": format!("hipaa-{module}"),
             "pluginConfig": spec,
         });
-        // Only the modules that use the key get it: audit (record MACs) and transport (body
-        // signatures). HOST: the value comes from the istio-proxy container's environment.
-        if *module != "authn" {
-            plugin_spec["vmConfig"] = json!({"env": [{"name": key_env, "valueFrom": "HOST"}]});
+        // Each module gets only the keys of its own purpose: audit the record-MAC key,
+        // transport the body-signature keys its routes use (never the audit key), authn none.
+        // HOST: the value comes from the istio-proxy container's environment.
+        let envs = module_key_envs(doc, module);
+        if !envs.is_empty() {
+            let env: Vec<Value> = envs
+                .iter()
+                .map(|name| json!({"name": name, "valueFrom": "HOST"}))
+                .collect();
+            plugin_spec["vmConfig"] = json!({ "env": env });
         }
         // authn checks the callers of this workload (inbound, SERVER). On the outbound side
         // the app's own calls carry no user token; there transport checks egress (BAA
@@ -324,14 +329,23 @@ fn request_authentication(doc: &PolicyDocument, labels: &Value) -> Option<Value>
     }))
 }
 
-/// The environment variable the filters read the record-MAC key from (never the key itself).
+/// The environment variable the audit filter reads the record-MAC key from (never the key
+/// itself).
 pub fn mac_key_env(doc: &PolicyDocument) -> &str {
     doc.spec
         .audit
         .as_ref()
-        .map_or(hipaa_core::integrity::DEFAULT_KEY_ENV, |a| {
-            a.mac_key_env.as_str()
-        })
+        .map_or("HIPAA_AUDIT_HMAC_KEY", |a| a.mac_key_env.as_str())
+}
+
+/// The environment variables one module's VM is given (names, never values): one key, one
+/// purpose, so a VM never holds a key it does not use (issue #13).
+pub fn module_key_envs<'a>(doc: &'a PolicyDocument, module: &str) -> Vec<&'a str> {
+    match module {
+        "audit" => vec![mac_key_env(doc)],
+        "transport" => hipaa_core::integrity::transport_key_envs_of(&doc.spec),
+        _ => Vec::new(),
+    }
 }
 
 fn metadata(resource: &str, ns: &str, policy: &str, annotations: Value) -> Value {

@@ -361,10 +361,13 @@ pub fn build(doc: &PolicyDocument) -> Report {
         enforced_by: "transport",
         settings: vec![
             kv(
-                "spec.routes[].signResponses / inference (HMAC-SHA256)",
+                "spec.routes[].signResponses / inference (Ed25519, verified with the public key)",
                 list(&signed),
             ),
-            kv("spec.routes[].verifyRequests", list(&verified)),
+            kv(
+                "spec.routes[].verifyRequests (HMAC-SHA256, its own key)",
+                list(&verified),
+            ),
         ],
         status: if signed.is_empty() && verified.is_empty() && !phi_routes.is_empty() {
             integrity_exception.map_or(
@@ -477,7 +480,7 @@ pub fn build(doc: &PolicyDocument) -> Report {
         enforced_by: "transport",
         settings: vec![
             kv("spec.transport.minTlsVersion (AEAD record integrity)", tls),
-            kv("HMAC body signatures on", list(&signed)),
+            kv("Ed25519 response signatures on", list(&signed)),
         ],
         status: Status::Implemented,
     });

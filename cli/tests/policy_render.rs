@@ -305,6 +305,27 @@ fn render_envoy_matches_the_committed_examples() {
         let envoy = std::fs::read_to_string(out_dir.path().join("envoy.yaml")).unwrap();
         assert!(envoy.contains("host_env_keys"), "{name}");
         assert!(!envoy.contains("key_values"), "{name}");
+        // One key, one purpose: each VM is given only the variables of its own key.
+        for block in envoy.split("- name: hipaa-").skip(1) {
+            let module = block.split_whitespace().next().unwrap_or_default();
+            let keys: Vec<&str> = [
+                "HIPAA_AUDIT_HMAC_KEY",
+                "HIPAA_REQUEST_SIGNING_KEY",
+                "HIPAA_RESPONSE_SIGNING_KEY",
+            ]
+            .into_iter()
+            .filter(|k| block.contains(&format!("- {k}\n")))
+            .collect();
+            let expected: &[&str] = match (module, name) {
+                ("audit", _) => &["HIPAA_AUDIT_HMAC_KEY"],
+                ("transport", "internal-api") => {
+                    &["HIPAA_REQUEST_SIGNING_KEY", "HIPAA_RESPONSE_SIGNING_KEY"]
+                }
+                ("transport", _) => &["HIPAA_RESPONSE_SIGNING_KEY"],
+                _ => &[],
+            };
+            assert_eq!(keys, expected, "{name}: hipaa-{module}");
+        }
     }
 }
 
@@ -416,14 +437,23 @@ fn rendered_plugins_pin_the_package_digest_and_keep_the_chain_order() {
             "{doc}"
         );
         assert!(doc.contains("phase: AUTHN\n") && doc.contains("failStrategy: FAIL_CLOSE\n"));
-        // The key comes from the proxy's environment, never inline.
-        if module == "authn" {
-            assert!(!doc.contains("vmConfig"), "{doc}");
-        } else {
-            assert!(
-                doc.contains("- name: HIPAA_AUDIT_HMAC_KEY\n      valueFrom: HOST\n"),
+        // The keys come from the proxy's environment, never inline, and each module gets
+        // only the keys of its own purpose: the audit key never reaches transport (issue #13).
+        let env = |name: &str| doc.contains(&format!("- name: {name}\n      valueFrom: HOST\n"));
+        match module {
+            "authn" => assert!(!doc.contains("vmConfig"), "{doc}"),
+            "audit" => assert!(
+                env("HIPAA_AUDIT_HMAC_KEY")
+                    && !env("HIPAA_RESPONSE_SIGNING_KEY")
+                    && !env("HIPAA_REQUEST_SIGNING_KEY"),
                 "{doc}"
-            );
+            ),
+            _ => assert!(
+                env("HIPAA_RESPONSE_SIGNING_KEY")
+                    && !env("HIPAA_AUDIT_HMAC_KEY")
+                    && !env("HIPAA_REQUEST_SIGNING_KEY"),
+                "{doc}"
+            ),
         }
         positions.push(
             plugins

@@ -115,3 +115,28 @@ impl Drop for TempDir {
         }
     }
 }
+
+/// Test keys for the body signatures (one key per purpose, never the audit MAC key): the
+/// request-signing HMAC key, the response-signing Ed25519 secret (RFC 8032 section 7.1 TEST 1)
+/// and its public key.
+pub const REQUEST_SIGNING_KEY: &str =
+    "k1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+pub const RESPONSE_SIGNING_KEY: &str =
+    "r1:9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+pub const RESPONSE_PUBLIC_KEY: &str =
+    "r1:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+/// The environment a transport VM with signing routes needs: `HIPAA_REQUEST_SIGNING_KEY` and
+/// `HIPAA_RESPONSE_SIGNING_KEY` (the policy defaults).
+pub fn body_signing_env() -> Vec<(String, String)> {
+    vec![
+        (
+            "HIPAA_REQUEST_SIGNING_KEY".into(),
+            REQUEST_SIGNING_KEY.into(),
+        ),
+        (
+            "HIPAA_RESPONSE_SIGNING_KEY".into(),
+            RESPONSE_SIGNING_KEY.into(),
+        ),
+    ]
+}

@@ -142,10 +142,11 @@ fn every_example_policy_renders_to_configs_envoy_validates() {
     let dir = TempDir::new("rendered-validate");
     certs(&dir.path().join("certs"), WEB);
     let keys = Keys::generate();
-    let env = vec![(
+    let mut env = vec![(
         "HIPAA_AUDIT_HMAC_KEY".to_string(),
         hipaa_e2e::collector::test_mac_key(),
     )];
+    env.extend(hipaa_e2e::body_signing_env());
     let mut examples: Vec<String> = std::fs::read_dir(root().join("policies"))
         .unwrap()
         .filter_map(|e| {
@@ -321,7 +322,7 @@ impl Topology {
             "workload",
             &out.join("envoy.yaml"),
             ports.admin,
-            &collector.vm_env(),
+            &[collector.vm_env(), hipaa_e2e::body_signing_env()].concat(),
             dir.path(),
         );
         assert!(wait_for_port(ports.inbound, Duration::from_secs(10)));

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 const WEB: &str = "spiffe://cluster.local/ns/ehr/sa/web";
 const BATCH: &str = "spiffe://cluster.local/ns/ehr/sa/batch";
-const KEY: &str = "k1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+/// The request-signing key the clients hold.
+const KEY: &str = hipaa_e2e::REQUEST_SIGNING_KEY;
 
 // ---------------------------------------------------------------- certificates
 
@@ -168,7 +169,7 @@ fn spec(extra: Value) -> Value {
 }
 
 /// The wasm HTTP filter exactly as the harness builds it (same VM settings and env).
-fn transport_filter(policy: &Value) -> Value {
+fn transport_filter(policy: &Value, env: &[(&str, &str)]) -> Value {
     let mut t = Topology::new(
         0,
         vec![Filter {
@@ -176,7 +177,10 @@ fn transport_filter(policy: &Value) -> Value {
             config: policy.to_string(),
         }],
     );
-    t.vm_env = vec![("HIPAA_AUDIT_HMAC_KEY".into(), KEY.into())];
+    t.vm_env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     t.config()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         ["http_filters"][0]
         .clone()
@@ -266,8 +270,23 @@ struct Stack {
 
 impl Stack {
     fn start(pki: &Pki, policy: &Value) -> Stack {
+        Stack::start_with_env(
+            pki,
+            policy,
+            &[
+                ("HIPAA_REQUEST_SIGNING_KEY", KEY),
+                (
+                    "HIPAA_RESPONSE_SIGNING_KEY",
+                    hipaa_e2e::RESPONSE_SIGNING_KEY,
+                ),
+            ],
+        )
+    }
+
+    /// `env`: the transport VM's environment variables.
+    fn start_with_env(pki: &Pki, policy: &Value, env: &[(&str, &str)]) -> Stack {
         let upstream = Upstream::start();
-        let filter = transport_filter(policy);
+        let filter = transport_filter(policy, env);
         let (mtls_port, plain_port, outbound_port, admin_port) =
             (free_port(), free_port(), free_port(), free_port());
         let config = json!({
@@ -576,18 +595,23 @@ fn egress_only_to_vendors_with_a_current_baa() {
 
 // ---------------------------------------------------------------- integrity
 
+/// A receiver checking a response signature: it holds the response **public** key only.
 fn cli_verify(signature: &str, body: &Path) -> (bool, String) {
+    cli_verify_with(hipaa_e2e::RESPONSE_PUBLIC_KEY, signature, body)
+}
+
+fn cli_verify_with(public_key: &str, signature: &str, body: &Path) -> (bool, String) {
     let out = Command::new(cli_bin())
         .args([
             "integrity",
             "verify",
-            "--key-env",
-            "HIPAA_AUDIT_HMAC_KEY",
+            "--public-key",
+            public_key,
             "--signature",
             signature,
         ])
         .arg(body)
-        .env("HIPAA_AUDIT_HMAC_KEY", KEY)
+        .env_remove("HIPAA_REQUEST_SIGNING_KEY")
         .output()
         .unwrap();
     (
@@ -602,9 +626,14 @@ fn cli_verify(signature: &str, body: &Path) -> (bool, String) {
 
 fn cli_sign(body: &Path) -> String {
     let out = Command::new(cli_bin())
-        .args(["integrity", "sign", "--key-env", "HIPAA_AUDIT_HMAC_KEY"])
+        .args([
+            "integrity",
+            "sign",
+            "--key-env",
+            "HIPAA_REQUEST_SIGNING_KEY",
+        ])
         .arg(body)
-        .env("HIPAA_AUDIT_HMAC_KEY", KEY)
+        .env("HIPAA_REQUEST_SIGNING_KEY", KEY)
         .output()
         .unwrap();
     assert!(
@@ -637,7 +666,8 @@ fn inference_responses_are_signed_and_the_cli_catches_tampering() {
         .header("x-hipaa-signature")
         .expect("signed response (trailer)")
         .to_string();
-    assert!(sig.starts_with("keyid=k1; alg=hmac-sha256; sig="), "{sig}");
+    // Ed25519 with the response key, checked with its public key (the receiver cannot sign).
+    assert!(sig.starts_with("keyid=r1; alg=ed25519; sig="), "{sig}");
     let body = write_file(dir.path(), "body.json", &r.body);
     let (ok, out) = cli_verify(&sig, &body);
     assert!(ok, "{out}");
@@ -783,6 +813,135 @@ fn large_bodies_are_verified_across_many_chunks() {
     // verdict (the filter cannot hold request headers without stopping its body callbacks).
 }
 
+// ---------------------------------------------------------------- one key, one purpose
+
+/// A request-signing key of this deployment, distinct from its audit key.
+const REQUEST_KEY: &str = "req1:a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf";
+
+/// Issue #13 item 3. Whatever key a client must hold to get a signed write past the transport
+/// filter must not seal audit records the collector stores as clean. Every key of the
+/// deployment is in the transport VM's environment here (the audit key too), so the test shows
+/// which one the filter really takes for request bodies; each key the filter accepts then seals
+/// a `chain-start` and an access record, posted straight to the collector as a mesh client
+/// could, and nothing of it may be stored as a clean record.
+#[test]
+fn a_request_signing_key_cannot_seal_audit_records() {
+    use hipaa_core::audit::{AuditRecord, ChainWriter, MacKey, Resource};
+    let pki = Pki::new();
+    let collector = hipaa_e2e::collector::Collector::start();
+    let audit_key = collector.mac_key.clone();
+    let env = [
+        ("HIPAA_AUDIT_HMAC_KEY", audit_key.as_str()),
+        ("HIPAA_REQUEST_SIGNING_KEY", REQUEST_KEY),
+        (
+            "HIPAA_RESPONSE_SIGNING_KEY",
+            hipaa_e2e::RESPONSE_SIGNING_KEY,
+        ),
+    ];
+    let s = Stack::start_with_env(&pki, &spec(json!({})), &env);
+    let body = br#"{"order":"cbc","patient":"123"}"#;
+    let dir = TempDir::new("one-purpose");
+    let file = write_file(dir.path(), "order.json", body);
+    let accepted: Vec<&str> = [audit_key.as_str(), REQUEST_KEY]
+        .into_iter()
+        .filter(|k| {
+            let sig = hipaa_core::integrity::sign(&MacKey::parse(k).unwrap(), body);
+            let at = format!("@{}", file.display());
+            let h = format!("x-hipaa-signature: {sig}");
+            let extra = ["--http1.1", "-X", "POST", "-H", &h, "--data-binary", &at];
+            let r = https(&s, &pki, Some("web"), TLS13, &extra, "/orders/1").unwrap();
+            r.status == 200
+        })
+        .collect();
+    assert_eq!(accepted.len(), 1, "exactly one key signs request bodies");
+    assert_eq!(
+        accepted,
+        [REQUEST_KEY],
+        "the request key, not the audit key"
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let (mut w, start) = ChainWriter::start(
+        "forged-by-a-client",
+        MacKey::parse(accepted[0]).unwrap(),
+        now,
+    )
+    .unwrap();
+    let mut record = AuditRecord::access(now, Some("forged-1".into()));
+    record.resource = Some(Resource {
+        patient: Some("forged-patient".into()),
+        resource_type: Some("Patient".into()),
+    });
+    let batch = json!([start, w.seal(record).unwrap()]);
+    let r = http::request(
+        collector.port,
+        "POST",
+        "/v1/records",
+        &[("content-type", "application/json")],
+        batch.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let clean = collector.records("patient=forged-patient");
+    assert!(
+        clean.is_empty(),
+        "a record sealed with the request-signing key was stored as clean: {clean:?}"
+    );
+    let flagged = collector.records("kind=integrity");
+    assert_eq!(
+        flagged.len(),
+        2,
+        "both forged records are integrity findings: {flagged:?}"
+    );
+}
+
+/// Issue #13 item 3. A receiver that checks inference signatures must not be able to make
+/// one: with everything it holds to verify (the response public key), it signs a forged risk
+/// score every way it can, and `hipaa-mesh integrity verify`, given the same material,
+/// refuses each; the real signature from Envoy still verifies.
+#[test]
+fn an_inference_signature_verifier_cannot_forge_one() {
+    use hipaa_core::integrity::{self, MacKey, ResponseSigningKey};
+    let dir = TempDir::new("verifier-forges");
+    // What a receiver holds to check inference signatures.
+    let material = hipaa_e2e::RESPONSE_PUBLIC_KEY;
+    let (id, hex) = material.split_once(':').unwrap();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let forged = br#"{"risk":0.01}"#;
+    let file = write_file(dir.path(), "forged.json", forged);
+    let as_mac = integrity::sign(&MacKey::from_bytes(id, &bytes).unwrap(), forged);
+    let seed: [u8; 32] = bytes.clone().try_into().unwrap();
+    let attempts = [
+        // The material as an HMAC key, under its own and under the response algorithm's name.
+        as_mac.clone(),
+        as_mac.replace("alg=hmac-sha256", "alg=ed25519"),
+        // The material as an Ed25519 secret.
+        integrity::sign_response(&ResponseSigningKey::from_seed(id, &seed).unwrap(), forged),
+    ];
+    for sig in attempts {
+        let (ok, out) = cli_verify_with(material, &sig, &file);
+        assert!(
+            !ok,
+            "a verifier forged an inference signature: {sig}: {out}"
+        );
+    }
+
+    // The sidecar's own signature verifies with the same material.
+    let pki = Pki::new();
+    let s = Stack::start(&pki, &spec(json!({})));
+    let r = https(&s, &pki, Some("web"), TLS13, &["--http1.1"], "/ai/risk").unwrap();
+    assert_eq!(r.status, 200);
+    let sig = r.header("x-hipaa-signature").unwrap().to_string();
+    let body = write_file(dir.path(), "body.json", &r.body);
+    let (ok, out) = cli_verify_with(material, &sig, &body);
+    assert!(ok, "{out}");
+}
+
 // ---------------------------------------------------------------- configuration
 
 #[test]
@@ -809,6 +968,22 @@ fn an_invalid_policy_or_a_missing_key_refuses_to_start() {
     );
     let (code, log) = hipaa_e2e::envoy::Envoy::start_expecting_failure(&t);
     assert_ne!(code, 0);
-    assert!(log.contains("HIPAA_AUDIT_HMAC_KEY"), "{log}");
+    assert!(log.contains("HIPAA_REQUEST_SIGNING_KEY"), "{log}");
+
+    // The audit MAC key does not stand in for a body key: a request key but no response key.
+    let mut t = Topology::new(
+        free_port(),
+        vec![Filter {
+            name: "transport",
+            config: spec(json!({})).to_string(),
+        }],
+    );
+    t.vm_env = vec![
+        ("HIPAA_AUDIT_HMAC_KEY".into(), KEY.into()),
+        ("HIPAA_REQUEST_SIGNING_KEY".into(), KEY.into()),
+    ];
+    let (code, log) = hipaa_e2e::envoy::Envoy::start_expecting_failure(&t);
+    assert_ne!(code, 0);
+    assert!(log.contains("HIPAA_RESPONSE_SIGNING_KEY"), "{log}");
     let _ = wasm("transport");
 }

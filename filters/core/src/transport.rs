@@ -11,7 +11,7 @@
 //! annotation headers for the audit filter), or a local reply with the denial's status and body.
 
 use crate::calendar::Date;
-use crate::integrity::{self, BodySigner, MacKeyRing};
+use crate::integrity::{self, MacKeyRing, ResponseSigner, ResponseSigningKey};
 use crate::policy::schema::{BaaVendor, Egress, TlsVersion, UnlistedHosts};
 use crate::policy::Policy;
 use crate::routes::RouteMatch;
@@ -475,10 +475,10 @@ pub fn verify_request_body(
     integrity::verify(keys, header, body).map_err(|_| Denial::RequestSignatureInvalid)
 }
 
-/// `signResponses`: a streaming signer for the response body (the signature goes in a trailer,
-/// so nothing is buffered; see [`integrity`]).
-pub fn response_signer(keys: Option<&MacKeyRing>) -> Result<BodySigner, Denial> {
-    keys.map(|k| BodySigner::new(k.current()))
+/// `signResponses`: a streaming signer for the response body with the response key (Ed25519;
+/// the signature goes in a trailer, so nothing is buffered; see [`integrity`]).
+pub fn response_signer(key: Option<&ResponseSigningKey>) -> Result<ResponseSigner, Denial> {
+    key.map(ResponseSigner::new)
         .ok_or(Denial::IntegrityKeyUnavailable)
 }
 
@@ -1221,10 +1221,17 @@ mod tests {
             verify_request_body(None, Some(&good), b"{}"),
             Err(Denial::IntegrityKeyUnavailable)
         );
-        let mut signer = response_signer(Some(&keys)).unwrap();
+        // Responses are signed with the response key (Ed25519), never the request key.
+        let response_key = integrity::ResponseSigningKey::from_seed("r1", &[5u8; 32]).unwrap();
+        let mut signer = response_signer(Some(&response_key)).unwrap();
         signer.update(b"{");
         signer.update(b"}");
-        assert_eq!(signer.finish(), good);
+        let signed = signer.finish();
+        assert_ne!(signed, good);
+        let public =
+            integrity::ResponseVerifyingKeys::parse(&response_key.public_key_text()).unwrap();
+        assert_eq!(integrity::verify_response(&public, &signed, b"{}"), Ok(()));
+        assert!(verify_request_body(Some(&keys), Some(&signed), b"{}").is_err());
         assert_eq!(
             response_signer(None).err(),
             Some(Denial::IntegrityKeyUnavailable)

@@ -5,8 +5,9 @@
 //! filter, then continue or refuse with a local reply. On `verifyRequests` writes the body is
 //! held (bounded by `maxBodyBytes`) until its signature is checked.
 //!
-//! Response path, on routes that sign: the body is signed as it streams and the signature is
-//! appended as the `x-hipaa-signature` trailer (a header when there is no body).
+//! Response path, on routes that sign: the body is hashed as it streams and its Ed25519
+//! signature (the response key) is appended as the `x-hipaa-signature` trailer (a header when
+//! there is no body).
 //!
 //! Two facts about Envoy's Proxy-Wasm host shape this file:
 //! - Pausing in a headers callback stops the body callbacks as well (the host turns
@@ -22,7 +23,7 @@
 
 use crate::host;
 use crate::root::Config;
-use hipaa_core::integrity::{BodySigner, MacKeyRing, SIGNATURE_HEADER};
+use hipaa_core::integrity::{MacKeyRing, ResponseSigner, ResponseSigningKey, SIGNATURE_HEADER};
 use hipaa_core::transport::{
     self, BodyPlan, ConnectionFacts, Denial, Direction, RequestLine, Verdict, HEADER_DENIAL,
     HEADER_PREFIX,
@@ -45,7 +46,7 @@ pub struct TransportHttp {
     verifying: bool,
     request_body_size: usize,
     /// Signing the response body as it passes.
-    signer: Option<BodySigner>,
+    signer: Option<ResponseSigner>,
     /// A local reply was sent; nothing more to do.
     replied: bool,
 }
@@ -72,8 +73,12 @@ impl TransportHttp {
         }
     }
 
-    fn keys(&self) -> Option<&MacKeyRing> {
-        self.config.as_deref().and_then(|c| c.keys.as_ref())
+    fn request_keys(&self) -> Option<&MacKeyRing> {
+        self.config.as_deref().and_then(|c| c.request_keys.as_ref())
+    }
+
+    fn response_key(&self) -> Option<&ResponseSigningKey> {
+        self.config.as_deref().and_then(|c| c.response_key.as_ref())
     }
 
     /// Refuse: mark the request for the audit filter, count, and send the contract's reply.
@@ -117,7 +122,11 @@ impl TransportHttp {
 
     fn verify_request(&mut self, body: &[u8], phase: Phase) -> Action {
         self.verifying = false;
-        match transport::verify_request_body(self.keys(), self.request_signature.as_deref(), body) {
+        match transport::verify_request_body(
+            self.request_keys(),
+            self.request_signature.as_deref(),
+            body,
+        ) {
             Ok(()) => {
                 host::count(host::VERIFIED);
                 Action::Continue
@@ -219,7 +228,7 @@ impl HttpContext for TransportHttp {
         if self.replied || !self.plan.sign_response {
             return Action::Continue;
         }
-        let mut signer = match transport::response_signer(self.keys()) {
+        let mut signer = match transport::response_signer(self.response_key()) {
             Ok(s) => s,
             Err(denial) => return self.deny(&denial, Phase::Later),
         };

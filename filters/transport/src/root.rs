@@ -1,9 +1,10 @@
-//! Root context: parse and validate the policy, load the integrity key, hand both to each
-//! request. An invalid policy or an unusable key refuses to start, with one log line.
+//! Root context: parse and validate the policy, load the integrity keys (one per purpose:
+//! the request-body HMAC key and the response Ed25519 key, never the audit MAC key), hand them
+//! to each request. An invalid policy or an unusable key refuses to start, with one log line.
 
 use crate::host;
 use crate::http::TransportHttp;
-use hipaa_core::integrity::{self, MacKeyRing};
+use hipaa_core::integrity::{self, MacKeyRing, ResponseSigningKey};
 use hipaa_core::policy::Policy;
 use hipaa_core::transport::Denial;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -13,8 +14,10 @@ use std::rc::Rc;
 /// What every request of this VM runs on.
 pub struct Config {
     pub policy: Policy,
-    /// Present when some route signs or verifies bodies.
-    pub keys: Option<MacKeyRing>,
+    /// Present when some route verifies request bodies.
+    pub request_keys: Option<MacKeyRing>,
+    /// Present when some route signs responses.
+    pub response_key: Option<ResponseSigningKey>,
 }
 
 #[derive(Default)]
@@ -34,8 +37,19 @@ impl RootContext for TransportRoot {
                 return false;
             }
         };
-        let env_value = std::env::var(integrity::key_env(&policy)).ok();
-        let keys = match integrity::load_keys(&policy, env_value.as_deref()) {
+        let env = |name: &str| std::env::var(name).ok();
+        let keys = integrity::load_request_keys(
+            &policy,
+            env(integrity::request_key_env(&policy)).as_deref(),
+        )
+        .and_then(|request| {
+            integrity::load_response_key(
+                &policy,
+                env(integrity::response_key_env(&policy)).as_deref(),
+            )
+            .map(|response| (request, response))
+        });
+        let (request_keys, response_key) = match keys {
             Ok(k) => k,
             Err(message) => {
                 host::log_error(&format!("hipaa-transport: {message}"));
@@ -50,7 +64,11 @@ impl RootContext for TransportRoot {
         {
             host::define_counter(&name);
         }
-        self.config = Some(Rc::new(Config { policy, keys }));
+        self.config = Some(Rc::new(Config {
+            policy,
+            request_keys,
+            response_key,
+        }));
         true
     }
 

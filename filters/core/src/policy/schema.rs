@@ -405,6 +405,9 @@ pub struct Transport {
     /// Largest request or response body buffered for integrity checks.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u32,
+    /// Where the body-signature keys come from (one key per purpose).
+    #[serde(default, skip_serializing_if = "TransportIntegrity::is_default")]
+    pub integrity: TransportIntegrity,
 }
 
 impl Default for Transport {
@@ -414,7 +417,36 @@ impl Default for Transport {
             require_mtls: true,
             allowed_peers: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
+            integrity: TransportIntegrity::default(),
         }
+    }
+}
+
+/// The environment variables holding the body-signature keys, each of its own purpose: never
+/// the audit MAC key's variable, never each other's (see `integrity`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TransportIntegrity {
+    /// HMAC key(s) for `verifyRequests` bodies, held by the signing clients.
+    #[serde(default = "default_request_key_env")]
+    pub request_key_env: String,
+    /// Ed25519 private key for response signatures, held only by this workload's sidecar.
+    #[serde(default = "default_response_key_env")]
+    pub response_key_env: String,
+}
+
+impl Default for TransportIntegrity {
+    fn default() -> Self {
+        TransportIntegrity {
+            request_key_env: default_request_key_env(),
+            response_key_env: default_response_key_env(),
+        }
+    }
+}
+
+impl TransportIntegrity {
+    pub fn is_default(&self) -> bool {
+        *self == TransportIntegrity::default()
     }
 }
 
@@ -558,6 +590,12 @@ fn default_max_buffered() -> u32 {
 }
 fn default_mac_key_env() -> String {
     "HIPAA_AUDIT_HMAC_KEY".into()
+}
+fn default_request_key_env() -> String {
+    "HIPAA_REQUEST_SIGNING_KEY".into()
+}
+fn default_response_key_env() -> String {
+    "HIPAA_RESPONSE_SIGNING_KEY".into()
 }
 fn default_collector_path() -> String {
     "/v1/records".into()

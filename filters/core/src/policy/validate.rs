@@ -48,6 +48,7 @@ pub fn validate_spec(spec: &Spec, errors: &mut PolicyErrors) {
         validate_audit(audit, &excepted, errors);
     }
     validate_transport(&spec.transport, errors);
+    validate_key_purposes(spec, errors);
     validate_egress(&spec.egress, &excepted, errors);
     validate_exceptions(&spec.exceptions, errors);
 }
@@ -459,6 +460,45 @@ fn validate_transport(t: &Transport, errors: &mut PolicyErrors) {
         errors.push(
             "spec.transport.maxBodyBytes",
             "must be between 1 and 16777216",
+        );
+    }
+}
+
+/// One key, one purpose (issue #13): the audit MAC key, the request-body key and the response
+/// key come from three different variables, so no configuration can make one key serve two.
+fn validate_key_purposes(spec: &Spec, errors: &mut PolicyErrors) {
+    let i = &spec.transport.integrity;
+    let p = "spec.transport.integrity";
+    for (key, name) in [
+        ("requestKeyEnv", &i.request_key_env),
+        ("responseKeyEnv", &i.response_key_env),
+    ] {
+        if !is_env_name(name) {
+            errors.push(
+                format!("{p}.{key}"),
+                "must be an environment variable name ([A-Z_][A-Z0-9_]*)",
+            );
+        }
+    }
+    let audit_env = spec
+        .audit
+        .as_ref()
+        .map_or("HIPAA_AUDIT_HMAC_KEY", |a| a.mac_key_env.as_str());
+    for (key, name) in [
+        ("requestKeyEnv", &i.request_key_env),
+        ("responseKeyEnv", &i.response_key_env),
+    ] {
+        if name == audit_env {
+            errors.push(
+                format!("{p}.{key}"),
+                format!("`{name}` is the audit MAC key's variable: body signatures need a key of their own (whoever holds a body key could seal audit records)"),
+            );
+        }
+    }
+    if i.request_key_env == i.response_key_env {
+        errors.push(
+            format!("{p}.responseKeyEnv"),
+            "must differ from requestKeyEnv: the response key is an Ed25519 private key held only by this workload, the request key an HMAC key its clients hold",
         );
     }
 }
