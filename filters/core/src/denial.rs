@@ -36,6 +36,9 @@ pub enum Denial {
     VerificationShed,
     // 503
     AuditUnavailable,
+    /// The filter has no valid configuration (its root context refused the policy or a key):
+    /// it refuses every request rather than letting one through unchecked.
+    Unconfigured,
 }
 
 /// What a filter shell sends back: status, headers and a JSON body.
@@ -67,7 +70,7 @@ impl Denial {
             | Denial::Transport(_) => 403,
             Denial::HardDelete => 405,
             Denial::VerificationShed => 429,
-            Denial::AuditUnavailable => 503,
+            Denial::AuditUnavailable | Denial::Unconfigured => 503,
         }
     }
 
@@ -80,7 +83,9 @@ impl Denial {
             }
             d if d.status() == 401 => "invalid_token",
             Denial::HardDelete => "method_not_allowed",
-            Denial::AuditUnavailable | Denial::VerificationShed => "temporarily_unavailable",
+            Denial::AuditUnavailable | Denial::VerificationShed | Denial::Unconfigured => {
+                "temporarily_unavailable"
+            }
             _ => "access_denied",
         }
     }
@@ -105,6 +110,7 @@ impl Denial {
             Denial::HardDelete => "hard_delete",
             Denial::AuditUnavailable => "audit_unavailable",
             Denial::VerificationShed => "verification_shed",
+            Denial::Unconfigured => "filter_unconfigured",
         }
     }
 
@@ -135,6 +141,7 @@ impl Denial {
             Denial::HardDelete => "records on this route may only be soft-deleted",
             Denial::AuditUnavailable => "the audit trail cannot record this request right now",
             Denial::VerificationShed => "too many invalid tokens lately; retry shortly",
+            Denial::Unconfigured => "this filter has no valid policy; the request is refused",
         }
     }
 
@@ -192,6 +199,16 @@ mod tests {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn an_unconfigured_filter_refuses_with_503_and_says_why() {
+        let r = Denial::Unconfigured.reply("rid-9", &[]);
+        assert_eq!(r.status, 503);
+        assert_eq!(Denial::Unconfigured.reason(), "filter_unconfigured");
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["error"], "temporarily_unavailable");
+        assert_eq!(v["request_id"], "rid-9");
     }
 
     #[test]
