@@ -12,8 +12,7 @@ fn digits(b: &[u8]) -> Option<i64> {
         return None;
     }
     b.iter().try_fold(0i64, |n, c| {
-        c.is_ascii_digit()
-            .then(|| n * 10 + i64::from(c - b'0'))
+        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
     })
 }
 
@@ -33,11 +32,7 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
     let [h1, h2, b':', m1, m2, b':', s1, s2] = *hms else {
         return None;
     };
-    let (h, m, sec) = (
-        digits(&[h1, h2])?,
-        digits(&[m1, m2])?,
-        digits(&[s1, s2])?,
-    );
+    let (h, m, sec) = (digits(&[h1, h2])?, digits(&[m1, m2])?, digits(&[s1, s2])?);
     if h > 23 || m > 59 || sec > 60 {
         return None;
     }
