@@ -52,12 +52,10 @@ impl RootContext for AuthnRoot {
         };
         let auth = Authenticator::new(&policy);
         let fetcher = JwksFetcher::new(&policy);
-        if fetcher.is_some() {
-            if !hipaa_host::set_tick_period(Duration::from_millis(500)) {
-                log::warn!(
-                    "hipaa-authn: the host refused the tick period; remote JWKS are not refreshed"
-                );
-            }
+        if fetcher.is_some() && !hipaa_host::set_tick_period(Duration::from_millis(500)) {
+            log::warn!(
+                "hipaa-authn: the host refused the tick period; remote JWKS are not refreshed"
+            );
         }
         self.state = Some(Rc::new(Shared {
             auth: RefCell::new(auth),
