@@ -340,7 +340,7 @@ fn render_envoy_pins_tls_and_mtls_to_the_collector() {
     assert!(envoy.contains("egress|api.llm-vendor.example"));
     // A failed VM is reloaded (with a backoff), never left open.
     assert!(envoy.contains("failure_policy: FAIL_RELOAD"));
-    assert!(envoy.contains("reload_config:") && envoy.contains("base_interval: 1s"));
+    assert!(envoy.contains("reload_config:") && envoy.contains("base_interval: \"1s\""));
     assert!(!envoy.contains("FAIL_OPEN"));
     let sidecar = std::fs::read_to_string(out_dir.path().join("collector-sidecar.yaml")).unwrap();
     assert!(
