@@ -73,7 +73,7 @@ HARDENING_CACHE ?= $(HOME)/.cache/hipaa-mesh
 CARGO_TOOLS ?= $(HARDENING_CACHE)/cargo-bin
 FUZZ_TARGET_DIR ?= $(HARDENING_CACHE)/fuzz-target
 export PATH := $(CARGO_TOOLS)/bin:$(PATH)
-FUZZ_TARGETS := jwt_verify jwks_load policy_parse route_match audit_record collector_ingest
+FUZZ_TARGETS := jwt_verify jwks_load policy_parse route_match audit_record collector_ingest host_headers collector_query
 # `make fuzz`: seconds per target (override: make fuzz FUZZ_SECONDS=3600).
 FUZZ_SECONDS ?= 300
 # `make fuzz-short` (part of `make test`): seconds per target, about a minute in all.

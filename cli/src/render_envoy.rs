@@ -545,7 +545,11 @@ fn wasm_filter(
             "config": {
                 "name": format!("hipaa-{module}"),
                 "root_id": format!("hipaa-{module}"),
-                "failure_policy": "FAIL_CLOSED",
+                // A VM that fails (a trap, a panic) is replaced by a fresh one on a later request
+                // instead of refusing every request until Envoy restarts; while it is down, and
+                // during the backoff, requests through it are refused with 503 (fail closed).
+                "failure_policy": "FAIL_RELOAD",
+                "reload_config": {"backoff": {"base_interval": "1s", "max_interval": "10s"}},
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": spec_json},
                 "vm_config": {
                     "vm_id": vm_id,

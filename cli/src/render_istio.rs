@@ -5,7 +5,7 @@
 //!   descending priority): audit 300, transport 200, authn 100 — DESIGN.md's chain order.
 //!   Each pulls its module as an OCI image (`hipaa-mesh package` writes it) pinned by `sha256`
 //!   (for `oci://` URLs Istio compares it with the image's manifest digest, computed here from
-//!   the built `.wasm`), `failStrategy: FAIL_CLOSE`, `pluginConfig` = the policy's `spec`, and
+//!   the built `.wasm`), `failStrategy: FAIL_RELOAD`, `pluginConfig` = the policy's `spec`, and
 //!   the record-MAC key passed from the proxy's environment (`valueFrom: HOST`), never inline.
 //!   authn runs on inbound traffic only (`match: SERVER`); audit and transport run on both
 //!   sides, so egress to a vendor is checked against its BAA and recorded.
@@ -117,7 +117,9 @@ pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>
             "sha256": image.manifest_digest,
             "phase": phase(doc, module),
             "priority": priority,
-            "failStrategy": "FAIL_CLOSE",
+            // A failed VM is reloaded rather than refusing until the proxy restarts; requests are
+            // refused (503) while it is down. The WasmPlugin CRD has no backoff field.
+            "failStrategy": "FAIL_RELOAD",
             "type": "HTTP",
             "pluginName": format!("hipaa-{module}"),
             "pluginConfig": spec,

@@ -359,7 +359,10 @@ fn render_envoy_pins_tls_and_mtls_to_the_collector() {
     assert!(envoy.contains("spiffe://cluster.local/ns/hipaa-system/sa/audit-collector"));
     assert!(envoy.contains("traffic_direction: OUTBOUND"));
     assert!(envoy.contains("egress|api.llm-vendor.example"));
-    assert!(envoy.contains("failure_policy: FAIL_CLOSED"));
+    // A failed VM is reloaded (with a backoff), never left open.
+    assert!(envoy.contains("failure_policy: FAIL_RELOAD"));
+    assert!(envoy.contains("reload_config:") && envoy.contains("base_interval: \"1s\""));
+    assert!(!envoy.contains("FAIL_OPEN"));
     let sidecar = std::fs::read_to_string(out_dir.path().join("collector-sidecar.yaml")).unwrap();
     assert!(
         sidecar.contains("require_client_certificate: true"),
@@ -436,7 +439,7 @@ fn rendered_plugins_pin_the_package_digest_and_keep_the_chain_order() {
             )),
             "{doc}"
         );
-        assert!(doc.contains("phase: AUTHN\n") && doc.contains("failStrategy: FAIL_CLOSE\n"));
+        assert!(doc.contains("phase: AUTHN\n") && doc.contains("failStrategy: FAIL_RELOAD\n"));
         // The keys come from the proxy's environment, never inline, and each module gets
         // only the keys of its own purpose: the audit key never reaches transport (issue #13).
         let env = |name: &str| doc.contains(&format!("- name: {name}\n      valueFrom: HOST\n"));

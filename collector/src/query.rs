@@ -1,5 +1,6 @@
 //! Reading records back: blind-index lookups, time range, emergency and kind filters, decrypted
 //! only for the rows that match.
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use serde_json::Value;
 
@@ -161,23 +162,21 @@ pub fn parse_query_string(qs: &str) -> Result<Query, String> {
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(c) = bytes.next() {
+        match c {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| "bad percent-encoding in the query string".to_string())?;
-                out.push(hex);
-                i += 2;
+                // Exactly two hex digits (`from_str_radix` would also take a sign: `%+1`).
+                let hex = |c: Option<u8>| c.and_then(|c| char::from(c).to_digit(16));
+                match (hex(bytes.next()), hex(bytes.next())) {
+                    (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
+                    _ => return Err("bad percent-encoding in the query string".to_string()),
+                }
             }
             c => out.push(c),
         }
-        i += 1;
     }
     String::from_utf8(out).map_err(|_| "query string is not UTF-8".to_string())
 }

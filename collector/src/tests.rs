@@ -1092,3 +1092,60 @@ fn signing_key_file_and_public_key_publication() {
     let text = std::fs::read_to_string(&pub_file).unwrap();
     assert!(!text.contains("PRIVATE"));
 }
+
+/// Hostile query parameters (a reviewer's URL) are refused with a message, never a panic:
+/// non-ASCII bytes inside a timestamp (`+0é00` sliced the offset inside the `é`), broken
+/// percent-encoding, a sign where a hex digit belongs.
+#[test]
+fn hostile_query_parameters_are_refused_without_panicking() {
+    use crate::query::parse_query_string;
+    for qs in [
+        "from=2026-01-01T00:00:00%2B0%C3%A900",
+        "to=2026-01-01T00:00:00-%C3%A9:00",
+        "from=2026-01-01T%C3%A9%C3%A9:00:00Z",
+        "from=2026-01-01T00:00:00.%C3%A9Z",
+        "from=%C3%A9026-01-01",
+        "from=%FF%FE",
+        "from=%",
+        "from=%2",
+        "from=%+1",
+        "from=%-1",
+        "from=%C3",
+        "patient=%C3%28",
+        "limit=%C3%A9",
+        "%C3%A9=1",
+    ] {
+        assert!(parse_query_string(qs).is_err(), "{qs}");
+    }
+    assert_eq!(
+        parse_query_string("patient=caf%C3%A9+x")
+            .unwrap()
+            .patient
+            .as_deref(),
+        Some("café x")
+    );
+}
+
+/// An ingested record's `time` reaches the timestamp parser before its MAC is checked: a
+/// hostile one is kept as an integrity record (malformed), never a panic.
+#[test]
+fn hostile_record_times_are_flagged_not_a_panic() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut s = db.open();
+    let mut batch = chain("hostile-times", 7);
+    let times = [
+        "2026-01-01T00:00:00+0é00",
+        "2026-01-01T00:00:00-é:00",
+        "2026-01-01Té0:00:00Z",
+        "2026-01-01T00:00:00.éZ",
+        "2026-01-0é",
+        "é026-01-01",
+        "2026-01-01T00:00:00+00:0é",
+    ];
+    for (record, time) in batch.iter_mut().skip(1).zip(times) {
+        record["time"] = json!(time);
+    }
+    let sum = ingest(s.as_mut(), &collector(), &batch).unwrap();
+    assert_eq!(sum.accepted, 1, "{sum:?}");
+    assert!(sum.flagged >= times.len() as u64, "{sum:?}");
+}

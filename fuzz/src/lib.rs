@@ -13,6 +13,13 @@
 //!   stores canonical bytes and re-verifies MACs from them).
 //! - `collector_ingest`: a posted batch is stored or flagged record by record, and every
 //!   record is accounted for.
+//! - `host_headers`: a header map as the host encodes it (u32 count, u32 name/value sizes,
+//!   NUL-terminated bytes; values may hold any byte, obs-text included) decodes through the
+//!   shells' adapter (`hipaa_host::Headers`) or is refused, re-encodes to a map that decodes the
+//!   same, and goes on into the authn decision and the audit request facts of every example
+//!   policy without a panic; a denial's reply never carries a byte that is not valid UTF-8.
+//! - `collector_query`: a `GET /v1/records` query string parses or is refused with a bounded
+//!   message, never a panic.
 
 use hipaa_core::audit::{
     canonical_bytes, mac_input, parse_rfc3339_millis, record_hash, verify_mac, AuditRecord,
@@ -383,6 +390,114 @@ pub fn collector_ingest(data: &[u8]) {
         "records unaccounted for: {summary:?} for {}",
         batch.len()
     );
+}
+
+/// The host's header-map pairs encoding (what `proxy_get_header_map_pairs` returns).
+pub fn encode_pairs(pairs: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+#[derive(Default)]
+struct MemSessions {
+    buckets: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl hipaa_core::authn::SessionStore for MemSessions {
+    fn touch(
+        &mut self,
+        key: &hipaa_core::authn::session::SessionKey,
+        now: u64,
+        idle: u64,
+    ) -> Result<hipaa_core::authn::session::SessionState, hipaa_core::authn::SessionStoreUnavailable>
+    {
+        let bucket = self.buckets.entry(key.bucket_key()).or_default();
+        let (state, bytes) = hipaa_core::authn::session::touch(bucket, key, now, idle);
+        *bucket = bytes;
+        Ok(state)
+    }
+}
+
+fn example_compiled() -> &'static Vec<Policy> {
+    static POLICIES: OnceLock<Vec<Policy>> = OnceLock::new();
+    POLICIES.get_or_init(|| {
+        example_policies()
+            .iter()
+            .map(|text| setup("example policy", PolicyDocument::compile(text)).1)
+            .collect()
+    })
+}
+
+/// A request's header map through the shells' byte handling and on into core: the authn shell
+/// reads every value lossily (a garbled credential stays a credential), the audit shell reads
+/// UTF-8 values only.
+pub fn host_headers(data: &[u8]) {
+    use hipaa_core::audit::build::{ConnectionFacts, RequestFacts as AuditFacts};
+    use hipaa_core::authn::{self, Authenticator, RequestFacts};
+    use hipaa_host::Headers;
+    let Some(headers) = Headers::decode(data) else {
+        return;
+    };
+    // The encoding round-trips: what the shell decoded is what the host sent.
+    assert_eq!(
+        Headers::decode(&encode_pairs(headers.pairs())).as_ref(),
+        Some(&headers),
+        "header map does not round-trip"
+    );
+    for policy in example_compiled() {
+        let bg = policy
+            .spec
+            .identity
+            .break_glass
+            .as_ref()
+            .map(|b| b.header.as_str());
+        let mut facts = RequestFacts::default();
+        let mut request_id = String::new();
+        for (name, value) in headers.lossy() {
+            match name {
+                ":method" => facts.method = value,
+                ":path" => facts.path = value,
+                hipaa_core::headers::AUTHORIZATION => facts.authorization.push(value),
+                hipaa_core::headers::REQUEST_ID => request_id = value,
+                n if Some(n) == bg => facts.break_glass = Some(value),
+                _ => {}
+            }
+        }
+        let mut auth = Authenticator::new(policy);
+        let verdict = authn::decide(&facts, policy, &mut auth, &mut MemSessions::default(), NOW);
+        if let Some(denial) = verdict.denial {
+            let reply = denial.reply(&request_id, &verdict.allowed_methods);
+            assert!(serde_json::from_str::<Value>(&reply.body).is_ok(), "reply is not JSON");
+        }
+        let names: Vec<String> = headers.names().map(str::to_string).collect();
+        let _ = AuditFacts::gather(
+            &policy.routes,
+            &names,
+            |n| headers.text(n),
+            &ConnectionFacts::default(),
+            0,
+        );
+    }
+}
+
+/// The collector's query-string parser, as `GET /v1/records?...` runs it.
+pub fn collector_query(data: &[u8]) {
+    let Ok(qs) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(message) = hipaa_collector::query::parse_query_string(qs) {
+        assert!(message.len() <= 512 + 8 * qs.len(), "unbounded error text");
+    }
 }
 
 #[cfg(test)]

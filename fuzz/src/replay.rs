@@ -14,6 +14,8 @@ const TARGETS: &[(&str, Entry)] = &[
     ("route_match", route_match),
     ("audit_record", audit_record),
     ("collector_ingest", collector_ingest),
+    ("host_headers", host_headers),
+    ("collector_query", collector_query),
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {

@@ -1,12 +1,9 @@
-//! Host adapter: proxy-wasm calls that never panic on a host error (the SDK's trait helpers
-//! unwrap internally), attribute decoding, the shared buffered count, and counters.
+//! What this shell needs of the host, on the shared adapter `hipaa_host` (every host read as
+//! bytes, no call that can panic): its counters, the shared buffered count, header reads.
 
 use hipaa_core::audit::buffer;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, MetricType, Status};
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::time::UNIX_EPOCH;
+use hipaa_host::Headers;
+use proxy_wasm::types::MapType;
 
 /// Records handed to the queue by requests.
 pub const ENQUEUED: &str = "hipaa_audit.records.enqueued";
@@ -24,7 +21,9 @@ pub const BUFFER_FULL_PASS: &str = "hipaa_audit.buffer_full_pass";
 pub const DROPPED: &str = "hipaa_audit.records.dropped";
 /// Requests that arrived with `x-hipaa-*` headers (removed).
 pub const SPOOFED: &str = "hipaa_audit.spoofed_headers";
-pub const COUNTERS: [&str; 8] = [
+/// Requests refused with 503 because this filter has no valid configuration.
+pub const UNCONFIGURED_503: &str = "hipaa_audit.unconfigured_503";
+pub const COUNTERS: [&str; 9] = [
     ENQUEUED,
     SENT,
     ACKED,
@@ -33,6 +32,7 @@ pub const COUNTERS: [&str; 8] = [
     BUFFER_FULL_PASS,
     DROPPED,
     SPOOFED,
+    UNCONFIGURED_503,
 ];
 
 /// The shared-data key of the Envoy-wide count of unacknowledged records.
@@ -40,133 +40,59 @@ pub const BUFFERED_KEY: &str = "hipaa.audit.buffered";
 /// The shared-data key of the counter that makes chain ids unique per VM.
 pub const VM_COUNTER_KEY: &str = "hipaa.audit.vm-counter";
 
+pub use hipaa_host::{count, count_n, int_property, remove_header, string_property};
+
 /// Unix milliseconds from Envoy's clock (0 if the host cannot say).
 pub fn now_millis() -> i64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_millis()).ok())
-        .unwrap_or(0)
+    hipaa_host::unix_millis()
 }
 
 /// Unix nanoseconds from Envoy's clock (0 if the host cannot say).
 pub fn now_nanos() -> u128 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos())
+    hipaa_host::unix_nanos()
 }
 
 /// One header value; a value that is not UTF-8 is treated as absent.
 pub fn header(map: MapType, name: &str) -> Option<String> {
-    hostcalls::get_map_value_bytes(map, name)
-        .ok()
-        .flatten()
-        .and_then(|b| String::from_utf8(b).ok())
+    hipaa_host::header_text(map, name)
 }
 
-/// Every header of a map, names lowercase as Envoy keeps them.
-pub fn header_pairs(map: MapType) -> Vec<(String, Vec<u8>)> {
-    hostcalls::get_map_bytes(map).unwrap_or_default()
+/// Every header of a map, names lowercase as Envoy keeps them, values as bytes.
+pub fn header_pairs(map: MapType) -> Headers {
+    Headers::read(map)
 }
 
 /// A header from [`header_pairs`], as [`header`] would answer it; values that are not UTF-8
-/// are left out.
-pub fn lookup(pairs: &[(String, Vec<u8>)], name: &str) -> Option<String> {
-    // A repeated header reads as its values joined by commas, as Envoy's single-header call
-    // hands it over (so the record sees what the upstream sees).
-    let values: Vec<&str> = pairs
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(","))
-}
-
-pub fn remove_header(map: MapType, name: &str) {
-    let _ = hostcalls::remove_map_value(map, name);
-}
-
-/// A string attribute; None when missing, unreadable or not UTF-8.
-pub fn string_property(path: &[&str]) -> Option<String> {
-    hostcalls::get_property(path.to_vec())
-        .ok()
-        .flatten()
-        .and_then(|b| String::from_utf8(b).ok())
+/// are left out. A repeated header reads as its values joined by commas, as Envoy's
+/// single-header call hands it over (so the record sees what the upstream sees).
+pub fn lookup(pairs: &Headers, name: &str) -> Option<String> {
+    pairs.text(name)
 }
 
 /// A map attribute (e.g. `request.headers`), which the host hands over in the header-map pairs
 /// encoding; None when missing, unreadable or not such a map.
-pub fn map_property(path: &[&str]) -> Option<Vec<(String, Vec<u8>)>> {
-    hostcalls::get_property(path.to_vec())
-        .ok()
-        .flatten()
-        .and_then(|b| hipaa_core::headers::decode_pairs(&b))
-}
-
-/// An int64 attribute (eight bytes, little-endian).
-pub fn int_property(path: &[&str]) -> Option<i64> {
-    hostcalls::get_property(path.to_vec())
-        .ok()
-        .flatten()
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map(i64::from_le_bytes)
+pub fn map_property(path: &[&str]) -> Option<Headers> {
+    hipaa_host::map_property(path)
 }
 
 /// The Envoy-wide count of records not yet acknowledged.
 pub fn buffered() -> u64 {
-    let (bytes, _) = hostcalls::get_shared_data(BUFFERED_KEY).unwrap_or((None, None));
+    let (bytes, _) = hipaa_host::shared_get(BUFFERED_KEY);
     buffer::decode_count(bytes.as_deref())
 }
 
 /// Adds `delta` to a shared count with compare-and-swap (other workers update it too); the new
 /// value, or None if the host kept refusing.
 pub fn adjust_shared(key: &str, delta: i64) -> Option<u64> {
-    for _ in 0..64 {
-        let (bytes, cas) = hostcalls::get_shared_data(key).ok()?;
-        let next = buffer::adjust(buffer::decode_count(bytes.as_deref()), delta);
-        match hostcalls::set_shared_data(key, Some(&buffer::encode_count(next)), cas) {
-            Ok(()) => return Some(next),
-            Err(Status::CasMismatch) => continue,
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
-thread_local! {
-    static METRICS: RefCell<HashMap<&'static str, u32>> = RefCell::new(HashMap::new());
-}
-
-fn metric(name: &'static str) -> Option<u32> {
-    METRICS.with(|m| {
-        let mut m = m.borrow_mut();
-        if let Some(id) = m.get(name) {
-            return Some(*id);
-        }
-        let id = hostcalls::define_metric(MetricType::Counter, name).ok()?;
-        m.insert(name, id);
-        Some(id)
+    hipaa_host::shared_update(key, 64, |bytes| {
+        let next = buffer::adjust(buffer::decode_count(Some(bytes)), delta);
+        (buffer::encode_count(next).to_vec(), next)
     })
 }
 
 /// Defines every counter, so each shows at /stats (as 0) from the start.
 pub fn define_counters() {
     for name in COUNTERS {
-        let _ = metric(name);
+        let _ = hipaa_host::define_counter(name);
     }
-}
-
-/// Add `n` to the counter `name` (shown at /stats as `wasmcustom.<name>`).
-pub fn count_n(name: &'static str, n: u64) {
-    if n == 0 {
-        return;
-    }
-    if let Some(id) = metric(name) {
-        let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
-    }
-}
-
-pub fn count(name: &'static str) {
-    count_n(name, 1);
 }

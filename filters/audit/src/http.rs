@@ -10,8 +10,8 @@ use crate::host;
 use crate::root::Shared;
 use hipaa_core::audit::buffer::{self, Admission};
 use hipaa_core::audit::build::{self, ConnectionFacts, RequestFacts, ResponseFacts};
+use hipaa_core::denial::Denial;
 use hipaa_core::headers;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
@@ -71,6 +71,27 @@ impl AuditHttp {
     }
 }
 
+/// The HTTP context of a root context without a valid policy or MAC key (Envoy asked for one
+/// anyway): every request is refused with `filter_unconfigured` (503) rather than passed
+/// unaudited; there is no chain to record it in, so it is counted.
+pub struct UnconfiguredHttp;
+
+impl Context for UnconfiguredHttp {}
+
+impl HttpContext for UnconfiguredHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        host::count(host::UNCONFIGURED_503);
+        let pairs = host::header_pairs(REQ);
+        for name in pairs.names().filter(|n| headers::is_reserved(n)) {
+            host::remove_header(REQ, name);
+        }
+        let request_id = host::lookup(&pairs, headers::REQUEST_ID).unwrap_or_default();
+        let reply = Denial::Unconfigured.reply(&request_id, &[]);
+        let _ = hipaa_host::local_reply_owned(reply.status, &reply.headers, reply.body.as_bytes());
+        Action::Pause
+    }
+}
+
 fn connection_facts() -> ConnectionFacts {
     ConnectionFacts {
         source_address: host::string_property(&["source", "address"]),
@@ -85,7 +106,7 @@ impl HttpContext for AuditHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         // One host call for the whole map; the facts are looked up in it.
         let pairs = host::header_pairs(REQ);
-        let names: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+        let names: Vec<String> = pairs.names().map(str::to_string).collect();
         let mut facts = RequestFacts::gather(
             &self.shared.policy.routes,
             &names,
@@ -118,14 +139,11 @@ impl HttpContext for AuditHttp {
                 host::count(host::BUFFER_FULL_503);
                 self.refused = true;
                 let reply = buffer::refusal(facts.request_id.as_deref().unwrap_or_default());
-                let headers: Vec<(&str, &str)> = reply
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                if hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
-                    .is_err()
-                {
+                if !hipaa_host::local_reply_owned(
+                    reply.status,
+                    &reply.headers,
+                    reply.body.as_bytes(),
+                ) {
                     log::error!("hipaa-audit: could not send the 503 reply");
                 }
                 return Action::Pause;

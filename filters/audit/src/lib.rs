@@ -13,5 +13,6 @@ use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
+    hipaa_host::install_panic_hook("hipaa-audit");
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> { Box::new(root::AuditRoot::new(context_id)) });
 }}

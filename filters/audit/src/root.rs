@@ -35,14 +35,14 @@
 //! Envoy) and a host-seeded hash: unique per VM without a randomness dependency.
 
 use crate::host;
-use crate::http::AuditHttp;
+use crate::http::{AuditHttp, UnconfiguredHttp};
 use hipaa_core::audit::build::chain_id_from_seed;
 use hipaa_core::audit::delivery::{Answer, Delivery, DeliveryConfig};
 use hipaa_core::audit::{AuditError, AuditRecord, ChainWriter, MacKeyRing};
 use hipaa_core::policy::{Audit, Policy};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, MapType};
+use proxy_wasm::types::{ContextType, MapType};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -291,10 +291,7 @@ impl Context for AuditRoot {
 
 impl RootContext for AuditRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let config = hipaa_host::plugin_configuration();
         let policy = match Policy::from_plugin_config(&config) {
             Ok(policy) => policy,
             Err(errors) => {
@@ -365,7 +362,9 @@ impl RootContext for AuditRoot {
             log::info!("hipaa-audit: policy loaded; chain {chain_id} started");
         }
         let tick = DeliveryConfig::from_policy(&audit).tick_ms();
-        let _ = hostcalls::set_tick_period(Duration::from_millis(tick));
+        if !hipaa_host::set_tick_period(Duration::from_millis(tick)) {
+            log::warn!("hipaa-audit: the host refused the tick period; records are sent as the queue fills");
+        }
         true
     }
 
@@ -377,9 +376,13 @@ impl RootContext for AuditRoot {
         self.pump();
     }
 
+    /// Never None (the SDK panics on None): without a valid policy or key, a context that
+    /// refuses every request with `filter_unconfigured`.
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        Some(Box::new(AuditHttp::new(shared)))
+        match self.shared.clone() {
+            Some(shared) => Some(Box::new(AuditHttp::new(shared))),
+            None => Some(Box::new(UnconfiguredHttp)),
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -3,9 +3,9 @@
 use crate::host::{self, SharedSessions};
 use crate::root::Shared;
 use hipaa_core::authn::{self, CacheOutcome, RequestFacts};
+use hipaa_core::denial::Denial;
 use hipaa_core::headers;
 use hipaa_core::jwt::envoy::EnvoyPayload;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
@@ -23,18 +23,52 @@ impl AuthnHttp {
 impl Context for AuthnHttp {}
 
 fn set_request_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    let _ = hipaa_host::set_header(MapType::HttpRequestHeaders, name, value);
+}
+
+/// Removes every incoming `x-hipaa-*` header (no spoofing, on every route).
+fn strip_reserved(request_headers: &hipaa_host::Headers) {
+    for name in request_headers.names() {
+        if headers::is_reserved(name) {
+            set_request_header(name, None);
+        }
+    }
+}
+
+/// Sends a denial's local reply, with its reason on the request for the audit record.
+fn refuse(denial: &Denial, request_id: &str, allowed_methods: &[String]) -> Action {
+    host::count("hipaa_authn.deny");
+    host::count(&format!("hipaa_authn.deny.{}", denial.reason()));
+    set_request_header(headers::DENIAL, Some(denial.reason()));
+    let reply = denial.reply(request_id, allowed_methods);
+    let _ = hipaa_host::local_reply_owned(reply.status, &reply.headers, reply.body.as_bytes());
+    Action::Pause
+}
+
+/// The HTTP context of a root context without a valid policy (Envoy asked for one anyway):
+/// every request is refused with `filter_unconfigured` rather than let through.
+pub struct UnconfiguredHttp;
+
+impl Context for UnconfiguredHttp {}
+
+impl HttpContext for UnconfiguredHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let request_headers = hipaa_host::Headers::read(MapType::HttpRequestHeaders);
+        strip_reserved(&request_headers);
+        let request_id = request_headers
+            .text(headers::REQUEST_ID)
+            .unwrap_or_default();
+        refuse(&Denial::Unconfigured, &request_id, &[])
+    }
 }
 
 impl HttpContext for AuthnHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let request_headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
-        // No spoofing: every incoming x-hipaa-* header goes, on every route.
-        for (name, _) in &request_headers {
-            if headers::is_reserved(name) {
-                set_request_header(name, None);
-            }
-        }
+        // Values as bytes: one that is not UTF-8 (obs-text, which Envoy forwards) is read with
+        // U+FFFD in place of its bad bytes, so a garbled credential is still a credential (and
+        // fails verification) rather than a panic or an absent header.
+        let request_headers = hipaa_host::Headers::read(MapType::HttpRequestHeaders);
+        strip_reserved(&request_headers);
         let policy = &self.state.policy;
         let bg_header = policy
             .spec
@@ -44,8 +78,8 @@ impl HttpContext for AuthnHttp {
             .map(|bg| bg.header.as_str());
         let mut facts = RequestFacts::default();
         let mut request_id = String::new();
-        for (name, value) in request_headers {
-            match name.as_str() {
+        for (name, value) in request_headers.lossy() {
+            match name {
                 ":method" => facts.method = value,
                 ":path" => facts.path = value,
                 headers::AUTHORIZATION => facts.authorization.push(value),
@@ -84,17 +118,6 @@ impl HttpContext for AuthnHttp {
             }
             return Action::Continue;
         };
-        host::count("hipaa_authn.deny");
-        host::count(&format!("hipaa_authn.deny.{}", denial.reason()));
-        set_request_header(headers::DENIAL, Some(denial.reason()));
-        let reply = denial.reply(&request_id, &verdict.allowed_methods);
-        let reply_headers: Vec<(&str, &str)> = reply
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let _ =
-            hostcalls::send_http_response(reply.status, reply_headers, Some(reply.body.as_bytes()));
-        Action::Pause
+        refuse(&denial, &request_id, &verdict.allowed_methods)
     }
 }

@@ -8,7 +8,6 @@ use hipaa_core::authn::Authenticator;
 use hipaa_core::jwt::KeySet;
 use hipaa_core::policy::{Algorithm, Policy};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -114,16 +113,8 @@ impl JwksFetcher {
             return;
         };
         let now = host::now_secs();
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
-        let body = if body_size > 0 && body_size <= MAX_JWKS_BYTES {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
+        let status = hipaa_host::call_response_status();
+        let body = hipaa_host::call_response_body(body_size, MAX_JWKS_BYTES);
         let remote = &self.remotes[i];
         let keys = match (status.as_deref(), &body) {
             (Some("200"), Some(body)) => std::str::from_utf8(body).ok().and_then(|text| {

@@ -13,5 +13,6 @@ use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
+    hipaa_host::install_panic_hook("hipaa-authn");
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(root::AuthnRoot::default()) });
 }}

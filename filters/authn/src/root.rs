@@ -2,7 +2,7 @@
 //! on a timer, and hand each request to an HTTP context.
 
 use crate::host;
-use crate::http::AuthnHttp;
+use crate::http::{AuthnHttp, UnconfiguredHttp};
 use crate::jwks::JwksFetcher;
 use hipaa_core::authn::Authenticator;
 use hipaa_core::policy::Policy;
@@ -42,14 +42,7 @@ impl Context for AuthnRoot {
 
 impl RootContext for AuthnRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let config = proxy_wasm::hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        let config = hipaa_host::plugin_configuration();
         let policy = match Policy::from_plugin_config(&config) {
             Ok(policy) => policy,
             Err(errors) => {
@@ -59,8 +52,10 @@ impl RootContext for AuthnRoot {
         };
         let auth = Authenticator::new(&policy);
         let fetcher = JwksFetcher::new(&policy);
-        if fetcher.is_some() {
-            self.set_tick_period(Duration::from_millis(500));
+        if fetcher.is_some() && !hipaa_host::set_tick_period(Duration::from_millis(500)) {
+            log::warn!(
+                "hipaa-authn: the host refused the tick period; remote JWKS are not refreshed"
+            );
         }
         self.state = Some(Rc::new(Shared {
             auth: RefCell::new(auth),
@@ -79,9 +74,13 @@ impl RootContext for AuthnRoot {
         }
     }
 
+    /// Never None (the SDK panics on None): without a valid policy, a context that refuses
+    /// every request with `filter_unconfigured`.
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let state = self.state.clone()?;
-        Some(Box::new(AuthnHttp::new(state)))
+        match self.state.clone() {
+            Some(state) => Some(Box::new(AuthnHttp::new(state))),
+            None => Some(Box::new(UnconfiguredHttp)),
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -48,6 +48,9 @@ pub enum Denial {
     /// The host's clock is unavailable (reads 0): no expiry, idle or absolute check can be
     /// made, so nothing authenticated passes.
     ClockUnavailable,
+    /// The filter has no valid configuration (its root context refused the policy or a key):
+    /// it refuses every request rather than letting one through unchecked.
+    Unconfigured,
 }
 
 /// What a filter shell sends back: status, headers and a JSON body.
@@ -80,7 +83,7 @@ impl Denial {
             | Denial::Transport(_) => 403,
             Denial::HardDelete => 405,
             Denial::VerificationShed => 429,
-            Denial::AuditUnavailable | Denial::ClockUnavailable => 503,
+            Denial::AuditUnavailable | Denial::ClockUnavailable | Denial::Unconfigured => 503,
         }
     }
 
@@ -93,7 +96,8 @@ impl Denial {
             | Denial::AuthTimeMissing { .. } => "insufficient_user_authentication",
             d if d.status() == 401 => "invalid_token",
             Denial::HardDelete => "method_not_allowed",
-            Denial::AuditUnavailable | Denial::VerificationShed | Denial::ClockUnavailable => {
+            Denial::AuditUnavailable | Denial::VerificationShed | Denial::ClockUnavailable
+            | Denial::Unconfigured => {
                 "temporarily_unavailable"
             }
             _ => "access_denied",
@@ -123,6 +127,7 @@ impl Denial {
             Denial::AuditUnavailable => "audit_unavailable",
             Denial::VerificationShed => "verification_shed",
             Denial::ClockUnavailable => "clock_unavailable",
+            Denial::Unconfigured => "filter_unconfigured",
         }
     }
 
@@ -161,6 +166,7 @@ impl Denial {
             Denial::AuditUnavailable => "the audit trail cannot record this request right now",
             Denial::VerificationShed => "too many invalid tokens lately; retry shortly",
             Denial::ClockUnavailable => "the proxy's clock is unavailable; retry shortly",
+            Denial::Unconfigured => "this filter has no valid policy; the request is refused",
         }
     }
 
@@ -221,6 +227,16 @@ mod tests {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn an_unconfigured_filter_refuses_with_503_and_says_why() {
+        let r = Denial::Unconfigured.reply("rid-9", &[]);
+        assert_eq!(r.status, 503);
+        assert_eq!(Denial::Unconfigured.reason(), "filter_unconfigured");
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["error"], "temporarily_unavailable");
+        assert_eq!(v["request_id"], "rid-9");
     }
 
     #[test]

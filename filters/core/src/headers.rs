@@ -17,8 +17,9 @@ pub const AUTHORIZATION: &str = "authorization";
 
 /// True for a header a client must never be able to set.
 pub fn is_reserved(name: &str) -> bool {
-    name.len() >= RESERVED_PREFIX.len()
-        && name.as_bytes()[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes())
+    name.as_bytes()
+        .get(..RESERVED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes()))
 }
 
 /// Decodes a header map in the proxy-wasm pairs encoding (what `proxy_get_header_map_pairs`
@@ -28,8 +29,8 @@ pub fn is_reserved(name: &str) -> bool {
 /// bytes are not such a map or a name is not UTF-8; never panics.
 pub fn decode_pairs(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
     let word = |at: usize| -> Option<usize> {
-        let b = bytes.get(at..at.checked_add(4)?)?;
-        usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
+        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(b)).ok()
     };
     let count = word(0)?;
     let mut data = count.checked_mul(8)?.checked_add(4)?;
@@ -38,8 +39,9 @@ pub fn decode_pairs(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
     }
     let mut pairs = Vec::with_capacity(count);
     for i in 0..count {
-        let name_len = word(4 + i * 8)?;
-        let value_len = word(8 + i * 8)?;
+        let at = i.checked_mul(8)?;
+        let name_len = word(at.checked_add(4)?)?;
+        let value_len = word(at.checked_add(8)?)?;
         let name_end = data.checked_add(name_len)?;
         let name = bytes.get(data..name_end)?;
         let value_start = name_end.checked_add(1)?;

@@ -42,10 +42,12 @@ impl PatientSource {
             .map(|(i, _)| i)
             .collect();
         match holes.as_slice() {
-            [i] if segments[*i] == "{patient}" => Some(PatientSource::PathSegment {
-                template: segments,
-                index: *i,
-            }),
+            [i] if segments.get(*i).is_some_and(|s| *s == "{patient}") => {
+                Some(PatientSource::PathSegment {
+                    template: segments,
+                    index: *i,
+                })
+            }
             _ => None,
         }
     }
@@ -64,7 +66,10 @@ impl PatientSource {
                     .zip(&segments)
                     .enumerate()
                     .all(|(i, (t, s))| i == *index || t == s);
-                fixed_match.then(|| segments[*index].to_string())
+                if !fixed_match {
+                    return None;
+                }
+                segments.get(*index).map(|s| s.to_string())
             }
             PatientSource::Header(name) => header(name),
             PatientSource::Query(name) => query.and_then(|q| query_param(q, name)),

@@ -181,7 +181,10 @@ impl Denial {
     }
 
     pub fn code(&self) -> &'static str {
-        Denial::CODES[self.index()]
+        Denial::CODES
+            .get(self.index())
+            .copied()
+            .unwrap_or("filter_unconfigured")
     }
 
     /// 403 for every transport, peer, egress and signature refusal; 413 for a request body too

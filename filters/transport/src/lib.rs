@@ -16,5 +16,6 @@ use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
+    hipaa_host::install_panic_hook("hipaa-transport");
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(root::TransportRoot::default()) });
 }}

@@ -67,8 +67,11 @@ fn decode_hex32(s: &str) -> Option<[u8; 32]> {
         _ => None,
     };
     let mut out = [0u8; 32];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = (nib(b[2 * i])? << 4) | nib(b[2 * i + 1])?;
+    for (slot, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let [hi, lo] = *pair else {
+            return None;
+        };
+        *slot = (nib(hi)? << 4) | nib(lo)?;
     }
     Some(out)
 }

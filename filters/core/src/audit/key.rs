@@ -109,7 +109,10 @@ fn derived_id(keyed: &Hmac<Sha256>) -> String {
     let mut mac = keyed.clone();
     mac.update(b"hipaa-mesh key id v1");
     let tag = mac.finalize().into_bytes();
-    format!("k{}", super::canonical::hex(&tag[..8]))
+    let first = tag
+        .first_chunk::<8>()
+        .map_or_else(String::new, |t| super::canonical::hex(t));
+    format!("k{first}")
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -127,7 +130,10 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
     };
     s.as_bytes()
         .chunks(2)
-        .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
+        .map(|pair| match *pair {
+            [hi, lo] => Some((nibble(hi)? << 4) | nibble(lo)?),
+            _ => None,
+        })
         .collect()
 }
 

@@ -481,6 +481,45 @@ fn parses_timestamps() {
     );
 }
 
+/// Hostile timestamps (a reviewer's query parameter, an ingested record's `time`): non-ASCII
+/// bytes at every position the parser looks at are refused, never a panic (`+0é00` sliced the
+/// offset by byte index inside the `é`).
+#[test]
+fn timestamps_with_non_ascii_bytes_are_refused_without_panicking() {
+    for bad in [
+        "2026-01-01T00:00:00+0é00",
+        "2026-01-01T00:00:00-é:00",
+        "2026-01-01T00:00:00+00:é",
+        "2026-01-01T00:00:00+00:0é",
+        "2026-01-01Té0:00:00Z",
+        "2026-01-01T0é:00:00Z",
+        "2026-01-01T00:00:0éZ",
+        "2026-01-01T00:00:00.éZ",
+        "2026-01-01T00:00:00.1éZ",
+        "2026-01-0é",
+        "é026-01-01",
+        "2026-01-01é",
+        "2026-01-01T00:00:00é",
+        "2026-01-01T00:00:00+é0",
+        "2026-01-01T00:00:00Zé",
+        "2026-01-01T00:00:00+01:00é",
+        "２０２６-01-01",
+    ] {
+        assert_eq!(parse_rfc3339_millis(bad), None, "{bad}");
+    }
+    // Every prefix of valid timestamps cut at every char boundary, and a multi-byte char spliced
+    // in at every position.
+    for good in ["2026-11-23T17:37:08.123456+01:00", "2026-11-23T16:37:08Z"] {
+        for (i, _) in good.char_indices() {
+            let _ = parse_rfc3339_millis(good.get(..i).unwrap_or_default());
+            let spliced = format!("{}é{}", &good[..i], &good[i..]);
+            assert_eq!(parse_rfc3339_millis(&spliced), None, "{spliced}");
+            let replaced = format!("{}é{}", &good[..i], &good[i + 1..]);
+            assert_eq!(parse_rfc3339_millis(&replaced), None, "{replaced}");
+        }
+    }
+}
+
 /// Records that exercise every field of the typed canonical writer: all sections filled, all
 /// empty, and strings that need escapes (quotes, backslashes, control characters, non-ASCII).
 fn writer_cases() -> Vec<AuditRecord> {

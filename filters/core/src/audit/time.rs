@@ -1,54 +1,60 @@
 //! Parsing the timestamps records carry and reviewers type.
+//!
+//! The input is hostile (a reviewer's query parameter, an ingested record's `time`, both checked
+//! before any MAC): it is read as bytes, every position through `get`, and only ASCII digits
+//! and separators are accepted, so no byte sequence can slice inside a character or panic.
 
 use crate::calendar::Date;
+
+/// The ASCII digits of `b` as a number; None when `b` is empty or any byte is not a digit.
+fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 9 {
+        return None;
+    }
+    b.iter().try_fold(0i64, |n, c| {
+        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+    })
+}
 
 /// Parses `YYYY-MM-DD` (midnight UTC) or RFC 3339 `YYYY-MM-DDTHH:MM:SS[.fff...](Z|±HH:MM)`
 /// into Unix milliseconds. Fractions beyond milliseconds are truncated.
 pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
-    let date = Date::parse(s.get(0..10)?)?;
-    let day_ms = date.unix_start() * 1000;
-    let rest = &s[10..];
-    if rest.is_empty() {
+    let (date, rest) = s.as_bytes().split_at_checked(10)?;
+    let date = Date::parse(std::str::from_utf8(date).ok()?)?;
+    let day_ms = date.unix_start().checked_mul(1000)?;
+    let Some((&t, rest)) = rest.split_first() else {
         return Some(day_ms);
-    }
-    let rest = rest.strip_prefix('T').or_else(|| rest.strip_prefix('t'))?;
-    let b = rest.as_bytes();
-    if b.len() < 9 || b[2] != b':' || b[5] != b':' {
+    };
+    if t != b'T' && t != b't' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let p = rest.get(r)?;
-        if p.bytes().all(|c| c.is_ascii_digit()) {
-            p.parse().ok()
-        } else {
-            None
-        }
+    let (hms, mut tail) = rest.split_at_checked(8)?;
+    let [h1, h2, b':', m1, m2, b':', s1, s2] = *hms else {
+        return None;
     };
-    let (h, m, sec) = (num(0..2)?, num(3..5)?, num(6..8)?);
+    let (h, m, sec) = (digits(&[h1, h2])?, digits(&[m1, m2])?, digits(&[s1, s2])?);
     if h > 23 || m > 59 || sec > 60 {
         return None;
     }
-    let mut tail = &rest[8..];
     let mut millis = 0i64;
-    if let Some(frac) = tail.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
+    if let Some(frac) = tail.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        let (all, after) = frac.split_at_checked(n)?;
+        if all.is_empty() {
             return None;
         }
-        let mut ms_digits: String = frac[..digits].chars().take(3).collect();
-        while ms_digits.len() < 3 {
-            ms_digits.push('0');
+        let mut ms = [b'0'; 3];
+        for (slot, c) in ms.iter_mut().zip(all) {
+            *slot = *c;
         }
-        millis = ms_digits.parse().ok()?;
-        tail = &frac[digits..];
+        millis = digits(&ms)?;
+        tail = after;
     }
-    let offset_secs = match tail {
-        "Z" | "z" => 0,
-        t if t.len() == 6 && (t.starts_with('+') || t.starts_with('-')) && &t[3..4] == ":" => {
-            let oh: i64 = t.get(1..3)?.parse().ok()?;
-            let om: i64 = t.get(4..6)?.parse().ok()?;
-            let off = oh * 3600 + om * 60;
-            if t.starts_with('-') {
+    let offset_secs = match *tail {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), o1, o2, b':', o3, o4] => {
+            let off = digits(&[o1, o2])? * 3600 + digits(&[o3, o4])? * 60;
+            if sign == b'-' {
                 -off
             } else {
                 off
@@ -56,5 +62,5 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    Some(day_ms + ((h * 3600 + m * 60 + sec - offset_secs) * 1000) + millis)
+    day_ms.checked_add((h * 3600 + m * 60 + sec - offset_secs) * 1000 + millis)
 }

@@ -36,9 +36,12 @@ impl SessionKey {
             .chain_update([0u8])
             .chain_update(session_id.as_bytes())
             .finalize();
-        let mut hash = [0u8; 16];
-        hash.copy_from_slice(&digest[..16]);
-        let n = u32::from_be_bytes([digest[16], digest[17], digest[18], digest[19]]);
+        // A SHA-256 digest is 32 bytes: the first 16 name the session, the next 4 pick its slot.
+        let (hash, rest) = digest.split_first_chunk::<16>().unwrap_or((&[0; 16], &[]));
+        let n = rest
+            .first_chunk::<4>()
+            .map_or(0, |b| u32::from_be_bytes(*b));
+        let hash = *hash;
         SessionKey {
             hash,
             slot: n % slots.max(1),
@@ -67,16 +70,14 @@ fn decode(bytes: &[u8]) -> Vec<Entry> {
     bytes
         .chunks_exact(ENTRY_BYTES)
         .take(ENTRIES)
-        .map(|c| {
-            let mut hash = [0u8; 16];
-            hash.copy_from_slice(&c[..16]);
-            let mut t = [0u8; 8];
-            t.copy_from_slice(&c[16..24]);
-            Entry {
-                hash,
-                last_seen: u64::from_be_bytes(t),
-                expired: c[24] == 1,
-            }
+        .filter_map(|c| {
+            let (hash, rest) = c.split_first_chunk::<16>()?;
+            let (t, rest) = rest.split_first_chunk::<8>()?;
+            Some(Entry {
+                hash: *hash,
+                last_seen: u64::from_be_bytes(*t),
+                expired: rest.first() == Some(&1),
+            })
         })
         .collect()
 }

@@ -145,8 +145,8 @@ fn to_segs(path: &serde_path_to_error::Path) -> Vec<Seg> {
 fn to_original(path: &[Seg], removals: &[(Vec<Seg>, usize)]) -> Vec<Seg> {
     let mut out = path.to_vec();
     for (array, removed) in removals.iter().rev() {
-        if out.len() > array.len() && out[..array.len()] == array[..] {
-            if let Seg::Index(i) = &mut out[array.len()] {
+        if out.get(..array.len()) == Some(array.as_slice()) {
+            if let Some(Seg::Index(i)) = out.get_mut(array.len()) {
                 if *i >= *removed {
                     *i += 1;
                 }
@@ -193,8 +193,8 @@ fn navigate<'a>(value: &'a mut Value, path: &[Seg]) -> Option<&'a mut Value> {
 
 fn missing_field_name(message: &str) -> Option<String> {
     let rest = message.strip_prefix("missing field `")?;
-    let end = rest.find('`')?;
-    Some(rest[..end].to_string())
+    let (name, _) = rest.split_once('`')?;
+    Some(name.to_string())
 }
 
 fn tidy(message: &str, missing: bool) -> String {

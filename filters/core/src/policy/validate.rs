@@ -596,8 +596,8 @@ fn is_dns_label(s: &str) -> bool {
         && b.len() <= 63
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
+        && b.first() != Some(&b'-')
+        && b.last() != Some(&b'-')
 }
 
 pub(crate) fn is_header_name(s: &str) -> bool {
