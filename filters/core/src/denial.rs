@@ -96,10 +96,10 @@ impl Denial {
             | Denial::AuthTimeMissing { .. } => "insufficient_user_authentication",
             d if d.status() == 401 => "invalid_token",
             Denial::HardDelete => "method_not_allowed",
-            Denial::AuditUnavailable | Denial::VerificationShed | Denial::ClockUnavailable
-            | Denial::Unconfigured => {
-                "temporarily_unavailable"
-            }
+            Denial::AuditUnavailable
+            | Denial::VerificationShed
+            | Denial::ClockUnavailable
+            | Denial::Unconfigured => "temporarily_unavailable",
             _ => "access_denied",
         }
     }
