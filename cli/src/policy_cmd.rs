@@ -1,7 +1,7 @@
 //! `hipaa-mesh policy ...`: the same core validation the filters run.
 
 use clap::Subcommand;
-use hipaa_core::policy::safety::safety_errors;
+use hipaa_core::policy::safety::{safety_errors, safety_warnings};
 use hipaa_core::policy::PolicyDocument;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +43,9 @@ fn check(file: &PathBuf) -> Result<ExitCode, String> {
                     eprintln!("  {e}");
                 }
                 return Ok(ExitCode::from(1));
+            }
+            for w in safety_warnings(&doc.spec).iter() {
+                eprintln!("warning: {w}");
             }
             println!(
                 "{}: valid ({} routes, {} identity providers)",

@@ -8,9 +8,10 @@
 //! gaps rather than refused, since showing them is the point.
 
 use clap::{Args, ValueEnum};
-use hipaa_core::policy::safety::safety_errors;
+use hipaa_core::policy::safety::{safety_errors, unmatched_collection_paths};
 use hipaa_core::policy::{
-    PolicyDocument, Safeguard, Spec, TlsVersion, UnlistedHosts, Verification, WhenCollectorDown,
+    PolicyDocument, Safeguard, Spec, TlsVersion, UnlistedHosts, UnmatchedRoutes, Verification,
+    WhenCollectorDown,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,6 +164,12 @@ pub fn build(doc: &PolicyDocument) -> Report {
             format!("{}: {roles}", r.name)
         })
         .collect();
+    // PHI collection paths (`/fhir/Patient` under `/fhir/Patient/`) that no route covers.
+    let collections: Vec<String> = unmatched_collection_paths(spec)
+        .into_iter()
+        .map(|(_, r, bare)| format!("{bare} ({})", r.name))
+        .collect();
+    let unmatched_phi = spec.unmatched_routes == UnmatchedRoutes::Phi;
     rows.push(Row {
         cfr: "164.312(a)(1)",
         title: "Access control (standard)",
@@ -174,10 +181,30 @@ pub fn build(doc: &PolicyDocument) -> Report {
                 "spec.unmatchedRoutes",
                 format!("{:?}", spec.unmatched_routes).to_lowercase(),
             ),
+            kv(
+                "PHI collection paths no route covers",
+                if collections.is_empty() {
+                    "none".to_string()
+                } else if unmatched_phi {
+                    format!("{} (open to any verified identity)", list(&collections))
+                } else {
+                    format!("{} (refused)", list(&collections))
+                },
+            ),
         ],
         status: if phi_routes.iter().any(|r| r.allow_roles.is_empty()) {
             Status::Gap(
                 "a PHI route without `allowRoles` admits every authenticated subject".into(),
+            )
+        } else if unmatched_phi && !collections.is_empty() {
+            Status::Gap(format!(
+                "`unmatchedRoutes: phi` admits any verified identity to {}, PHI collection paths (searches) no route covers",
+                list(&collections)
+            ))
+        } else if unmatched_phi {
+            Status::Gap(
+                "`unmatchedRoutes: phi` admits any verified identity to paths no route names"
+                    .into(),
             )
         } else {
             Status::Implemented

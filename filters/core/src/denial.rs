@@ -12,6 +12,12 @@ pub enum Denial {
     /// one identifier (`patient_invalid`): the audit record could not name the patient the
     /// upstream serves (`crate::patient`).
     PatientAmbiguous(&'static str),
+    /// A method that is not an upper-case token (`delete` over HTTP/2).
+    MethodNotCanonical,
+    /// A path not in normal form (`..`, `//`, `%2e`, `%2f`, a case variant of a route's path).
+    PathNotCanonical,
+    /// A `;` path parameter on a route without `allowPathParameters`, or a dot segment behind one.
+    PathParameter,
     // 401 invalid_token
     MissingToken,
     MalformedAuthorization,
@@ -39,6 +45,8 @@ pub enum Denial {
     Transport(&'static str),
     // 405
     HardDelete,
+    /// Routes cover the path but none lists the method.
+    MethodNotAllowed,
     /// A new token arrived while the failed-signature budget was spent (a forged-token flood):
     /// not checked, to be retried. 429 (RFC 6585) rather than 503: the flood is traffic, not a
     /// failure of the mesh, and a client backs off on either.
@@ -66,7 +74,11 @@ const REALM: &str = "hipaa-mesh";
 impl Denial {
     pub fn status(&self) -> u32 {
         match self {
-            Denial::MultipleCredentials | Denial::PatientAmbiguous(_) => 400,
+            Denial::MultipleCredentials
+            | Denial::PatientAmbiguous(_)
+            | Denial::MethodNotCanonical
+            | Denial::PathNotCanonical
+            | Denial::PathParameter => 400,
             Denial::MissingToken
             | Denial::MalformedAuthorization
             | Denial::InvalidToken(_)
@@ -81,7 +93,7 @@ impl Denial {
             | Denial::BreakGlassRefused
             | Denial::RouteDenied
             | Denial::Transport(_) => 403,
-            Denial::HardDelete => 405,
+            Denial::HardDelete | Denial::MethodNotAllowed => 405,
             Denial::VerificationShed => 429,
             Denial::AuditUnavailable | Denial::ClockUnavailable | Denial::Unconfigured => 503,
         }
@@ -90,12 +102,12 @@ impl Denial {
     /// The OAuth-style error code in the body (and in WWW-Authenticate for 401s).
     pub fn error(&self) -> &'static str {
         match self {
-            Denial::MultipleCredentials | Denial::PatientAmbiguous(_) => "invalid_request",
+            d if d.status() == 400 => "invalid_request",
             Denial::MfaRequired
             | Denial::AuthenticationTooOld { .. }
             | Denial::AuthTimeMissing { .. } => "insufficient_user_authentication",
             d if d.status() == 401 => "invalid_token",
-            Denial::HardDelete => "method_not_allowed",
+            Denial::HardDelete | Denial::MethodNotAllowed => "method_not_allowed",
             Denial::AuditUnavailable
             | Denial::VerificationShed
             | Denial::ClockUnavailable
@@ -109,6 +121,9 @@ impl Denial {
         match self {
             Denial::MultipleCredentials => "multiple_credentials",
             Denial::PatientAmbiguous(code) => code,
+            Denial::MethodNotCanonical => "method_not_canonical",
+            Denial::PathNotCanonical => "path_not_canonical",
+            Denial::PathParameter => "path_parameter",
             Denial::MissingToken => "missing_token",
             Denial::MalformedAuthorization => "malformed_authorization",
             Denial::InvalidToken(code) => code,
@@ -124,6 +139,7 @@ impl Denial {
             Denial::RouteDenied => "route_denied",
             Denial::Transport(code) => code,
             Denial::HardDelete => "hard_delete",
+            Denial::MethodNotAllowed => "method_not_allowed",
             Denial::AuditUnavailable => "audit_unavailable",
             Denial::VerificationShed => "verification_shed",
             Denial::ClockUnavailable => "clock_unavailable",
@@ -139,6 +155,9 @@ impl Denial {
                 "the patient identifier is given more than once"
             }
             Denial::PatientAmbiguous(_) => "the patient identifier is not a single valid id",
+            Denial::MethodNotCanonical => "the request method must be an upper-case token",
+            Denial::PathNotCanonical => "the request path is not in normal form",
+            Denial::PathParameter => "path parameters (`;`) are not accepted on this route",
             Denial::MissingToken => "a bearer access token is required",
             Denial::MalformedAuthorization => "the Authorization header is not a Bearer token",
             Denial::InvalidToken("expired") => "the access token has expired",
@@ -163,6 +182,7 @@ impl Denial {
             Denial::Transport("plaintext") => "plaintext connections are refused",
             Denial::Transport(_) => "the connection or destination is not allowed",
             Denial::HardDelete => "records on this route may only be soft-deleted",
+            Denial::MethodNotAllowed => "this method is not allowed on this path",
             Denial::AuditUnavailable => "the audit trail cannot record this request right now",
             Denial::VerificationShed => "too many invalid tokens lately; retry shortly",
             Denial::ClockUnavailable => "the proxy's clock is unavailable; retry shortly",
@@ -195,7 +215,7 @@ impl Denial {
         if let Some(challenge) = self.www_authenticate() {
             headers.push(("www-authenticate".into(), challenge));
         }
-        if *self == Denial::HardDelete {
+        if matches!(self, Denial::HardDelete | Denial::MethodNotAllowed) {
             headers.push(("allow".into(), allow.join(", ")));
         }
         if matches!(

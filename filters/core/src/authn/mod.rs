@@ -82,16 +82,7 @@ impl Verdict {
             route: route.name().to_string(),
             denial: None,
             set_headers: Vec::new(),
-            allowed_methods: route
-                .route()
-                .map(|r| {
-                    r.methods
-                        .iter()
-                        .filter(|m| *m != "DELETE")
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default(),
+            allowed_methods: route.allowed_methods(),
             cache: CacheOutcome::NotUsed,
             refetch_jwks: false,
             emergency: None,
@@ -217,10 +208,14 @@ pub fn decide(
 ) -> Verdict {
     let route = policy.routes.find(&facts.method, &facts.path);
     let mut verdict = Verdict::new(&route);
-    match route {
-        RouteMatch::Route(r) if r.class == RouteClass::Public => return verdict,
-        RouteMatch::UnmatchedDeny => return verdict.deny(Denial::RouteDenied),
-        _ => {}
+    // Spelling refusals, unlisted methods and `unmatchedRoutes: deny` come before identity.
+    if let Some(denial) = route.denial() {
+        return verdict.deny(denial);
+    }
+    if let RouteMatch::Route(r) = route {
+        if r.class == RouteClass::Public {
+            return verdict;
+        }
     }
 
     // Without a clock no expiry, idle or absolute check means anything: a cached identity

@@ -167,22 +167,91 @@ fn public_routes_need_no_token() {
 }
 
 #[test]
-fn unmatched_routes_are_phi_by_default_and_deny_when_asked() {
+fn unmatched_routes_are_denied_by_default_and_phi_when_asked() {
+    let bearer = format!("Bearer {}", token(&claims()));
     let mut h = Harness::new(policy());
+    let v = h.run("GET", "/other", &[&bearer], None, NOW);
+    assert_eq!(v.denial, Some(Denial::RouteDenied));
+    assert_eq!(v.route, "unmatched");
+    let mut h = Harness::new(policy_with(|s| s["unmatchedRoutes"] = json!("phi")));
     assert_eq!(
         h.run("GET", "/other", &[], None, NOW).denial,
         Some(Denial::MissingToken)
     );
-    let mut h = Harness::new(policy_with(|s| s["unmatchedRoutes"] = json!("deny")));
-    let v = h.run(
-        "GET",
-        "/other",
-        &[&format!("Bearer {}", token(&claims()))],
-        None,
-        NOW,
-    );
-    assert_eq!(v.denial, Some(Denial::RouteDenied));
-    assert_eq!(v.route, "unmatched");
+    assert!(h.run("GET", "/other", &[&bearer], None, NOW).allowed());
+}
+
+/// Issue #12: a billing user's PATCH (HEAD, OPTIONS) on the patient route, which lists GET,
+/// PUT and DELETE, fell to `unmatchedRoutes: phi` and passed without the route's roles. A
+/// path a route covers gets that route's checks or a refusal: here a 405 with `Allow`,
+/// whatever `unmatchedRoutes` says, before any token is looked at.
+#[test]
+fn an_unlisted_method_on_a_covered_path_is_405_never_the_unmatched_rule() {
+    let mut c = claims();
+    c["roles"] = json!(["billing"]);
+    c["amr"] = json!(["pwd"]);
+    let billing = format!("Bearer {}", token(&c));
+    let mut h = Harness::new(policy_with(|s| s["unmatchedRoutes"] = json!("phi")));
+    for method in ["PATCH", "HEAD", "OPTIONS", "POST", "TRACE"] {
+        for auth in [vec![billing.as_str()], vec![]] {
+            let v = h.run(method, "/fhir/Patient/123", &auth, None, NOW);
+            assert_eq!(v.denial, Some(Denial::MethodNotAllowed), "{method}");
+            assert_eq!(v.allowed_methods, ["GET", "PUT"], "{method}");
+            assert!(v.set_headers.is_empty(), "{method}");
+        }
+    }
+    // The listed method still gets the route's role check.
+    let v = h.run("GET", "/fhir/Patient/123", &[&billing], None, NOW);
+    assert_eq!(v.denial, Some(Denial::RoleNotAllowed));
+}
+
+/// Issue #12: over HTTP/2 Envoy forwards a lower-case `:method`; `delete` passed the
+/// soft-delete check (case-sensitive) and case-folding frameworks ran it as DELETE.
+#[test]
+fn lower_case_methods_are_refused_before_any_check() {
+    let bearer = format!("Bearer {}", token(&claims()));
+    let mut h = Harness::new(policy());
+    for method in ["delete", "Delete", "get", "pAtCh", "", "GET ", "DEL\tETE"] {
+        for path in ["/fhir/Patient/1", "/healthz", "/billing/1", "/other"] {
+            let v = h.run(method, path, &[&bearer], None, NOW);
+            assert_eq!(
+                v.denial,
+                Some(Denial::MethodNotCanonical),
+                "{method:?} {path}"
+            );
+            assert_eq!(v.denial.unwrap().status(), 400);
+        }
+    }
+}
+
+/// Issue #12: `/fhir/Patient/..;/Patient/vip/200` matched the patient route while Tomcat
+/// resolves it to another record. `;` is refused on every route class, public included.
+#[test]
+fn path_parameters_and_unnormalised_paths_are_refused_on_every_route() {
+    let bearer = format!("Bearer {}", token(&claims()));
+    let mut h = Harness::new(policy_with(|s| s["unmatchedRoutes"] = json!("phi")));
+    for path in [
+        "/fhir/Patient/..;/Patient/vip/200",
+        "/fhir/Patient/1;jsessionid=x",
+        "/healthz;x",
+        "/billing;a=b/1",
+        "/other;x",
+    ] {
+        let v = h.run("GET", path, &[&bearer], None, NOW);
+        assert_eq!(v.denial, Some(Denial::PathParameter), "{path}");
+    }
+    for path in [
+        "/fhir/Patient/%2e%2e/Patient/vip/200",
+        "/fhir//Patient/1",
+        "/fhir/Patient/./1",
+        "/fhir/Patient/1%2f..%2fvip",
+        "/FHIR/Patient/1",
+        "/fhir/patient/1",
+        "/HEALTHZ",
+    ] {
+        let v = h.run("GET", path, &[&bearer], None, NOW);
+        assert_eq!(v.denial, Some(Denial::PathNotCanonical), "{path}");
+    }
 }
 
 #[test]

@@ -31,6 +31,13 @@
 //!   and the v1 schema has no exception for it, so mTLS cannot be switched off.
 //! - No `public` route matches a path a PHI route matches (in either order: a public route
 //!   before a PHI route shadows it; one after it makes the same paths public by another name).
+//! - With `unmatchedRoutes: phi`, no PHI prefix leaves its bare collection path unmatched:
+//!   `pathPrefix: /fhir/Patient/` does not cover `GET /fhir/Patient?name=smith` (a patient
+//!   search), which `phi` would hand to any verified identity, without the route's roles.
+//!
+//! Warnings (`policy check` prints them and still succeeds), from [`safety_warnings`]:
+//! - With `unmatchedRoutes: deny` (the default), the same bare collection paths are refused:
+//!   said, so that a search the application serves gets its route.
 
 use super::errors::PolicyErrors;
 use super::schema::*;
@@ -64,7 +71,59 @@ pub fn safety_errors(spec: &Spec) -> PolicyErrors {
         );
     }
     public_routes_overlapping_phi(&spec.routes, &mut errors);
+    if spec.unmatched_routes == UnmatchedRoutes::Phi {
+        for (i, route, bare) in unmatched_collection_paths(spec) {
+            errors.push(
+                format!("spec.routes[{i}].match.pathPrefix"),
+                format!(
+                    "PHI route `{}` does not cover its collection path `{bare}` (a search such as `GET {bare}?name=...`), which `unmatchedRoutes: phi` opens to any verified identity without the route's `allowRoles`; add a route for `{bare}` or set `unmatchedRoutes: deny`",
+                    route.name
+                ),
+            );
+        }
+    }
     errors
+}
+
+/// What `policy check` says without failing: today, the bare collection paths that
+/// `unmatchedRoutes: deny` refuses.
+pub fn safety_warnings(spec: &Spec) -> PolicyErrors {
+    let mut warnings = PolicyErrors::default();
+    if spec.unmatched_routes == UnmatchedRoutes::Deny {
+        for (i, route, bare) in unmatched_collection_paths(spec) {
+            warnings.push(
+                format!("spec.routes[{i}].match.pathPrefix"),
+                format!(
+                    "PHI route `{}` does not cover its collection path `{bare}`: `unmatchedRoutes: deny` refuses it (403), searches such as `GET {bare}?name=...` included; add a route for `{bare}` if the application serves it",
+                    route.name
+                ),
+            );
+        }
+    }
+    warnings
+}
+
+/// The PHI routes whose `pathPrefix` ends in `/` while no route covers the prefix without it
+/// (the collection itself: FHIR searches, listings), with their index and that bare path.
+pub fn unmatched_collection_paths(spec: &Spec) -> Vec<(usize, &Route, String)> {
+    let table = crate::routes::RouteTable::new(&spec.routes, spec.unmatched_routes);
+    spec.routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.phi)
+        .filter_map(|(i, r)| {
+            let prefix = r.matcher.path_prefix.as_deref()?;
+            let bare = prefix.strip_suffix('/').filter(|b| b.starts_with('/'))?;
+            let covered = ["GET", "POST"].iter().any(|m| {
+                !matches!(
+                    table.find(m, bare),
+                    crate::routes::RouteMatch::UnmatchedPhi
+                        | crate::routes::RouteMatch::UnmatchedDeny
+                )
+            });
+            (!covered).then(|| (i, r, bare.to_string()))
+        })
+        .collect()
 }
 
 fn public_routes_overlapping_phi(routes: &[Route], errors: &mut PolicyErrors) {
@@ -287,6 +346,40 @@ mod tests {
             ]),
         );
         assert_eq!(safety_of(spec).len(), 1);
+    }
+
+    #[test]
+    fn a_phi_prefix_whose_collection_path_falls_to_unmatched_phi_is_unsafe() {
+        let mut spec = safe_spec();
+        spec["unmatchedRoutes"] = json!("phi");
+        let errs = safety_of(spec.clone());
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("spec.routes[1].match.pathPrefix: PHI route `patient` does not cover its collection path `/fhir/Patient`"),
+            "{errs:#?}"
+        );
+        // A route for the collection settles it.
+        spec["routes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "search", "match": {"path": "/fhir/Patient"}, "phi": true}));
+        assert_eq!(safety_of(spec), Vec::<String>::new());
+    }
+
+    #[test]
+    fn with_unmatched_deny_the_collection_path_is_a_warning_only() {
+        let policy = Policy::from_spec_value(safe_spec()).unwrap();
+        assert!(safety_errors(&policy.spec).is_empty());
+        let warnings: Vec<String> = safety_warnings(&policy.spec)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0]
+                .contains("collection path `/fhir/Patient`: `unmatchedRoutes: deny` refuses it"),
+            "{warnings:#?}"
+        );
     }
 
     #[test]

@@ -312,6 +312,9 @@ pub struct Route {
     /// Require a valid body signature on write requests.
     #[serde(default)]
     pub verify_requests: bool,
+    /// Accept `;` path parameters (`/a;v=1/b`, matched as `/a/b`). Off: such a path is a 400.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_path_parameters: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -346,10 +349,10 @@ pub struct Inference {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum UnmatchedRoutes {
-    /// Authenticate and audit as PHI.
-    #[default]
+    /// Authenticate and audit as PHI: any verified identity may use a path no route names.
     Phi,
-    /// Refuse with 403.
+    /// Refuse with 403 (the default: least privilege).
+    #[default]
     Deny,
 }
 

@@ -53,7 +53,7 @@ fn base_spec_is_valid_and_defaults_apply() {
     assert_eq!(id.session.absolute_timeout_seconds, 43_200);
     assert_eq!(id.session.session_claim, "sid");
     assert_eq!(id.providers[0].clock_skew_seconds, 30);
-    assert_eq!(p.spec.unmatched_routes, UnmatchedRoutes::Phi);
+    assert_eq!(p.spec.unmatched_routes, UnmatchedRoutes::Deny);
     assert_eq!(p.spec.transport.min_tls_version, TlsVersion::Tls12);
     assert!(p.spec.transport.require_mtls);
     assert_eq!(p.spec.egress.unlisted_hosts, UnlistedHosts::Deny);
