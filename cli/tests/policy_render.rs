@@ -187,8 +187,8 @@ fn check_refuses_mtls_off() {
 #[test]
 fn check_refuses_a_public_prefix_shadowing_a_phi_route() {
     broken(
-        |t| t.replace("match: { path: /healthz }", "match: { pathPrefix: /fhir }"),
-        "spec.routes[0].match: public route `health` matches `/fhir/Patient/`, a path of PHI route `patient-record` (spec.routes[1])",
+        |t| t.replace("match: { path: /healthz }", "match: { pathPrefix: /fhir/Patient/ }"),
+        "spec.routes[0].match: public route `health` matches `/fhir/Patient/`, a path of PHI route `patient-record` (spec.routes[2])",
     );
 }
 
@@ -197,11 +197,11 @@ fn check_refuses_a_public_route_after_a_phi_route_with_the_same_path() {
     broken(
         |t| {
             t.replace(
-                "  unmatchedRoutes: phi",
-                "    - name: risk-docs\n      match: { pathPrefix: /ai/risk }\n      public: true\n  unmatchedRoutes: phi",
+                "  unmatchedRoutes: deny",
+                "    - name: risk-docs\n      match: { pathPrefix: /ai/risk }\n      public: true\n  unmatchedRoutes: deny",
             )
         },
-        "spec.routes[3].match: public route `risk-docs` matches `/ai/risk`, a path of PHI route `risk-model` (spec.routes[2]): it is listed after it",
+        "spec.routes[4].match: public route `risk-docs` matches `/ai/risk`, a path of PHI route `risk-model` (spec.routes[3]): it is listed after it",
     );
 }
 
