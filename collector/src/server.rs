@@ -30,8 +30,11 @@ use crate::read_auth::{ReadAuth, Reader, Refusal};
 use crate::store::{open_store, Store};
 use crate::verify::{verify, VerifyKeys};
 
-/// The largest request body accepted by default (16 MiB); larger gets 413.
-pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+/// The largest request body accepted by default; larger gets 413. The same constant the filters
+/// cut their batches at (`hipaa_core::audit::limits::MAX_BATCH_BYTES`, 4 MiB), so a filter's
+/// batch is never refused for its size by a collector left at its default; a filter that meets
+/// a smaller limit splits the batch (`hipaa_core::audit::delivery`).
+pub const DEFAULT_MAX_BODY: usize = hipaa_core::audit::limits::MAX_BATCH_BYTES;
 
 /// The writer stops adding waiting batches to a transaction once it holds this many records
 /// (a single larger batch still goes in whole), so one commit never keeps senders waiting long.

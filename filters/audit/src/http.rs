@@ -10,6 +10,7 @@ use crate::host;
 use crate::root::Shared;
 use hipaa_core::audit::buffer::{self, Admission};
 use hipaa_core::audit::build::{self, ConnectionFacts, RequestFacts, ResponseFacts};
+use hipaa_core::audit::response;
 use hipaa_core::denial::Denial;
 use hipaa_core::headers;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -28,6 +29,8 @@ pub struct AuditHttp {
     response_denial: Option<String>,
     /// This filter refused the request (full buffer): counted, not recorded.
     refused: bool,
+    /// Transport signs this route's responses (its `x-hipaa-signature` is the mesh's).
+    route_signs: bool,
 }
 
 impl AuditHttp {
@@ -39,6 +42,7 @@ impl AuditHttp {
             response_seen: false,
             response_denial: None,
             refused: false,
+            route_signs: false,
         }
     }
 
@@ -48,16 +52,19 @@ impl AuditHttp {
     /// time: the whole map in one host call (the values looked up in it), or, should the host
     /// not hand the map over, one attribute per name. The reply's `x-hipaa-denial` was read
     /// from the reply's own header map as it went by; when no reply went through this filter,
-    /// from the `response.headers` attribute.
+    /// from the `response.headers` attribute. Either way only a local reply's is believed
+    /// (`hipaa_core::audit::response`).
     fn read_outcome(&mut self) {
         let response_seen = self.response_seen;
         let response_denial = self.response_denial.take();
+        let details = self.response.code_details.clone();
         let response = |n: &str| {
-            if response_seen {
+            let denial = if response_seen {
                 response_denial.clone()
             } else {
                 host::string_property(&["response", "headers", n])
-            }
+            };
+            response::trusted_denial(denial, details.as_deref())
         };
         match host::map_property(&["request", "headers"]) {
             Some(pairs) => self
@@ -149,19 +156,35 @@ impl HttpContext for AuditHttp {
                 return Action::Pause;
             }
         }
+        self.route_signs =
+            response::route_signs(&self.shared.policy.routes, &facts.method, &facts.path);
         self.request = Some(facts);
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.refused || self.request.is_none() {
+        if self.refused {
+            return Action::Continue;
+        }
+        // Last on the response path: an upstream's `x-hipaa-*` headers go here, on every
+        // listener, and only a local reply's denial is believed.
+        let details = host::string_property(&["response", "code_details"]);
+        let names: Vec<String> = host::header_pairs(RESP)
+            .names()
+            .map(str::to_string)
+            .collect();
+        for name in response::headers_to_remove(&names, details.as_deref(), self.route_signs) {
+            host::remove_header(RESP, &name);
+        }
+        if self.request.is_none() {
             return Action::Continue;
         }
         self.response_seen = true;
         self.response.status = host::header(RESP, ":status")
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        self.response_denial = host::header(RESP, headers::DENIAL);
+        self.response_denial =
+            response::trusted_denial(host::header(RESP, headers::DENIAL), details.as_deref());
         Action::Continue
     }
 
@@ -174,6 +197,7 @@ impl HttpContext for AuditHttp {
         };
         // Everything the other filters set is in place by now (also when no response headers
         // went through: the client left first, or Envoy answered itself).
+        self.response.code_details = host::string_property(&["response", "code_details"]);
         self.read_outcome();
         if !self.response_seen {
             // No response headers went through this filter: the client left first (status 0),
@@ -182,7 +206,6 @@ impl HttpContext for AuditHttp {
                 .and_then(|c| u16::try_from(c).ok())
                 .unwrap_or(0);
         }
-        self.response.code_details = host::string_property(&["response", "code_details"]);
         if !build::should_record(request.class(), self.response.denied(), false) {
             return;
         }

@@ -37,7 +37,7 @@
 use crate::host;
 use crate::http::{AuditHttp, UnconfiguredHttp};
 use hipaa_core::audit::build::chain_id_from_seed;
-use hipaa_core::audit::delivery::{Answer, Delivery, DeliveryConfig};
+use hipaa_core::audit::delivery::{Answer, Delivery, DeliveryConfig, DONE_DEADLINE_MS};
 use hipaa_core::audit::{AuditError, AuditRecord, ChainWriter, MacKeyRing};
 use hipaa_core::policy::{Audit, Policy};
 use proxy_wasm::hostcalls;
@@ -122,6 +122,14 @@ pub struct AuditRoot {
     /// VMs, e.g. the one that validates the configuration, whose chain-start is never sent and
     /// must not hold buffer space); its batch is acknowledged with one record less.
     start_unacked: bool,
+    /// Set when the host asked this root context to finish (`on_done`: its configuration was
+    /// replaced, or the VM stops): delivery goes on until everything is acknowledged or this
+    /// time (Unix ms) passes, then the context tells the host it is done.
+    done_by: Option<i64>,
+    /// Unacknowledged records already taken out of the shared buffered count when the host
+    /// asked this context to finish (the oldest ones; a VM that goes away with them must not
+    /// leave them in the Envoy-wide count): not taken out again when they settle.
+    precounted: usize,
 }
 
 impl AuditRoot {
@@ -132,6 +140,71 @@ impl AuditRoot {
             delivery: None,
             token: None,
             start_unacked: false,
+            done_by: None,
+            precounted: 0,
+        }
+    }
+
+    /// Records acknowledged or given up: out of the shared buffered count (the chain-start is
+    /// not in it).
+    fn settle(&mut self, n: usize) {
+        let mut counted = n;
+        if n > 0 && std::mem::take(&mut self.start_unacked) {
+            counted -= 1;
+        }
+        let skip = counted.min(self.precounted);
+        self.precounted -= skip;
+        counted -= skip;
+        let _ = host::adjust_shared(host::BUFFERED_KEY, -i64::try_from(counted).unwrap_or(0));
+    }
+
+    /// Whether every record this context was handed is acknowledged.
+    fn all_delivered(&self) -> bool {
+        let waiting = self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.queued.get() > 0 || !s.fallback.borrow().is_empty());
+        !waiting && self.delivery.as_ref().is_none_or(Delivery::is_empty)
+    }
+
+    /// Gives up whatever is still unacknowledged (counted, logged, out of the shared count).
+    fn give_up_rest(&mut self) {
+        let mut lost = self.delivery.as_ref().map_or(0, Delivery::unacked) as i64;
+        if self.start_unacked {
+            lost -= 1;
+        }
+        if let Some(shared) = &self.shared {
+            lost += shared.discard_waiting() as i64;
+        }
+        if let Some(d) = self.delivery.as_mut() {
+            *d = Delivery::new(d.config().clone());
+        }
+        self.start_unacked = false;
+        if lost > 0 {
+            log::error!("hipaa-audit: gave up {lost} audit record(s) not acknowledged by the collector by the deadline");
+            host::count_n(host::DROPPED, lost.unsigned_abs());
+            let counted = lost.saturating_sub(i64::try_from(self.precounted).unwrap_or(0));
+            let _ = host::adjust_shared(host::BUFFERED_KEY, -counted.max(0));
+        }
+        self.precounted = 0;
+    }
+
+    /// While finishing: tell the host once everything is delivered or the deadline passed.
+    fn finish_if_done(&mut self) {
+        let Some(by) = self.done_by else {
+            return;
+        };
+        let delivered = self.all_delivered() && self.token.is_none();
+        if !delivered && host::now_millis() < by {
+            return;
+        }
+        if !delivered {
+            self.give_up_rest();
+        }
+        self.done_by = None;
+        log::info!("hipaa-audit: configuration released; its records are delivered");
+        if hostcalls::done().is_err() {
+            log::warn!("hipaa-audit: the host did not take proxy_done");
         }
     }
 
@@ -208,6 +281,7 @@ impl AuditRoot {
     fn pump(&mut self) {
         self.drain();
         self.send(false);
+        self.finish_if_done();
     }
 }
 
@@ -244,27 +318,40 @@ impl Context for AuditRoot {
             return;
         };
         let answer = delivery.on_response(status.as_deref(), now);
+        let cluster = self
+            .shared
+            .as_ref()
+            .map(|s| s.audit.collector.cluster.clone())
+            .unwrap_or_default();
+        let status_text = status.as_deref().unwrap_or("none");
         match answer {
             Answer::Acked(n) => {
                 host::count_n(host::ACKED, n as u64);
-                let mut counted = i64::try_from(n).unwrap_or(0);
-                if std::mem::take(&mut self.start_unacked) {
-                    counted -= 1;
-                }
-                let _ = host::adjust_shared(host::BUFFERED_KEY, -counted);
+                self.settle(n);
             }
             Answer::Retry { .. } => {
                 host::count(host::RETRIED);
-                let cluster = self
-                    .shared
-                    .as_ref()
-                    .map(|s| s.audit.collector.cluster.clone())
-                    .unwrap_or_default();
-                log_failure(
-                    &answer,
-                    &format!("status {}", status.as_deref().unwrap_or("none")),
-                    &cluster,
+                log_failure(&answer, &format!("status {status_text}"), &cluster);
+            }
+            Answer::Split { kept, returned } => {
+                host::count(host::RETRIED);
+                log::warn!(
+                    "hipaa-audit: cluster {cluster} refused a batch of {} record(s) (status {status_text}); resending it in halves",
+                    kept + returned
                 );
+            }
+            Answer::StandIn => {
+                host::count(host::RETRIED);
+                log::error!(
+                    "hipaa-audit: cluster {cluster} refused one audit record alone (status {status_text}); sending a stand-in (its chain position, length and hash) so the trail records the loss"
+                );
+            }
+            Answer::GivenUp(n) => {
+                host::count_n(host::DROPPED, n as u64);
+                log::error!(
+                    "hipaa-audit: cluster {cluster} refused {n} audit record(s) and their stand-in (status {status_text}); given up, the collector shows the gap"
+                );
+                self.settle(n);
             }
             Answer::Ignored => {}
         }
@@ -272,20 +359,38 @@ impl Context for AuditRoot {
     }
 
     fn on_done(&mut self) -> bool {
-        // Records still here when the VM stops cannot be delivered: say how many, and take them
-        // out of the shared count so the other VMs do not refuse requests for them.
-        let mut lost = self.delivery.as_ref().map_or(0, Delivery::unacked) as i64;
+        // The host releases this context: its configuration was replaced (a policy update) or
+        // the VM stops. Records not yet acknowledged are still delivered — without waiting for
+        // the flush interval — until all are acknowledged or DONE_DEADLINE_MS passes; only then
+        // is the host told (proxy_done). What is left at the deadline is counted and logged.
+        if let Some(d) = self.delivery.as_mut() {
+            d.drain_now();
+        }
+        self.drain();
+        self.send(false);
+        if self.all_delivered() && self.token.is_none() {
+            return true;
+        }
+        let deadline = i64::try_from(DONE_DEADLINE_MS).unwrap_or(i64::MAX);
+        self.done_by = Some(host::now_millis().saturating_add(deadline));
+        // The count now: if Envoy exits rather than only replacing the configuration, these are
+        // the records lost with it (faults.rs reads this line).
+        let mut unacked = self.delivery.as_ref().map_or(0, Delivery::unacked);
         if self.start_unacked {
-            lost -= 1;
+            unacked = unacked.saturating_sub(1);
         }
         if let Some(shared) = &self.shared {
-            lost += shared.discard_waiting() as i64;
+            unacked += shared.queued.get() + shared.fallback.borrow().len();
         }
-        if lost > 0 {
-            log::error!("hipaa-audit: VM stopping with {lost} audit record(s) not acknowledged by the collector");
-            let _ = host::adjust_shared(host::BUFFERED_KEY, -lost);
-        }
-        true
+        // Out of the Envoy-wide count now: should the VM go away with them, the other VMs must
+        // not refuse requests for records that no longer exist.
+        let _ = host::adjust_shared(host::BUFFERED_KEY, -i64::try_from(unacked).unwrap_or(0));
+        self.precounted = unacked;
+        log::warn!(
+            "hipaa-audit: VM stopping with {unacked} audit record(s) not yet acknowledged; delivering them for up to {} s before releasing the configuration",
+            DONE_DEADLINE_MS / 1000
+        );
+        false
     }
 }
 

@@ -344,6 +344,8 @@ pub fn build_record(req: &RequestFacts, resp: &ResponseFacts) -> AuditRecord {
         bytes: resp.bytes,
         duration_ms: u64::try_from(duration).unwrap_or(0),
     });
+    // Every client-controlled value bounded (after JSON escaping), cuts named in `truncated`.
+    crate::audit::limits::cap_record(&mut record);
     record
 }
 

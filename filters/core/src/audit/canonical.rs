@@ -52,7 +52,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// here: a field added to a record type without a line here makes those tests fail.
 pub(crate) fn write_record_without_mac(record: &AuditRecord, out: &mut Vec<u8>) -> usize {
     // Top level, sorted: action, actor, chain, egress, emergency, inference, kind, outcome,
-    // requestId, resource, source, time, v.
+    // requestId, resource, source, time, (truncated,) v.
     out.extend_from_slice(b"{\"action\":");
     match &record.action {
         None => out.extend_from_slice(b"null"),
@@ -182,6 +182,11 @@ pub(crate) fn write_record_without_mac(record: &AuditRecord, out: &mut Vec<u8>) 
     }
     out.extend_from_slice(b",\"time\":");
     write_string(&record.time, out);
+    // Only when present (see `AuditRecord::truncated`); "truncated" sorts between "time" and "v".
+    if let Some(fields) = &record.truncated {
+        out.extend_from_slice(b",\"truncated\":");
+        write_opt_list(Some(fields), out);
+    }
     out.extend_from_slice(b",\"v\":");
     write_u64(u64::from(record.v), out);
     out.push(b'}');

@@ -114,6 +114,7 @@ impl ChainWriter {
             emergency: None,
             outcome: None,
             chain: ChainInfo::default(),
+            truncated: None,
         };
         let sealed = writer.seal_any(record)?;
         Ok((writer, sealed))

@@ -11,13 +11,31 @@
 //!   (Envoy's failed or timed-out call: zero headers, no body), a non-number or a non-2xx status —
 //!   keeps the batch for a retry.
 //!
+//! **Size**: a batch is cut at `maxBatch` records or [`MAX_BATCH_BYTES`] of body, whichever comes
+//! first (a record is at most `MAX_RECORD_BYTES`, so one always fits). A collector configured
+//! below that limit (or any collector) answering **413 or 400** makes the batch **split**: its
+//! first half is resent at once and the rest goes back in front of the waiting records, so
+//! halving isolates the record refused. A record refused **alone** is replaced by a **stand-in**
+//! ([`stand_in`]: its chain position, its length, the SHA-256 of its bytes, a bounded excerpt) —
+//! the collector stores that as a `malformed` integrity record and the missing seq as a `gap`, so
+//! the trail says what was lost and `audit verify` reports it; a stand-in refused in turn is
+//! given up ([`Answer::GivenUp`]: the caller counts and logs it). Nothing is retried forever
+//! for its content, nothing is dropped silently, and later records keep flowing. Any other
+//! failure (no answer, 5xx, ...) keeps the batch unchanged for a retry with backoff, as before.
+//!
+//! **Shutdown** ([`Delivery::drain_now`]): when the VM's configuration is replaced, whatever waits
+//! is sent without waiting for the flush interval (backoff still applies), until everything is
+//! acknowledged or the root context's deadline ([`DONE_DEADLINE_MS`]) passes.
+//!
 //! Only one batch is in flight at a time and a failed batch is retried before any later record is
 //! sent, so the collector receives each chain in seq order (no gaps, no late records); a batch
 //! that was stored but whose answer was lost is sent again, and the collector acknowledges the
 //! duplicates without storing them twice. A call that never answers is given up after its timeout
 //! plus a grace period ([`Delivery::poll`] treats it as failed).
 
+use crate::audit::limits::MAX_BATCH_BYTES;
 use crate::policy::Audit;
+use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 
 /// The first retry waits this long; each further failure doubles it, up to the cap.
@@ -26,6 +44,11 @@ pub const BACKOFF_BASE_MS: u64 = 250;
 pub const BACKOFF_CAP_MS: u64 = 8_000;
 /// Extra time after a call's timeout before an unanswered call counts as failed.
 pub const WATCHDOG_GRACE_MS: u64 = 2_000;
+/// How long a replaced (or stopping) configuration keeps delivering its unacknowledged records
+/// before it gives up on them (counted and logged) and lets the host release it.
+pub const DONE_DEADLINE_MS: u64 = 30_000;
+/// The bytes of a refused record kept in its stand-in.
+pub const STAND_IN_EXCERPT: usize = 1024;
 
 /// The delivery settings, from the policy's `audit` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +59,8 @@ pub struct DeliveryConfig {
     pub timeout_ms: u64,
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
+    /// The largest batch body ([`MAX_BATCH_BYTES`]).
+    pub max_batch_bytes: usize,
 }
 
 impl DeliveryConfig {
@@ -48,6 +73,7 @@ impl DeliveryConfig {
             timeout_ms: audit.collector.timeout_ms.max(1),
             backoff_base_ms: BACKOFF_BASE_MS,
             backoff_cap_ms: BACKOFF_CAP_MS,
+            max_batch_bytes: MAX_BATCH_BYTES,
         }
     }
 
@@ -83,6 +109,14 @@ pub enum Answer {
     Acked(usize),
     /// The batch is kept; it is resent after this many milliseconds.
     Retry { failures: u32, delay_ms: u64 },
+    /// The collector refused the batch for its size or content (413 / 400): it was split, this
+    /// many records are resent now and the rest wait in front of the queue.
+    Split { kept: usize, returned: usize },
+    /// The collector refused a record alone (413 / 400): its stand-in is sent in its place.
+    StandIn,
+    /// The collector refused a record's stand-in too: the record is given up (the caller counts
+    /// and logs it; the collector shows the missing seq as a gap).
+    GivenUp(usize),
     /// No batch was in flight (a late answer to a call already given up).
     Ignored,
 }
@@ -97,6 +131,10 @@ pub struct Delivery {
     batch: Vec<Vec<u8>>,
     state: State,
     failures: u32,
+    /// The current batch is a single record's stand-in.
+    stand_in: bool,
+    /// Send what waits without waiting for the flush interval (the configuration is going).
+    draining: bool,
 }
 
 /// Whether a collector answer acknowledges: a `:status` of 200-299. None (no headers: the call
@@ -105,6 +143,38 @@ pub fn is_ack(status: Option<&str>) -> bool {
     status
         .and_then(|s| s.trim().parse::<u16>().ok())
         .is_some_and(|s| (200..300).contains(&s))
+}
+
+/// Whether the collector refused the batch for what it is (413 too large, 400 unreadable), so
+/// that resending it unchanged can never succeed.
+pub fn is_refusal(status: Option<&str>) -> bool {
+    status
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .is_some_and(|s| s == 413 || s == 400)
+}
+
+/// What stands in for a sealed record the collector refused alone: a small JSON object with the
+/// record's `chain` (when it can be read), its length, the SHA-256 of its bytes and its first
+/// [`STAND_IN_EXCERPT`] bytes. Its `kind` is `refused`, which no filter record has: the collector
+/// keeps it as a `malformed` integrity record, and the chain's next record shows the gap.
+pub fn stand_in(sealed: &[u8], status: Option<&str>) -> Vec<u8> {
+    let chain = serde_json::from_slice::<serde_json::Value>(sealed)
+        .ok()
+        .and_then(|v| v.get("chain").cloned())
+        .unwrap_or(serde_json::Value::Null);
+    let excerpt = sealed.get(..STAND_IN_EXCERPT).unwrap_or(sealed);
+    let body = serde_json::json!({
+        "v": crate::audit::RECORD_VERSION,
+        "kind": "refused",
+        "chain": chain,
+        "refused": {
+            "status": status.and_then(|s| s.trim().parse::<u16>().ok()),
+            "bytes": sealed.len(),
+            "sha256": super::canonical::hex(&Sha256::digest(sealed)),
+            "excerpt": String::from_utf8_lossy(excerpt),
+        }
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// A batch body: the records' JSON, as one JSON array.
@@ -131,7 +201,19 @@ impl Delivery {
             batch: Vec::new(),
             state: State::Idle { retry_at: None },
             failures: 0,
+            stand_in: false,
+            draining: false,
         }
+    }
+
+    /// From now on, send whatever waits without waiting for the flush interval.
+    pub fn drain_now(&mut self) {
+        self.draining = true;
+    }
+
+    /// Nothing unacknowledged is left.
+    pub fn is_empty(&self) -> bool {
+        self.unacked() == 0
     }
 
     pub fn config(&self) -> &DeliveryConfig {
@@ -197,13 +279,26 @@ impl Delivery {
             }
             let waited = self.oldest_ms.map_or(0, |t| now.saturating_sub(t));
             let due = force
+                || self.draining
                 || self.pending.len() >= self.cfg.max_batch
                 || waited >= i64::try_from(self.cfg.flush_interval_ms).unwrap_or(i64::MAX);
             if !due {
                 return None;
             }
-            let n = self.cfg.max_batch.min(self.pending.len());
+            // Up to maxBatch records and the byte limit (brackets and commas included); always
+            // at least one record.
+            let mut n = 0;
+            let mut bytes = 2usize;
+            for r in self.pending.iter().take(self.cfg.max_batch) {
+                let add = r.len() + usize::from(n > 0);
+                if n > 0 && bytes + add > self.cfg.max_batch_bytes {
+                    break;
+                }
+                bytes += add;
+                n += 1;
+            }
             self.batch = self.pending.drain(..n).collect();
+            self.stand_in = false;
             self.oldest_ms = (!self.pending.is_empty()).then_some(now);
         }
         self.state = State::InFlight { since: now };
@@ -219,8 +314,40 @@ impl Delivery {
             let n = self.batch.len();
             self.batch.clear();
             self.failures = 0;
+            self.stand_in = false;
             self.state = State::Idle { retry_at: None };
             return Answer::Acked(n);
+        }
+        if is_refusal(status) {
+            // Resending the same bytes can never succeed: split, stand in, or give up — and go
+            // on at once (no backoff: the collector answered).
+            self.failures = 0;
+            self.state = State::Idle { retry_at: None };
+            let n = self.batch.len();
+            if n > 1 {
+                let back = self.batch.split_off(n / 2);
+                let returned = back.len();
+                for r in back.into_iter().rev() {
+                    self.pending.push_front(r);
+                }
+                if self.oldest_ms.is_none() {
+                    self.oldest_ms = Some(now);
+                }
+                return Answer::Split {
+                    kept: self.batch.len(),
+                    returned,
+                };
+            }
+            if !self.stand_in {
+                if let Some(record) = self.batch.first_mut() {
+                    *record = stand_in(record, status);
+                    self.stand_in = true;
+                    return Answer::StandIn;
+                }
+            }
+            self.batch.clear();
+            self.stand_in = false;
+            return Answer::GivenUp(n);
         }
         self.fail(now)
     }
@@ -253,6 +380,7 @@ mod tests {
             timeout_ms: 2000,
             backoff_base_ms: 250,
             backoff_cap_ms: 8000,
+            max_batch_bytes: MAX_BATCH_BYTES,
         }
     }
 
@@ -420,5 +548,172 @@ mod tests {
             "the batch in flight no longer counts against room"
         );
         assert_eq!(d.config().max_batch, 2);
+    }
+
+    fn big(i: u32, len: usize) -> Vec<u8> {
+        format!("{{\"seq\":{i},\"pad\":\"{}\"}}", "x".repeat(len)).into_bytes()
+    }
+
+    #[test]
+    fn a_batch_never_exceeds_the_byte_limit_and_always_holds_one_record() {
+        let mut c = cfg(200);
+        c.max_batch_bytes = 1000;
+        let mut d = Delivery::new(c);
+        for i in 0..10 {
+            d.push(big(i, 300), 0);
+        }
+        let body = d.poll(0, true).unwrap();
+        assert!(body.len() <= 1000, "{}", body.len());
+        assert_eq!(d.batch_len(), 3);
+        assert_eq!(d.on_response(Some("200"), 1), Answer::Acked(3));
+        // A record larger than the limit alone still goes, alone.
+        let mut c = cfg(200);
+        c.max_batch_bytes = 100;
+        let mut d = Delivery::new(c);
+        d.push(big(0, 500), 0);
+        d.push(big(1, 10), 0);
+        assert_eq!(d.poll(0, true), Some(batch_body(&[big(0, 500)])));
+        // The shared constant: the collector's default body limit is the filter's batch cap.
+        assert_eq!(
+            DeliveryConfig::from_policy(
+                &serde_json::from_value(serde_json::json!({
+                    "collector": {"cluster": "c"}
+                }))
+                .unwrap()
+            )
+            .max_batch_bytes,
+            MAX_BATCH_BYTES
+        );
+    }
+
+    #[test]
+    fn a_413_or_400_splits_the_batch_until_the_refused_record_is_alone() {
+        for refusal in ["413", "400"] {
+            let mut d = Delivery::new(cfg(4));
+            for i in 0..5 {
+                d.push(rec(i), 0);
+            }
+            assert_eq!(d.poll(0, true), Some(body_of(&[0, 1, 2, 3])));
+            assert_eq!(
+                d.on_response(Some(refusal), 10),
+                Answer::Split {
+                    kept: 2,
+                    returned: 2
+                }
+            );
+            assert_eq!(
+                d.failures(),
+                0,
+                "a refusal is not a failure to back off from"
+            );
+            // The first half again at once, then the rest in order.
+            assert_eq!(d.poll(10, false), Some(body_of(&[0, 1])));
+            assert_eq!(d.on_response(Some("200"), 11), Answer::Acked(2));
+            assert_eq!(d.poll(11, true), Some(body_of(&[2, 3, 4])));
+            assert_eq!(
+                d.on_response(Some(refusal), 12),
+                Answer::Split {
+                    kept: 1,
+                    returned: 2
+                }
+            );
+            assert_eq!(d.poll(12, false), Some(body_of(&[2])));
+            // Record 2 is refused alone: its stand-in goes in its place, at once.
+            assert_eq!(d.on_response(Some(refusal), 13), Answer::StandIn);
+            let sent = d.poll(13, false).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+            assert_eq!(v[0]["kind"], "refused");
+            assert_eq!(v[0]["refused"]["bytes"], rec(2).len());
+            assert_eq!(d.on_response(Some("200"), 14), Answer::Acked(1));
+            // Later records keep flowing.
+            assert_eq!(d.poll(14, true), Some(body_of(&[3, 4])));
+            assert_eq!(d.on_response(Some("200"), 15), Answer::Acked(2));
+            assert!(d.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_refused_stand_in_is_given_up_never_retried_forever() {
+        let mut d = Delivery::new(cfg(4));
+        d.push(rec(0), 0);
+        d.push(rec(1), 0);
+        assert!(d.poll(0, true).is_some());
+        assert_eq!(
+            d.on_response(Some("413"), 1),
+            Answer::Split {
+                kept: 1,
+                returned: 1
+            }
+        );
+        assert!(d.poll(1, false).is_some());
+        assert_eq!(d.on_response(Some("413"), 2), Answer::StandIn);
+        assert!(d.poll(2, false).is_some());
+        assert_eq!(d.on_response(Some("413"), 3), Answer::GivenUp(1));
+        assert_eq!(d.poll(3, true), Some(body_of(&[1])));
+        // A collector refusing everything: a bounded number of calls, every record given up.
+        let mut d = Delivery::new(cfg(8));
+        for i in 0..8 {
+            d.push(rec(i), 0);
+        }
+        let mut calls = 0;
+        let mut given_up = 0;
+        let mut now = 0;
+        while !d.is_empty() {
+            now += 1;
+            assert!(d.poll(now, true).is_some());
+            calls += 1;
+            if let Answer::GivenUp(n) = d.on_response(Some("400"), now) {
+                given_up += n;
+            }
+            assert!(calls < 100, "retried forever");
+        }
+        assert_eq!(given_up, 8);
+        // Splits re-merge with what waits, so each record is cut out in at most log2(8) + 1
+        // splits, plus its own refusal and its stand-in's.
+        assert!(calls <= 8 * (3 + 1 + 2), "{calls}");
+    }
+
+    #[test]
+    fn a_5xx_still_keeps_the_batch_whole_for_a_retry() {
+        let mut d = Delivery::new(cfg(4));
+        d.push(rec(0), 0);
+        d.push(rec(1), 0);
+        assert!(d.poll(0, true).is_some());
+        assert!(matches!(
+            d.on_response(Some("503"), 1),
+            Answer::Retry { .. }
+        ));
+        assert_eq!(d.poll(1000, false), Some(body_of(&[0, 1])));
+    }
+
+    #[test]
+    fn stand_in_names_the_chain_position_and_hash_and_is_bounded() {
+        let sealed = format!(
+            "{{\"chain\":{{\"id\":\"c1\",\"seq\":7}},\"pad\":\"{}\"}}",
+            "y".repeat(100_000)
+        )
+        .into_bytes();
+        let s = stand_in(&sealed, Some("413"));
+        assert!(s.len() < 2 * STAND_IN_EXCERPT + 400, "{}", s.len());
+        let v: serde_json::Value = serde_json::from_slice(&s).unwrap();
+        assert_eq!(v["chain"]["seq"], 7);
+        assert_eq!(v["refused"]["status"], 413);
+        assert_eq!(v["refused"]["bytes"], sealed.len());
+        assert_eq!(v["refused"]["sha256"].as_str().unwrap().len(), 64);
+        // Garbage still makes a stand-in (no chain).
+        let v: serde_json::Value = serde_json::from_slice(&stand_in(b"\xff\x00", None)).unwrap();
+        assert_eq!(v["chain"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn draining_sends_without_waiting_for_the_interval_but_keeps_backoff() {
+        let mut d = Delivery::new(cfg(10));
+        d.push(rec(0), 0);
+        assert_eq!(d.poll(1, false), None);
+        d.drain_now();
+        assert_eq!(d.poll(1, false), Some(body_of(&[0])));
+        assert!(matches!(d.on_response(None, 2), Answer::Retry { .. }));
+        assert_eq!(d.poll(3, false), None, "backing off");
+        assert!(d.poll(300, false).is_some());
     }
 }

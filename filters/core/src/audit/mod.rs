@@ -32,7 +32,9 @@ mod canonical;
 mod chain;
 pub mod delivery;
 mod key;
+pub mod limits;
 mod record;
+pub mod response;
 mod time;
 
 pub use canonical::{canonical_bytes, mac_input, record_hash, write_canonical};

@@ -59,6 +59,11 @@ pub struct AuditRecord {
     pub emergency: Option<Emergency>,
     pub outcome: Option<Outcome>,
     pub chain: ChainInfo,
+    /// The fields whose client-controlled value was cut to its cap (`crate::audit::limits`),
+    /// e.g. `["source.userAgent"]`: the value stored is a prefix. Absent (not null) when nothing
+    /// was cut, so records without it are byte for byte what they were before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Vec<String>>,
 }
 
 impl AuditRecord {
@@ -79,6 +84,7 @@ impl AuditRecord {
             emergency: None,
             outcome: None,
             chain: ChainInfo::default(),
+            truncated: None,
         }
     }
 

@@ -562,6 +562,7 @@ fn writer_cases() -> Vec<AuditRecord> {
         bytes: u64::MAX,
         duration_ms: 0,
     });
+    odd.truncated = Some(vec!["source.userAgent".into(), weird.into()]);
     let mut empty = AuditRecord::access(T0, None);
     empty.actor = None;
     empty.resource = None;
