@@ -267,7 +267,7 @@ mod tests {
         let (mut w, _) = ChainWriter::start("c", key, 0).unwrap();
         let sealed = w.seal_to_json(r).unwrap();
         assert!(sealed.len() < MAX_RECORD_BYTES, "{} bytes", sealed.len());
-        assert!(MAX_RECORD_BYTES < MAX_BATCH_BYTES / 4);
+        const { assert!(MAX_RECORD_BYTES < MAX_BATCH_BYTES / 4) };
         let v: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
         assert_eq!(v["truncated"][0], "requestId");
     }
