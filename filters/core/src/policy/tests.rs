@@ -369,7 +369,7 @@ fn example_policy_file_parses() {
     let text = include_str!("../../../../policies/ehr-api.yaml");
     let (doc, policy) = PolicyDocument::compile(text).unwrap();
     assert_eq!(doc.metadata.name, "ehr-api");
-    assert_eq!(policy.routes.routes().len(), 3);
+    assert_eq!(policy.routes.routes().len(), 4);
 }
 
 #[test]
