@@ -85,6 +85,9 @@ impl HttpContext for AuthnHttp {
                 headers::AUTHORIZATION => facts.authorization.push(value),
                 headers::REQUEST_ID => request_id = value,
                 n if Some(n) == bg_header => facts.break_glass = Some(value),
+                n if hipaa_core::patient::is_patient_header(&policy.routes, n) => {
+                    facts.patient_headers.push((name.clone(), value));
+                }
                 _ => {}
             }
         }

@@ -14,6 +14,7 @@ pub mod denial;
 pub mod headers;
 pub mod integrity;
 pub mod jwt;
+pub mod patient;
 pub mod policy;
 pub mod routes;
 pub mod transport;

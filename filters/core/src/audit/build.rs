@@ -87,7 +87,13 @@ impl RequestFacts {
         let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
         let patient = route
             .and_then(|r| r.patient.as_ref())
-            .and_then(|src| src.extract(&path, |name| header(&name.to_ascii_lowercase())));
+            // The same function as authn's decision (which refuses an ambiguous id with 400):
+            // such a request is recorded with that denial and no patient.
+            .and_then(|src| {
+                crate::patient::resolve(src, &path, |name| header(&name.to_ascii_lowercase()))
+                    .ok()
+                    .flatten()
+            });
         let inference = route.and_then(|r| r.inference.as_ref());
         let model = inference.and_then(|i| non_empty(header(&i.model_header.to_ascii_lowercase())));
         let model_version =

@@ -126,6 +126,7 @@ impl Harness {
             authorization: vec![format!("Bearer {token}")],
             break_glass: break_glass.map(String::from),
             envoy_payload: payload,
+            ..RequestFacts::default()
         };
         decide(
             &facts,

@@ -30,6 +30,9 @@ pub struct RequestFacts {
     pub authorization: Vec<String>,
     /// The break-glass header's value, if present.
     pub break_glass: Option<String>,
+    /// Request headers the policy names as a route's `patientFrom.header` (lowercase names,
+    /// in order; a repeated header appears twice).
+    pub patient_headers: Vec<(String, String)>,
     /// What Envoy's jwt_authn verified for this request (`verification: envoy` providers;
     /// read with [`jwt::envoy::EnvoyPayload::read`]).
     pub envoy_payload: Option<EnvoyPayload>,
@@ -303,6 +306,23 @@ pub fn decide(
             Ok(SessionState::Expired) | Err(SessionStoreUnavailable) => {
                 return verdict.deny(Denial::SessionIdle)
             }
+        }
+    }
+
+    // The patient the request names, by the function the audit record uses: an id the
+    // upstream could read as another patient than the record names is refused (400).
+    if let Some(src) = route.route().and_then(|r| r.patient.as_ref()) {
+        let header = |name: &str| {
+            let values: Vec<&str> = facts
+                .patient_headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            (!values.is_empty()).then(|| values.join(","))
+        };
+        if let Err(code) = crate::patient::resolve(src, &facts.path, header) {
+            return verdict.deny(Denial::PatientAmbiguous(code));
         }
     }
 
