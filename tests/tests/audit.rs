@@ -35,6 +35,8 @@ fn spec(jwks: &str, max_buffered: u32, max_batch: u32) -> Value {
              "patientFrom": {"header": "x-patient-id"},
              "inference": {"modelHeader": "x-model-name", "versionHeader": "x-model-version"}}
         ],
+        // Opted in (the default is deny): an unmatched path is PHI, authenticated and recorded.
+        "unmatchedRoutes": "phi",
         "audit": {
             "collector": {"cluster": CLUSTER, "path": "/v1/records", "timeoutMs": 1000},
             "flushIntervalMs": 100, "maxBatch": max_batch, "maxBuffered": max_buffered
@@ -215,7 +217,8 @@ fn every_access_recorded_once(s: Stack) {
             200,
         );
     }
-    // An unmatched route is PHI: allowed and recorded, and denied without a token.
+    // Under `unmatchedRoutes: phi` an unmatched route is PHI: allowed and recorded, and denied
+    // without a token.
     ok(call(&s, "GET", "/elsewhere", Some(&alice), &[]), 200);
     ok(call(&s, "GET", "/elsewhere", None, &[]), 401);
     // Public routes produce no record.

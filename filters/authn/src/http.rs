@@ -86,7 +86,7 @@ impl HttpContext for AuthnHttp {
                 headers::REQUEST_ID => request_id = value,
                 n if Some(n) == bg_header => facts.break_glass = Some(value),
                 n if hipaa_core::patient::is_patient_header(&policy.routes, n) => {
-                    facts.patient_headers.push((name.clone(), value));
+                    facts.patient_headers.push((name.to_string(), value));
                 }
                 _ => {}
             }
