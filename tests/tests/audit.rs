@@ -523,3 +523,89 @@ fn a_missing_or_short_mac_key_refuses_to_start() {
         "the key reached the log"
     );
 }
+
+/// Issue #12 items 6 and 7 through the real Envoy: the patient id is recorded decoded (so a
+/// query for 456 finds `%34%35%36`), a repeated or unreadable id is refused with 400 and
+/// recorded, and a token without `auth_time` is refused on a PHI route with its own reason.
+#[test]
+fn patient_ids_are_decoded_or_refused_and_auth_time_is_required() {
+    let s = stack(20_000, 50);
+    let psych = s.keys.token(&[
+        "--sub",
+        "pat",
+        "--roles",
+        "psychiatrist",
+        "--amr",
+        "pwd,otp",
+        "--sid",
+        "sid-pat",
+    ]);
+    let alice = s.keys.clinician("alice");
+    let no_auth_time = s.keys.token(&[
+        "--sub",
+        "carol",
+        "--roles",
+        "clinician",
+        "--amr",
+        "pwd,otp",
+        "--sid",
+        "sid-carol",
+        "--no-auth-time",
+    ]);
+    // Percent-encoded: served, and recorded as the id the application reads.
+    let r = call(
+        &s,
+        "GET",
+        "/psych/notes?patient=%34%35%36",
+        Some(&psych),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Repeated in the query (many frameworks serve the last one): refused.
+    let r = call(
+        &s,
+        "GET",
+        "/psych/notes?patient=456&patient=789",
+        Some(&psych),
+        &[],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("invalid_request"), "{}", r.body);
+    // Repeated as a header: refused.
+    let r = call(
+        &s,
+        "GET",
+        "/ai/risk",
+        Some(&alice),
+        &[("x-patient-id", "456"), ("x-patient-id", "789")],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // No auth_time on a PHI route: no absolute logoff could be enforced, so refused.
+    let r = call(&s, "GET", "/fhir/Patient/999", Some(&no_auth_time), &[]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        r.body.contains("insufficient_user_authentication"),
+        "{}",
+        r.body
+    );
+
+    let found = s
+        .collector
+        .wait_for("patient=456", 1, Duration::from_secs(10));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["outcome"]["decision"], "allow");
+    assert_eq!(found[0]["actor"]["subject"], "pat");
+    // Each refusal is recorded with its reason (whether or not the token was read first).
+    let all = s.collector.wait_for("", 4, Duration::from_secs(10));
+    let reasons = by(&all, "/outcome/reason");
+    assert_eq!(reasons.get("patient_repeated"), Some(&2), "{all:#?}");
+    assert_eq!(reasons.get("auth_time_missing"), Some(&1), "{all:#?}");
+    for r in all
+        .iter()
+        .filter(|r| r["outcome"]["reason"] == "patient_repeated")
+    {
+        assert_eq!(r["outcome"]["status"], 400);
+        assert_eq!(r["resource"]["patient"], Value::Null);
+    }
+    assert_verify_clean(&s.collector);
+}

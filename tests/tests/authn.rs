@@ -185,8 +185,8 @@ fn missing_and_malformed_credentials() {
     );
     assert_denied(&r, 400, "invalid_request", Some(&t));
 
-    // Unmatched paths are PHI by default: authenticated, not public.
-    assert_eq!(get(s.envoy.port, "/somewhere/else", &[]).status, 401);
+    // Unmatched paths are refused by default (`unmatchedRoutes: deny`), never public.
+    assert_eq!(get(s.envoy.port, "/somewhere/else", &[]).status, 403);
 }
 
 #[test]

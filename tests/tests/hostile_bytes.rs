@@ -215,9 +215,16 @@ fn obs_text_bytes_in_headers_path_and_query_never_fail_a_vm_and_the_worker_keeps
 }
 
 /// One raw request to the collector: (status, body); None when it closed without an answer.
-fn collector_raw(port: u16, method: &str, target: &str, body: &[u8]) -> Option<Response> {
+fn collector_raw(
+    port: u16,
+    method: &str,
+    target: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> Option<Response> {
+    let auth = token.map_or(String::new(), |t| format!("\r\nauthorization: Bearer {t}"));
     let mut head = format!(
-        "{method} {target} HTTP/1.1\r\nhost: collector\r\ncontent-type: application/json\r\ncontent-length: {}",
+        "{method} {target} HTTP/1.1\r\nhost: collector\r\ncontent-type: application/json\r\ncontent-length: {}{auth}",
         body.len()
     )
     .into_bytes();
@@ -246,8 +253,9 @@ fn record_with_time(time: &str) -> serde_json::Value {
 fn hostile_query_parameters_and_ingest_bodies_are_refused_and_the_collector_keeps_serving() {
     let collector = Collector::start();
     let port = collector.port;
+    let reader = collector.reader_token();
     let alive = |what: &str| {
-        let r = collector_raw(port, "GET", "/v1/records?limit=1", b"")
+        let r = collector_raw(port, "GET", "/v1/records?limit=1", b"", Some(&reader))
             .unwrap_or_else(|| panic!("after {what}: the collector is gone\n{}", collector.log()));
         assert_eq!(r.status, 200, "after {what}: {}", r.body);
     };
@@ -270,7 +278,8 @@ fn hostile_query_parameters_and_ingest_bodies_are_refused_and_the_collector_keep
     ];
     for q in queries {
         let target = format!("/v1/records?{q}");
-        let r = collector_raw(port, "GET", &target, b"")
+        // With the auditor's credential: the query parser is reached (without it, a 401 first).
+        let r = collector_raw(port, "GET", &target, b"", Some(&reader))
             .unwrap_or_else(|| panic!("{q}: no answer; the collector died\n{}", collector.log()));
         assert_eq!(r.status, 400, "{q}: {}", r.body);
         alive(q);
@@ -300,7 +309,7 @@ fn hostile_query_parameters_and_ingest_bodies_are_refused_and_the_collector_keep
         bodies.push((format!("record time {time}"), body));
     }
     for (what, body) in &bodies {
-        let r = collector_raw(port, "POST", "/v1/records", body).unwrap_or_else(|| {
+        let r = collector_raw(port, "POST", "/v1/records", body, None).unwrap_or_else(|| {
             panic!("{what}: no answer; the collector died\n{}", collector.log())
         });
         // Not a record batch: 400. A batch whose record is malformed: taken, and the record

@@ -44,7 +44,7 @@ fn a_broken_policy_fails_with_every_error_and_its_key_path() {
     let (code, _, err) = check(&path);
     assert_eq!(code, 1, "{err}");
     for expected in [
-        "spec.routes[2].match.pathPrefx: unknown field `pathPrefx`, expected one of `path`, `pathPrefix`, `methods`",
+        "spec.routes[3].match.pathPrefx: unknown field `pathPrefx`, expected one of `path`, `pathPrefix`, `methods`",
         "spec.transport.minTlsVersion: unknown variant `TLSv1.0`, expected `TLSv1.2` or `TLSv1.3`",
         "spec.identity.providers[0].algorithms[1]: unknown variant `none`",
         "spec.identity.providers[0].algorithms[2]: unknown variant `HS256`",

@@ -22,10 +22,12 @@ pub const VIA_UPSTREAM: &str = "via_upstream";
 /// The response signature header transport sets.
 pub const SIGNATURE: &str = crate::integrity::SIGNATURE_HEADER;
 
-/// Whether Envoy itself answered: `code_details` is known and is not `via_upstream`. Unknown
-/// details count as the upstream's (the side that may not be trusted).
+/// Whether Envoy itself answered: anything but `via_upstream`. Envoy's router sets
+/// `via_upstream` before an upstream's headers reach any filter, while a filter's local reply
+/// may carry no details yet when its headers pass the audit filter (seen in Envoy 1.40: the
+/// property is unset there), so only `via_upstream` marks the side that may not be trusted.
 pub fn is_local_reply(code_details: Option<&str>) -> bool {
-    code_details.is_some_and(|d| d.trim() != VIA_UPSTREAM)
+    !code_details.is_some_and(|d| d.trim() == VIA_UPSTREAM)
 }
 
 /// The reply's `x-hipaa-denial`, believed only from a local reply.
@@ -76,10 +78,13 @@ mod tests {
         assert!(is_local_reply(Some("wasm_fail_stream")));
         assert!(is_local_reply(Some("direct_response")));
         assert!(!is_local_reply(Some("via_upstream")));
-        assert!(!is_local_reply(None), "unknown: not trusted");
+        assert!(
+            is_local_reply(None),
+            "a local reply may carry no details yet"
+        );
         let d = Some("bad_signature".to_string());
         assert_eq!(trusted_denial(d.clone(), Some("via_upstream")), None);
-        assert_eq!(trusted_denial(d.clone(), None), None);
+        assert_eq!(trusted_denial(d.clone(), None), d);
         assert_eq!(trusted_denial(d.clone(), Some("wasm")), d);
     }
 
@@ -97,7 +102,7 @@ mod tests {
             names(&["x-hipaa-denial", "x-hipaa-subject", "x-hipaa-signature"])
         );
         assert_eq!(
-            headers_to_remove(&all, None, true),
+            headers_to_remove(&all, Some("via_upstream"), true),
             names(&["x-hipaa-denial", "x-hipaa-subject"])
         );
         // A hipaa filter's own refusal keeps its reason for the client.
