@@ -27,7 +27,7 @@ pub const SIGNATURE: &str = crate::integrity::SIGNATURE_HEADER;
 /// may carry no details yet when its headers pass the audit filter (seen in Envoy 1.40: the
 /// property is unset there), so only `via_upstream` marks the side that may not be trusted.
 pub fn is_local_reply(code_details: Option<&str>) -> bool {
-    !code_details.is_some_and(|d| d.trim() == VIA_UPSTREAM)
+    code_details.is_none_or(|d| d.trim() != VIA_UPSTREAM)
 }
 
 /// The reply's `x-hipaa-denial`, believed only from a local reply.
