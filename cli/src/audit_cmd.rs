@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::collector_client::CollectorClient;
 use clap::{Args, Subcommand, ValueEnum};
 use hipaa_collector::keys::{
     default_public_key_path, load_public_keys, mac_ring_from_env, public_key_fingerprint,
@@ -34,9 +35,20 @@ pub enum Format {
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// The audit database: sqlite:PATH or postgres://...
+    /// The audit database: sqlite:PATH or postgres://... (reads it directly, with the at-rest key).
+    #[arg(
+        long,
+        required_unless_present = "collector",
+        conflicts_with = "collector"
+    )]
+    db: Option<String>,
+    /// The collector's operator API instead of the database: http(s)://HOST:PORT. The read is
+    /// checked against the reader credential and recorded in the trail (trail-access).
     #[arg(long)]
-    db: String,
+    collector: Option<String>,
+    /// The operator's bearer token (default: $HIPAA_AUDIT_TOKEN); only with --collector.
+    #[arg(long, requires = "collector")]
+    token_file: Option<PathBuf>,
     /// Patient id (exact).
     #[arg(long)]
     patient: Option<String>,
@@ -115,30 +127,11 @@ fn encryption_key() -> Result<EncryptionKey, String> {
 }
 
 fn run_query(a: QueryArgs) -> Result<ExitCode, String> {
-    let enc = encryption_key()?;
-    let mut q = Query {
-        patient: a.patient,
-        subject: a.subject,
-        model: a.model,
-        version: a.version,
-        from_ms: a.from.as_deref().map(parse_time).transpose()?,
-        to_ms: a.to.as_deref().map(parse_time).transpose()?,
-        emergency: a.emergency.then_some(true),
-        kind: parse_kind(&a.kind)?,
-        after: 0,
-        limit: MAX_LIMIT,
+    let records = match (&a.collector, &a.db) {
+        (Some(url), _) => query_collector(url, &a)?,
+        (None, Some(db)) => query_database(db, &a)?,
+        (None, None) => return Err("audit query needs --db or --collector".to_string()),
     };
-    let mut store = open_store(&a.db).map_err(|e| e.to_string())?;
-    let mut records = Vec::new();
-    loop {
-        let page = query(store.as_mut(), &enc, &q).map_err(|e| e.to_string())?;
-        let full = page.records.len() as i64 >= q.limit;
-        records.extend(page.records);
-        match page.last_ledger_seq {
-            Some(last) if full => q.after = last,
-            _ => break,
-        }
-    }
     match a.format {
         Format::Json => {
             let text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;
@@ -155,6 +148,79 @@ fn run_query(a: QueryArgs) -> Result<ExitCode, String> {
     }
     eprintln!("{} record(s)", records.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The same filters through `GET /v1/records`, page by page (the collector's cursor header).
+fn query_collector(url: &str, a: &QueryArgs) -> Result<Vec<Value>, String> {
+    let client = CollectorClient::from_args(url, a.token_file.as_deref())?;
+    let mut params: Vec<(&str, String)> = Vec::new();
+    let optional = [
+        ("patient", &a.patient),
+        ("subject", &a.subject),
+        ("model", &a.model),
+        ("version", &a.version),
+        ("from", &a.from),
+        ("to", &a.to),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            params.push((name, v.clone()));
+        }
+    }
+    if a.emergency {
+        params.push(("emergency", "true".to_string()));
+    }
+    params.push(("kind", a.kind.clone()));
+    params.push(("limit", MAX_LIMIT.to_string()));
+    let mut after: Option<String> = None;
+    let mut records = Vec::new();
+    loop {
+        let mut page_params: Vec<(&str, &str)> =
+            params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if let Some(cursor) = &after {
+            page_params.push(("after", cursor.as_str()));
+        }
+        let (page, next) =
+            client.get_json_with_header("/v1/records", &page_params, "x-hipaa-next-after")?;
+        let Value::Array(page) = page else {
+            return Err("the collector's answer to /v1/records is not a list".to_string());
+        };
+        let full = page.len() as i64 >= MAX_LIMIT;
+        records.extend(page);
+        match next {
+            Some(cursor) if full => after = Some(cursor),
+            _ => break,
+        }
+    }
+    Ok(records)
+}
+
+fn query_database(db: &str, a: &QueryArgs) -> Result<Vec<Value>, String> {
+    let enc = encryption_key()?;
+    let mut q = Query {
+        patient: a.patient.clone(),
+        subject: a.subject.clone(),
+        model: a.model.clone(),
+        version: a.version.clone(),
+        from_ms: a.from.as_deref().map(parse_time).transpose()?,
+        to_ms: a.to.as_deref().map(parse_time).transpose()?,
+        emergency: a.emergency.then_some(true),
+        kind: parse_kind(&a.kind)?,
+        after: 0,
+        limit: MAX_LIMIT,
+    };
+    let mut store = open_store(db).map_err(|e| e.to_string())?;
+    let mut records = Vec::new();
+    loop {
+        let page = query(store.as_mut(), &enc, &q).map_err(|e| e.to_string())?;
+        let full = page.records.len() as i64 >= q.limit;
+        records.extend(page.records);
+        match page.last_ledger_seq {
+            Some(last) if full => q.after = last,
+            _ => break,
+        }
+    }
+    Ok(records)
 }
 
 const COLUMNS: [&str; 17] = [

@@ -2,6 +2,7 @@
 //! Each command family lives in its own module; this file only parses and dispatches.
 
 mod audit_cmd;
+mod collector_client;
 mod collector_cmd;
 mod dev;
 mod integrity_cmd;
