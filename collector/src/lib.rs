@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod ingest;
 pub mod keys;
 pub mod ledger;
+pub mod own_records;
 pub mod purge;
 pub mod query;
 pub mod read_auth;

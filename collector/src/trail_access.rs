@@ -12,7 +12,7 @@
 use serde_json::{json, Value};
 
 use crate::keys::EncryptionKey;
-use crate::ledger::{row_hash, GENESIS_PREV};
+use crate::own_records::{self, OwnRecord};
 use crate::read_auth::Reader;
 use crate::store::{Store, StoreError, StoredRow};
 
@@ -54,6 +54,21 @@ pub fn subject_index(enc: &EncryptionKey, record: &Value) -> Option<String> {
         .map(|s| enc.blind_index("subject", s))
 }
 
+/// The ledger form of one read's record.
+fn own<'a>(enc: &EncryptionKey, record: &'a Value) -> OwnRecord<'a> {
+    OwnRecord {
+        kind: KIND,
+        record,
+        time_ms: record
+            .get("timeMs")
+            .and_then(Value::as_i64)
+            .unwrap_or_default(),
+        bi_subject: subject_index(enc, record),
+        bi_patient: None,
+        dedupe_key: None,
+    }
+}
+
 /// Appends the record of one read to the ledger (one transaction under the ledger lock).
 pub fn append(
     store: &mut dyn Store,
@@ -61,59 +76,15 @@ pub fn append(
     record: &Value,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let plaintext = serde_json::to_vec(record).map_err(|e| StoreError::db("trail access", e))?;
-    let bi_subject = subject_index(enc, record);
-    store.write(&mut |tx| {
-        let (count, head) = tx.head()?.unwrap_or((0, GENESIS_PREV.to_string()));
-        let ledger_seq = count + 1;
-        let (nonce, ciphertext) = enc
-            .encrypt(ledger_seq, &plaintext)
-            .map_err(|e| StoreError::db("encrypt", e))?;
-        let mut row = StoredRow {
-            ledger_seq,
-            ledger_prev: head,
-            ledger_hash: String::new(),
-            stored_at_ms: now_ms,
-            kind: KIND.to_string(),
-            time_ms: Some(now_ms),
-            emergency: false,
-            chain_id: None,
-            chain_seq: None,
-            source_hash: None,
-            bi_patient: None,
-            bi_subject: bi_subject.clone(),
-            bi_model: None,
-            bi_version: None,
-            nonce,
-            ciphertext,
-        };
-        row.ledger_hash = row_hash(&row);
-        tx.insert_rows(std::slice::from_ref(&row))
-    })
+    own_records::append(store, enc, &own(enc, record), now_ms).map(|_| ())
 }
 
 /// What `audit verify` checks of a stored trail-access row against its decrypted record:
 /// the problems found (empty when it matches).
 pub fn check(row: &StoredRow, value: &Value, enc: &EncryptionKey) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if value.get("kind").and_then(Value::as_str) != Some(KIND)
-        || value.pointer("/trailAccess/subject").is_none()
-    {
+    let mut out = own_records::column_problems(row, value, &own(enc, value));
+    if value.pointer("/trailAccess/subject").is_none() && !out.contains(&"kind") {
         out.push("kind");
-    }
-    if row.time_ms.is_none() || value.get("timeMs").and_then(Value::as_i64) != row.time_ms {
-        out.push("time");
-    }
-    if row.emergency || row.chain_id.is_some() || row.chain_seq.is_some() {
-        out.push("chain or emergency");
-    }
-    if row.source_hash.is_some()
-        || row.bi_patient.is_some()
-        || row.bi_model.is_some()
-        || row.bi_version.is_some()
-        || row.bi_subject != subject_index(enc, value)
-    {
-        out.push("blind index");
     }
     out
 }
