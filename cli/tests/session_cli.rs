@@ -1,6 +1,7 @@
 //! `hipaa-mesh session revoke | list-revoked` against a real `hipaa-mesh collector` (SQLite),
 //! with an operator token from `hipaa-mesh dev token`: the revocation is put in force, listed,
 //! recorded in the ledger, and `audit verify` covers it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -206,7 +206,8 @@ pub fn check(row: &StoredRow, value: &Value, enc: &EncryptionKey) -> Vec<&'stati
         .pointer("/sessionRevocation/value")
         .and_then(Value::as_str)
         .is_some();
-    if !(target_ok && value_ok) && !out.contains(&"kind") {
+    let shape_ok = target_ok && value_ok;
+    if !shape_ok && !out.contains(&"kind") {
         out.push("kind");
     }
     out

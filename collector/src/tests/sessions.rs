@@ -249,15 +249,13 @@ fn http_pull(
         headers.push(("if-none-match", e));
     }
     let (status, h, body) = call(addr, "GET", "/v1/revocations", &headers, b"");
-    set.apply_pull(
-        &ring,
-        &tag,
-        u32::from(status),
-        header(&h, MAC_HEADER).map(str::as_bytes),
-        header(&h, "etag").map(str::as_bytes),
-        &body,
-        now,
-    )
+    let answer = hipaa_core::authn::authority::PullAnswer {
+        status: u32::from(status),
+        mac_header: header(&h, MAC_HEADER).map(str::as_bytes),
+        etag: header(&h, "etag").map(str::as_bytes),
+        body: &body,
+    };
+    set.apply_pull(&ring, &tag, answer, now)
 }
 
 fn revoke(addr: SocketAddr, body: &str) -> (u16, Value) {

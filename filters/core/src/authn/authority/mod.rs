@@ -24,7 +24,7 @@ pub use decision::{
     authority_decide, combine, must_consult, AuthorityDecision, Combined, LocalView, Outcome, Reply,
 };
 pub use ended::EndedSessions;
-pub use revocations::{PullResult, RevocationSet};
+pub use revocations::{PullAnswer, PullResult, RevocationSet};
 pub use wire::{
     CheckAnswer, CheckRequest, Purpose, Revocation, RevocationList, RevocationTarget, WireError,
 };

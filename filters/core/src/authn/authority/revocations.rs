@@ -34,6 +34,18 @@ pub enum PullResult {
     Failed(WireError),
 }
 
+/// The answer to one pull, as the shell received it.
+#[derive(Debug, Clone, Copy)]
+pub struct PullAnswer<'a> {
+    /// The HTTP status (0 for none).
+    pub status: u32,
+    /// The `x-hipaa-session-mac` header.
+    pub mac_header: Option<&'a [u8]>,
+    /// The `etag` header.
+    pub etag: Option<&'a [u8]>,
+    pub body: &'a [u8],
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RevocationSet {
     by_target: HashMap<(RevocationTarget, String), Vec<Entry>>,
@@ -118,19 +130,21 @@ impl RevocationSet {
     }
 
     /// Applies the answer to a pull the shell sent with `request_tag` (from
-    /// `wire::seal(ring, Purpose::RevocationsRequest, &[time])`): `status`, the answer's
-    /// `x-hipaa-session-mac` and `etag` headers and its body. The MAC is checked before anything
-    /// is believed; on any failure the set is kept.
+    /// `wire::seal(ring, Purpose::RevocationsRequest, &[time])`). The MAC is checked before
+    /// anything is believed; on any failure the set is kept.
     pub fn apply_pull(
         &mut self,
         ring: &MacKeyRing,
         request_tag: &[u8; 32],
-        status: u32,
-        mac_header: Option<&[u8]>,
-        etag: Option<&[u8]>,
-        body: &[u8],
+        answer: PullAnswer<'_>,
         now_ms: i64,
     ) -> PullResult {
+        let PullAnswer {
+            status,
+            mac_header,
+            etag,
+            body,
+        } = answer;
         let status_text: &[u8] = match status {
             200 => b"200",
             304 => b"304",

@@ -263,7 +263,13 @@ fn hostile_bytes_never_panic() {
         let _ = open(&r, Purpose::CheckRequest, Some(s), &[s]);
         let _ = Reply::read(&r, &[0; 32], 200, Some(s), s);
         let mut set = RevocationSet::new();
-        let _ = set.apply_pull(&r, &[0; 32], 200, Some(s), Some(s), s, 1);
+        let answer = PullAnswer {
+            status: 200,
+            mac_header: Some(s),
+            etag: Some(s),
+            body: s,
+        };
+        let _ = set.apply_pull(&r, &[0; 32], answer, 1);
     }
 }
 
@@ -388,15 +394,13 @@ fn pull(
         Purpose::RevocationsAnswer,
         &[&tag, status_text.as_bytes(), etag.as_bytes(), &body],
     );
-    set.apply_pull(
-        k,
-        &tag,
+    let answer = PullAnswer {
         status,
-        Some(mac.as_bytes()),
-        Some(etag.as_bytes()),
-        &body,
-        now,
-    )
+        mac_header: Some(mac.as_bytes()),
+        etag: Some(etag.as_bytes()),
+        body: &body,
+    };
+    set.apply_pull(k, &tag, answer, now)
 }
 
 #[test]
@@ -437,6 +441,15 @@ fn revocation_set_matches_subject_session_and_issuer() {
     assert!(set.is_empty());
 }
 
+fn unsigned(status: u32, body: &[u8]) -> PullAnswer<'_> {
+    PullAnswer {
+        status,
+        mac_header: None,
+        etag: None,
+        body,
+    }
+}
+
 #[test]
 fn a_bad_pull_keeps_the_set() {
     let k = ring("k1", 1);
@@ -449,11 +462,11 @@ fn a_bad_pull_keeps_the_set() {
     let empty = RevocationList::default().encode();
     let (_, tag) = seal(&k, Purpose::RevocationsRequest, &[b"1"]);
     assert!(matches!(
-        set.apply_pull(&k, &tag, 200, None, None, &empty, 10),
+        set.apply_pull(&k, &tag, unsigned(200, &empty), 10),
         PullResult::Failed(WireError::NoMac)
     ));
     assert!(matches!(
-        set.apply_pull(&k, &tag, 500, None, None, &empty, 10),
+        set.apply_pull(&k, &tag, unsigned(500, &empty), 10),
         PullResult::Failed(_)
     ));
     assert!(set.is_revoked("i", Some("alice"), None, 10));

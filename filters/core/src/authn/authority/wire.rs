@@ -210,7 +210,8 @@ impl CheckRequest {
         let times_ok = r.now_ms > 0
             && r.local_last_activity_ms.is_none_or(|t| t >= 0)
             && r.auth_time_ms.is_none_or(|t| t >= 0);
-        if !(field_ok(&r.issuer) && field_ok(&r.session) && field_ok(&r.subject))
+        let fields_ok = field_ok(&r.issuer) && field_ok(&r.session) && field_ok(&r.subject);
+        if !fields_ok
             || !times_ok
             || r.idle_timeout_seconds > MAX_TIMEOUT_SECONDS
             || r.absolute_timeout_seconds > MAX_TIMEOUT_SECONDS
