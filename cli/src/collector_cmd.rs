@@ -46,8 +46,17 @@ pub struct CollectorArgs {
     #[arg(long)]
     reader_audience: Option<String>,
     /// The role a reader's token must carry (default $HIPAA_AUDIT_READER_ROLE, else auditor).
+    /// The same credential may revoke sessions (`POST /v1/sessions/revoke`).
     #[arg(long)]
     reader_role: Option<String>,
+    /// Session authority: forget session activity older than this (at least the longest
+    /// `absoluteTimeoutSeconds` of the mesh plus skew). Needs $HIPAA_SESSION_AUTHORITY_KEY.
+    #[arg(long, default_value_t = hipaa_collector::sessions::DEFAULT_RETENTION_SECONDS)]
+    session_retention_seconds: u64,
+    /// Session authority: how long a revocation stays in force unless the request says (the
+    /// longest `maxTokenLifetimeSeconds` of the mesh plus skew).
+    #[arg(long, default_value_t = hipaa_collector::sessions::DEFAULT_REVOCATION_TTL_SECONDS)]
+    revocation_ttl_seconds: u64,
 }
 
 /// The read side's credential check from flags and environment (None: reads are refused).
@@ -123,6 +132,17 @@ pub fn run(args: CollectorArgs) -> Result<ExitCode, String> {
         "reads refused (no --reader-jwks)"
     };
     config.read_auth = readers.map(std::sync::Arc::new);
+    let sessions = hipaa_collector::sessions::SessionAuthority::from_env()?.map(|mut a| {
+        a.retention_seconds = args.session_retention_seconds;
+        a.revocation_ttl_seconds = args.revocation_ttl_seconds;
+        a
+    });
+    let authority = if sessions.is_some() {
+        "session authority on"
+    } else {
+        "session authority off (no HIPAA_SESSION_AUTHORITY_KEY)"
+    };
+    config.sessions = sessions.map(std::sync::Arc::new);
     let backend = if args.db.starts_with("sqlite:") {
         "sqlite"
     } else {
@@ -141,7 +161,7 @@ pub fn run(args: CollectorArgs) -> Result<ExitCode, String> {
     let server = start(config, collector, signer, known_keys)?;
     eprintln!(
         "hipaa-collector: listening on http://{} ({backend}); checkpoint key {key_id} ({origin}); \
-         public keys in {}; {reads}",
+         public keys in {}; {reads}; {authority}",
         server.addr(),
         pub_path.display()
     );

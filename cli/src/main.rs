@@ -13,6 +13,7 @@ mod render_cmd;
 mod render_envoy;
 mod render_istio;
 mod report;
+mod session_cmd;
 mod yaml_out;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,9 @@ enum Command {
     /// Review the audit trail: query, verify, purge.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// End access now: revoke a session or a user mesh-wide, list the revocations in force.
+    #[command(subcommand)]
+    Session(session_cmd::SessionCommand),
     /// Write each built `.wasm` as an OCI image layout that Istio's WasmPlugin pulls (`oci://`).
     Package(package_cmd::PackageArgs),
 }
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Integrity(cmd) => integrity_cmd::run(cmd),
         Command::Collector(args) => collector_cmd::run(args),
         Command::Audit(cmd) => audit_cmd::run(cmd),
+        Command::Session(cmd) => session_cmd::run(cmd),
         Command::Package(args) => package_cmd::run(args),
     };
     match result {

@@ -151,6 +151,40 @@ pub fn build(doc: &PolicyDocument) -> Report {
         TlsVersion::Tls13 => "TLSv1.3",
     };
     let mut rows = Vec::new();
+    let authority = spec.identity.session.authority.as_ref();
+    let authority_setting = kv(
+        "spec.identity.session.authority",
+        authority.map_or_else(
+            || "(absent): idle clock per Envoy, nothing can be revoked".to_string(),
+            |a| {
+                format!(
+                    "cluster {}, onUnavailable {}, revocations every {} ms",
+                    a.cluster,
+                    match a.on_unavailable {
+                        hipaa_core::policy::schema::OnAuthorityUnavailable::Local => "local",
+                        hipaa_core::policy::schema::OnAuthorityUnavailable::Deny => "deny",
+                    },
+                    a.revocations_refresh_ms
+                )
+            },
+        ),
+    );
+
+    // 164.308(a)(3)(ii)(C) Termination procedures: ending access now.
+    rows.push(Row {
+        cfr: "164.308(a)(3)(ii)(C)",
+        title: "Termination procedures",
+        kind: "Addressable",
+        enforced_by: "authn + collector",
+        settings: vec![authority_setting.clone()],
+        status: if authority.is_some() {
+            Status::Implemented
+        } else {
+            Status::Elsewhere(
+                "without identity.session.authority a token keeps working until it expires; end access at the identity provider (`hipaa-mesh session revoke` needs the authority)".into(),
+            )
+        },
+    });
 
     // (a)(1) Access control
     let roles: Vec<String> = phi_routes
@@ -272,6 +306,7 @@ pub fn build(doc: &PolicyDocument) -> Report {
                 "spec.identity.session.requireAuthTime",
                 s.require_auth_time.to_string(),
             ),
+            authority_setting,
         ],
         status: if s.idle_timeout_seconds == 0 {
             exception(spec, Safeguard::AutomaticLogoff)

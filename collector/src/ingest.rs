@@ -92,6 +92,9 @@ pub fn ingest(
 #[derive(Debug)]
 pub struct PreparedBatch {
     records: Vec<Prepared>,
+    /// The sessions of the batch's authentic allowed accesses, each once with its newest time
+    /// (`crate::sessions`): recorded after the batch commits.
+    sessions: Vec<(String, i64)>,
 }
 
 impl PreparedBatch {
@@ -101,6 +104,11 @@ impl PreparedBatch {
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// (session key, last activity ms) of the batch, sorted by key, each key once.
+    pub fn session_activity(&self) -> &[(String, i64)] {
+        &self.sessions
     }
 }
 
@@ -138,16 +146,19 @@ struct Authentic {
 pub fn prepare(collector: &Collector, batch: Vec<Value>) -> PreparedBatch {
     // Records of one batch are alike: size each buffer by the one before.
     let mut size_hint = 1024;
-    PreparedBatch {
-        records: batch
-            .into_iter()
-            .map(|raw| {
-                let p = prepare_one(collector, raw, size_hint);
-                size_hint = p.canonical.len() + 64;
-                p
-            })
-            .collect(),
-    }
+    let records: Vec<Prepared> = batch
+        .into_iter()
+        .map(|raw| {
+            let p = prepare_one(collector, raw, size_hint);
+            size_hint = p.canonical.len() + 64;
+            p
+        })
+        .collect();
+    let now = (collector.clock)();
+    let sessions = crate::sessions::merge_activity(authentic(&records).filter_map(|a| {
+        crate::sessions::activity_of(&collector.encryption, &a.record, a.time_ms, now)
+    }));
+    PreparedBatch { records, sessions }
 }
 
 fn prepare_one(collector: &Collector, raw: Value, size_hint: usize) -> Prepared {
@@ -199,6 +210,10 @@ pub fn ingest_prepared(
             rows: Vec::new(),
         };
         let mut view = TxView::default();
+        // One row per session for the whole transaction, written with its rows.
+        let activity = crate::sessions::merge_activity(
+            batches.iter().flat_map(|b| b.sessions.iter().cloned()),
+        );
         for batch in batches {
             view.load(tx, &batch.records)?;
             let mut summary = IngestSummary::default();
@@ -207,7 +222,8 @@ pub fn ingest_prepared(
             }
             summaries.push(summary);
         }
-        tx.insert_rows(&ledger.rows)
+        tx.insert_rows(&ledger.rows)?;
+        tx.record_session_activity(&activity)
     })?;
     Ok(summaries)
 }

@@ -70,9 +70,12 @@ pub struct Page {
 pub fn parse_kind(s: &str) -> Result<Option<String>, String> {
     match s {
         "all" | "any" => Ok(None),
-        "access" | "chain-start" | "integrity" | "trail-access" => Ok(Some(s.to_string())),
+        "access" | "chain-start" | "integrity" | "trail-access" | "session-revocation" => {
+            Ok(Some(s.to_string()))
+        }
         other => Err(format!(
-            "kind {other:?} is not one of access, chain-start, integrity, trail-access, all"
+            "kind {other:?} is not one of access, chain-start, integrity, trail-access, \
+             session-revocation, all"
         )),
     }
 }

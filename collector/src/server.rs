@@ -27,6 +27,7 @@ use crate::ingest::{ingest_prepared, prepare, Collector, IngestSummary, Prepared
 use crate::keys::CheckpointSigner;
 use crate::query::{parse_query_string, query, QueryError};
 use crate::read_auth::{ReadAuth, Reader, Refusal};
+use crate::sessions::SessionAuthority;
 use crate::store::{open_store, Store};
 use crate::verify::{verify, VerifyKeys};
 
@@ -58,7 +59,10 @@ pub struct ServerConfig {
     pub workers: usize,
     pub max_body: usize,
     /// Who may read (`GET /v1/records`, `GET /v1/verify`): None refuses every read with 401.
+    /// The same operator credential revokes sessions (`POST /v1/sessions/revoke`).
     pub read_auth: Option<Arc<ReadAuth>>,
+    /// The session authority (`crate::sessions`): None answers its endpoints 503.
+    pub sessions: Option<Arc<SessionAuthority>>,
 }
 
 impl ServerConfig {
@@ -70,6 +74,7 @@ impl ServerConfig {
             workers: 4,
             max_body: DEFAULT_MAX_BODY,
             read_auth: None,
+            sessions: None,
         }
     }
 }
@@ -140,6 +145,15 @@ pub fn start(
                 .name("collector-checkpoint".into())
                 .spawn(move || checkpointer(&shared2))
                 .map_err(|e| format!("cannot start checkpoint thread: {e}"))?,
+        );
+    }
+    if shared.config.sessions.is_some() {
+        let shared2 = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("collector-sessions".into())
+                .spawn(move || session_pruner(&shared2))
+                .map_err(|e| format!("cannot start session thread: {e}"))?,
         );
     }
     let shared2 = shared.clone();
@@ -224,6 +238,34 @@ fn checkpointer(shared: &Shared) {
                 eprintln!("hipaa-collector: checkpoint: {e}");
                 store = None;
             }
+        }
+    }
+}
+
+/// How often the session authority forgets old activity and expired revocations.
+const SESSION_PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+fn session_pruner(shared: &Shared) {
+    let Some(authority) = shared.config.sessions.as_ref() else {
+        return;
+    };
+    let mut next = Instant::now();
+    let mut store: Option<Box<dyn Store>> = None;
+    while !shared.stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() < next {
+            continue;
+        }
+        next = Instant::now() + SESSION_PRUNE_EVERY;
+        if store.is_none() {
+            store = open_store(&shared.config.db_url)
+                .map_err(|e| eprintln!("hipaa-collector: session pruning: {e}"))
+                .ok();
+        }
+        let Some(s) = store.as_mut() else { continue };
+        if let Err(e) = crate::sessions::prune(s.as_mut(), authority, (shared.collector.clock)()) {
+            eprintln!("hipaa-collector: session pruning: {e}");
+            store = None;
         }
     }
 }
@@ -441,7 +483,8 @@ fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
     let url = request.url().to_string();
     let (path, qs) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let reader = match (request.method(), path) {
-        (Method::Get, "/v1/records" | "/v1/verify") => match authorize(shared, &request) {
+        (Method::Get, "/v1/records" | "/v1/verify" | "/v1/sessions/revoked")
+        | (Method::Post, "/v1/sessions/revoke") => match authorize(shared, &request) {
             Ok(r) => Some(r),
             Err(refusal) => {
                 refuse(request, refusal);
@@ -517,6 +560,14 @@ fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
                 }
             }
         }
+        (Method::Post, "/v1/sessions/check", _) => post_session_check(shared, store, request),
+        (Method::Get, "/v1/revocations", _) => get_revocations(shared, store, request),
+        (Method::Post, "/v1/sessions/revoke", Some(reader)) => {
+            post_revoke(shared, store, &reader, request)
+        }
+        (Method::Get, "/v1/sessions/revoked", Some(reader)) => {
+            get_revoked(shared, store, &reader, request)
+        }
         (Method::Get, "/healthz", _) => match store.ping() {
             Ok(()) => {
                 respond(request, 200, &json!({"status": "ok"}), None);
@@ -527,7 +578,17 @@ fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
                 false
             }
         },
-        (_, "/v1/records" | "/v1/verify" | "/healthz", _) => {
+        (
+            _,
+            "/v1/records"
+            | "/v1/verify"
+            | "/healthz"
+            | "/v1/sessions/check"
+            | "/v1/revocations"
+            | "/v1/sessions/revoke"
+            | "/v1/sessions/revoked",
+            _,
+        ) => {
             error(request, 405, "method_not_allowed", "method not allowed");
             true
         }
@@ -536,4 +597,292 @@ fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
             true
         }
     }
+}
+
+// ------------------------------------------------------------------ the session authority
+
+/// A request header's raw bytes.
+fn header_bytes(request: &Request, name: &'static str) -> Option<Vec<u8>> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_bytes().to_vec())
+}
+
+/// Reads at most `max` bytes of body; None (and the 413/400 sent) when it cannot.
+fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, (u16, &'static str)> {
+    if request.body_length().is_some_and(|n| n > max) {
+        return Err((413, "too_large"));
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(max as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|_| (400, "bad_request"))?;
+    if body.len() > max {
+        return Err((413, "too_large"));
+    }
+    Ok(body)
+}
+
+fn respond_bytes(request: Request, status: u16, body: Vec<u8>, headers: Vec<(&str, String)>) {
+    let mut response = Response::from_data(body).with_status_code(status);
+    for (k, v) in std::iter::once(("content-type", "application/json".to_string())).chain(headers) {
+        if let Ok(h) = Header::from_bytes(k, v) {
+            response.add_header(h);
+        }
+    }
+    let _ = request.respond(response);
+}
+
+fn authority_off(request: Request) -> bool {
+    error(
+        request,
+        503,
+        "not_configured",
+        "this collector is not a session authority (HIPAA_SESSION_AUTHORITY_KEY is unset)",
+    );
+    true
+}
+
+/// `POST /v1/sessions/check` (the filters; request MAC under the session-authority key).
+fn post_session_check(shared: &Shared, store: &mut dyn Store, mut request: Request) -> bool {
+    use hipaa_core::authn::authority::wire::{
+        open, seal, CheckRequest, Purpose, MAC_HEADER, MAX_CHECK_BODY,
+    };
+    let Some(authority) = shared.config.sessions.as_ref() else {
+        return authority_off(request);
+    };
+    let body = match read_body(&mut request, MAX_CHECK_BODY) {
+        Ok(b) => b,
+        Err((status, code)) => {
+            error(
+                request,
+                status,
+                code,
+                "the check body is too large or unreadable",
+            );
+            return true;
+        }
+    };
+    let mac = header_bytes(&request, MAC_HEADER);
+    let Ok(tag) = open(
+        &authority.keys,
+        Purpose::CheckRequest,
+        mac.as_deref(),
+        &[&body],
+    ) else {
+        error(
+            request,
+            401,
+            "unauthorized",
+            "the call is not signed with the session-authority key",
+        );
+        return true;
+    };
+    let Ok(check) = CheckRequest::parse(&body) else {
+        error(
+            request,
+            400,
+            "bad_request",
+            "the body is not a valid session check",
+        );
+        return true;
+    };
+    let now = (shared.collector.clock)();
+    match crate::sessions::check(store, &shared.collector.encryption, &check, now) {
+        Ok(answer) => {
+            let body = answer.encode();
+            let (mac, _) = seal(&authority.keys, Purpose::CheckAnswer, &[&tag, &body]);
+            respond_bytes(request, 200, body, vec![(MAC_HEADER, mac)]);
+            true
+        }
+        Err(crate::sessions::CheckError::Stale) => {
+            error(
+                request,
+                400,
+                "stale_request",
+                "nowMs is too far from the collector's clock",
+            );
+            true
+        }
+        Err(crate::sessions::CheckError::Store(e)) => {
+            eprintln!("hipaa-collector: session check failed: {e}");
+            error(
+                request,
+                503,
+                "store_unavailable",
+                "the session check failed",
+            );
+            false
+        }
+    }
+}
+
+/// `GET /v1/revocations` (the filters; conditional with `If-None-Match`).
+fn get_revocations(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
+    use hipaa_core::authn::authority::wire::{
+        open, seal, Purpose, MAC_HEADER, MAX_CLOCK_SKEW_MS, TIME_HEADER,
+    };
+    let Some(authority) = shared.config.sessions.as_ref() else {
+        return authority_off(request);
+    };
+    let time = header_bytes(&request, TIME_HEADER).unwrap_or_default();
+    let mac = header_bytes(&request, MAC_HEADER);
+    let Ok(tag) = open(
+        &authority.keys,
+        Purpose::RevocationsRequest,
+        mac.as_deref(),
+        &[&time],
+    ) else {
+        error(
+            request,
+            401,
+            "unauthorized",
+            "the call is not signed with the session-authority key",
+        );
+        return true;
+    };
+    let now = (shared.collector.clock)();
+    let fresh = std::str::from_utf8(&time)
+        .ok()
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|t| now.saturating_sub(t).abs() <= MAX_CLOCK_SKEW_MS);
+    if !fresh {
+        error(
+            request,
+            400,
+            "stale_request",
+            "x-hipaa-session-time is missing or too far from the collector's clock",
+        );
+        return true;
+    }
+    let (body, etag) = match crate::sessions::revocation_list(store, now) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("hipaa-collector: reading revocations failed: {e}");
+            error(request, 503, "store_unavailable", "revocations unavailable");
+            return false;
+        }
+    };
+    let unchanged = header_bytes(&request, "if-none-match").is_some_and(|v| v == etag.as_bytes());
+    let (status, body): (u16, Vec<u8>) = if unchanged {
+        (304, Vec::new())
+    } else {
+        (200, body)
+    };
+    let status_text = status.to_string();
+    let (mac, _) = seal(
+        &authority.keys,
+        Purpose::RevocationsAnswer,
+        &[&tag, status_text.as_bytes(), etag.as_bytes(), &body],
+    );
+    respond_bytes(
+        request,
+        status,
+        body,
+        vec![("etag", etag), (MAC_HEADER, mac)],
+    );
+    true
+}
+
+/// `POST /v1/sessions/revoke` (an operator: the reader credential).
+fn post_revoke(
+    shared: &Shared,
+    store: &mut dyn Store,
+    reader: &Reader,
+    mut request: Request,
+) -> bool {
+    use crate::revocation_record::{parse, revoke, RevokeError, MAX_REVOKE_BODY};
+    let Some(authority) = shared.config.sessions.as_ref() else {
+        return authority_off(request);
+    };
+    let body = match read_body(&mut request, MAX_REVOKE_BODY) {
+        Ok(b) => b,
+        Err((status, code)) => {
+            error(request, status, code, "the body is too large or unreadable");
+            return true;
+        }
+    };
+    let now = (shared.collector.clock)();
+    let result = parse(&body, now, authority.revocation_ttl_seconds).and_then(|(r, reason)| {
+        revoke(
+            store,
+            &shared.collector.encryption,
+            &r,
+            reason.as_deref(),
+            reader,
+        )
+        .map(|seq| (r, seq))
+    });
+    match result {
+        Ok((r, seq)) => {
+            respond(request, 200, &json!({"revoked": r, "ledgerSeq": seq}), None);
+            true
+        }
+        Err(RevokeError::Bad(why)) => {
+            error(request, 400, "bad_request", why);
+            true
+        }
+        Err(RevokeError::TooMany) => {
+            error(
+                request,
+                409,
+                "too_many_revocations",
+                "the most revocations in force at once are already in force; end access at the identity provider",
+            );
+            true
+        }
+        Err(RevokeError::Store(e)) => {
+            eprintln!("hipaa-collector: revocation failed: {e}");
+            error(
+                request,
+                503,
+                "store_unavailable",
+                "the revocation was not put in force; retry",
+            );
+            false
+        }
+    }
+}
+
+/// `GET /v1/sessions/revoked` (an operator): the revocations in force; the read is recorded.
+fn get_revoked(shared: &Shared, store: &mut dyn Store, reader: &Reader, request: Request) -> bool {
+    let now = (shared.collector.clock)();
+    let list = match store.revocations(now) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("hipaa-collector: reading revocations failed: {e}");
+            error(request, 503, "store_unavailable", "revocations unavailable");
+            return false;
+        }
+    };
+    if !record_read(
+        shared,
+        store,
+        reader,
+        "GET /v1/sessions/revoked",
+        "",
+        list.len() as u64,
+    ) {
+        error(request, 503, "store_unavailable", "revocations unavailable");
+        return false;
+    }
+    let items: Vec<Value> = list
+        .into_iter()
+        .map(|r| {
+            json!({
+                "ledgerSeq": r.ledger_seq,
+                "target": r.target,
+                "value": r.value,
+                "issuer": r.issuer,
+                "revokedAtMs": r.revoked_at_ms,
+                "expiresAtMs": r.expires_at_ms,
+            })
+        })
+        .collect();
+    respond(request, 200, &json!({"revocations": items}), None);
+    true
 }

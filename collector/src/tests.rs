@@ -328,6 +328,7 @@ macro_rules! both_backends {
 
 mod batch;
 mod canonical;
+mod sessions;
 mod trail;
 
 both_backends!(

@@ -600,6 +600,12 @@ fn check_record(
         }
         return;
     }
+    if row.kind == crate::revocation_record::KIND {
+        for what in crate::revocation_record::check(row, value, keys.encryption) {
+            out.push(finding(Problem::Modified, mismatch(what)));
+        }
+        return;
+    }
     let Some((record, time_ms, seq)) = typed(value) else {
         out.push(finding(
             Problem::Modified,

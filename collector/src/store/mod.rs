@@ -134,6 +134,23 @@ pub trait LedgerTx {
     fn insert_rows(&mut self, rows: &[StoredRow]) -> Result<(), StoreError>;
     /// Inserts a checkpoint (its `id` is assigned by the store).
     fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError>;
+    /// [`Store::record_session_activity`] inside this transaction: ingest records its batches'
+    /// session activity in the transaction that stores them (no extra commit; one statement on
+    /// PostgreSQL).
+    fn record_session_activity(&mut self, activity: &[(String, i64)]) -> Result<(), StoreError>;
+}
+
+/// A revocation in force, as the operational table `session_revocations` holds it (the ledger
+/// holds its `session-revocation` record at `ledger_seq`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationRow {
+    pub ledger_seq: i64,
+    /// `subject` or `session`.
+    pub target: String,
+    pub value: String,
+    pub issuer: Option<String>,
+    pub revoked_at_ms: i64,
+    pub expires_at_ms: i64,
 }
 
 /// A ledger write: runs inside one transaction holding the ledger lock.
@@ -159,7 +176,54 @@ pub trait Store: Send {
     fn append_only_problems(&mut self) -> Result<Vec<String>, StoreError>;
     /// Runs raw SQL statements (tests and operators' tooling only; the triggers still apply).
     fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError>;
+
+    // Operational session state (`crate::sessions`): small mutable tables beside the ledger,
+    // not part of it. Each call is its own short transaction, never under the ledger lock.
+
+    /// Raises each session's last activity to at least the time given (one statement per
+    /// call on PostgreSQL). `activity` must be sorted by key with each key once
+    /// (`crate::sessions::merge_activity`), so concurrent collectors lock rows in one order.
+    fn record_session_activity(&mut self, activity: &[(String, i64)]) -> Result<(), StoreError>;
+    /// A session's last activity (Unix ms), None when unknown.
+    fn session_activity(&mut self, key: &str) -> Result<Option<i64>, StoreError>;
+    /// Forgets sessions whose last activity is before `before_ms`; how many.
+    fn prune_sessions(&mut self, before_ms: i64) -> Result<u64, StoreError>;
+    fn insert_revocation(&mut self, row: &RevocationRow) -> Result<(), StoreError>;
+    /// The revocations in force at `now_ms`, oldest first.
+    fn revocations(&mut self, now_ms: i64) -> Result<Vec<RevocationRow>, StoreError>;
+    /// Whether a revocation in force at `now_ms` names this subject or session (with no issuer,
+    /// or this one).
+    fn is_revoked(
+        &mut self,
+        issuer: &str,
+        subject: &str,
+        session: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Deletes revocations expired at `now_ms` (their ledger records stay); how many.
+    fn prune_revocations(&mut self, now_ms: i64) -> Result<u64, StoreError>;
 }
+
+/// The operational tables' SQL, shared by both backends (`BIGINT` is an integer in SQLite).
+pub(crate) const SESSION_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS session_activity (
+    session_key      TEXT   PRIMARY KEY,
+    last_activity_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_activity_last ON session_activity (last_activity_ms);
+CREATE TABLE IF NOT EXISTS session_revocations (
+    ledger_seq    BIGINT PRIMARY KEY,
+    target        TEXT   NOT NULL,
+    value         TEXT   NOT NULL,
+    issuer        TEXT,
+    revoked_at_ms BIGINT NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_revocations_value ON session_revocations (value);
+"#;
+
+pub(crate) const REVOCATION_COLUMNS: &str =
+    "ledger_seq, target, value, issuer, revoked_at_ms, expires_at_ms";
 
 /// Opens `sqlite:PATH` or `postgres://...` (also `postgresql://`), creating the schema if absent.
 pub fn open_store(url: &str) -> Result<Box<dyn Store>, StoreError> {

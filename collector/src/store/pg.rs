@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use super::{
     append_only_diff, filter_sql, merge_problems, Checkpoint, LedgerTx, Param, PurgeMark,
-    RowFilter, Store, StoreError, StoredRow, WriteFn, ROW_COLUMNS,
+    RevocationRow, RowFilter, Store, StoreError, StoredRow, WriteFn, REVOCATION_COLUMNS,
+    ROW_COLUMNS, SESSION_SCHEMA,
 };
 
 /// The advisory lock key that serialises ledger writers ("HIPAALDG").
@@ -121,6 +122,8 @@ fn check_and_apply_schema(tx: &mut postgres::Transaction<'_>) -> Result<Vec<Stri
         .get(0);
     let found = append_only_state(tx)?;
     tx.batch_execute(SCHEMA).map_err(err("postgres schema"))?;
+    tx.batch_execute(SESSION_SCHEMA)
+        .map_err(err("postgres schema"))?;
     if !existed {
         return Ok(Vec::new());
     }
@@ -180,6 +183,28 @@ fn read_row(r: &Row) -> Result<StoredRow, postgres::Error> {
         nonce: r.try_get(14)?,
         ciphertext: r.try_get(15)?,
     })
+}
+
+/// Raises each session's last activity, in one statement (see `Store::record_session_activity`).
+fn upsert_activity(
+    client: &mut impl postgres::GenericClient,
+    activity: &[(String, i64)],
+) -> Result<(), StoreError> {
+    if activity.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = activity.iter().map(|(k, _)| k.as_str()).collect();
+    let times: Vec<i64> = activity.iter().map(|(_, t)| *t).collect();
+    client
+        .execute(
+            "INSERT INTO session_activity (session_key, last_activity_ms) \
+             SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+             ON CONFLICT (session_key) DO UPDATE SET last_activity_ms = \
+             GREATEST(session_activity.last_activity_ms, EXCLUDED.last_activity_ms)",
+            &[&keys, &times],
+        )
+        .map(|_| ())
+        .map_err(err("record session activity"))
 }
 
 struct PgTx<'a, 'b> {
@@ -337,6 +362,10 @@ impl LedgerTx for PgTx<'_, '_> {
             .map(|_| ())
             .map_err(err("insert checkpoint"))
     }
+
+    fn record_session_activity(&mut self, activity: &[(String, i64)]) -> Result<(), StoreError> {
+        upsert_activity(self.tx, activity)
+    }
 }
 
 impl Store for PgStore {
@@ -469,5 +498,98 @@ impl Store for PgStore {
 
     fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError> {
         self.client.batch_execute(sql).map_err(err("execute"))
+    }
+
+    fn record_session_activity(&mut self, activity: &[(String, i64)]) -> Result<(), StoreError> {
+        upsert_activity(&mut self.client, activity)
+    }
+
+    fn session_activity(&mut self, key: &str) -> Result<Option<i64>, StoreError> {
+        self.client
+            .query_opt(
+                "SELECT last_activity_ms FROM session_activity WHERE session_key = $1",
+                &[&key],
+            )
+            .map(|r| r.map(|r| r.get(0)))
+            .map_err(err("read session activity"))
+    }
+
+    fn prune_sessions(&mut self, before_ms: i64) -> Result<u64, StoreError> {
+        self.client
+            .execute(
+                "DELETE FROM session_activity WHERE last_activity_ms < $1",
+                &[&before_ms],
+            )
+            .map_err(err("prune sessions"))
+    }
+
+    fn insert_revocation(&mut self, row: &RevocationRow) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                &format!(
+                    "INSERT INTO session_revocations ({REVOCATION_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6)"
+                ),
+                &[
+                    &row.ledger_seq,
+                    &row.target,
+                    &row.value,
+                    &row.issuer,
+                    &row.revoked_at_ms,
+                    &row.expires_at_ms,
+                ],
+            )
+            .map(|_| ())
+            .map_err(err("insert revocation"))
+    }
+
+    fn revocations(&mut self, now_ms: i64) -> Result<Vec<RevocationRow>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                &format!(
+                    "SELECT {REVOCATION_COLUMNS} FROM session_revocations \
+                     WHERE expires_at_ms > $1 ORDER BY ledger_seq"
+                ),
+                &[&now_ms],
+            )
+            .map_err(err("read revocations"))?
+            .iter()
+            .map(|r| RevocationRow {
+                ledger_seq: r.get(0),
+                target: r.get(1),
+                value: r.get(2),
+                issuer: r.get(3),
+                revoked_at_ms: r.get(4),
+                expires_at_ms: r.get(5),
+            })
+            .collect())
+    }
+
+    fn is_revoked(
+        &mut self,
+        issuer: &str,
+        subject: &str,
+        session: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.client
+            .query_opt(
+                "SELECT 1 FROM session_revocations WHERE expires_at_ms > $1 \
+                 AND ((target = 'subject' AND value = $2) OR (target = 'session' AND value = $3)) \
+                 AND (issuer IS NULL OR issuer = $4) LIMIT 1",
+                &[&now_ms, &subject, &session, &issuer],
+            )
+            .map(|r| r.is_some())
+            .map_err(err("read revocations"))
+    }
+
+    fn prune_revocations(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        self.client
+            .execute(
+                "DELETE FROM session_revocations WHERE expires_at_ms <= $1",
+                &[&now_ms],
+            )
+            .map_err(err("prune revocations"))
     }
 }

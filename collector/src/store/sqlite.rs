@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 use super::{
     append_only_diff, filter_sql, merge_problems, Checkpoint, LedgerTx, Param, PurgeMark,
-    RowFilter, Store, StoreError, StoredRow, WriteFn, ROW_COLUMNS,
+    RevocationRow, RowFilter, Store, StoreError, StoredRow, WriteFn, REVOCATION_COLUMNS,
+    ROW_COLUMNS, SESSION_SCHEMA,
 };
 
 const SCHEMA: &str = r#"
@@ -160,6 +161,8 @@ impl SqliteStore {
         };
         tx.execute_batch(SCHEMA)
             .map_err(|e| StoreError::db("sqlite schema", e))?;
+        tx.execute_batch(SESSION_SCHEMA)
+            .map_err(|e| StoreError::db("sqlite schema", e))?;
         // Databases made before purge marks were signed.
         for column in ["key_id", "signature"] {
             if !has_column(&tx, "purges", column)? {
@@ -199,6 +202,22 @@ fn read_row(r: &Row<'_>) -> rusqlite::Result<StoredRow> {
         nonce: r.get(14)?,
         ciphertext: r.get(15)?,
     })
+}
+
+/// Raises each session's last activity (see `Store::record_session_activity`).
+fn upsert_activity(conn: &Connection, activity: &[(String, i64)]) -> Result<(), StoreError> {
+    let e = |e| StoreError::db("record session activity", e);
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO session_activity (session_key, last_activity_ms) VALUES (?1, ?2) \
+             ON CONFLICT (session_key) DO UPDATE \
+             SET last_activity_ms = max(last_activity_ms, excluded.last_activity_ms)",
+        )
+        .map_err(e)?;
+    for (key, ms) in activity {
+        stmt.execute(params![key, ms]).map_err(e)?;
+    }
+    Ok(())
 }
 
 struct SqliteTx<'a> {
@@ -323,6 +342,10 @@ impl LedgerTx for SqliteTx<'_> {
             .map_err(e)?;
         }
         Ok(())
+    }
+
+    fn record_session_activity(&mut self, activity: &[(String, i64)]) -> Result<(), StoreError> {
+        upsert_activity(self.tx, activity)
     }
 
     fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {
@@ -477,5 +500,103 @@ impl Store for SqliteStore {
         self.conn
             .execute_batch(sql)
             .map_err(|e| StoreError::db("execute", e))
+    }
+
+    fn record_session_activity(&mut self, activity: &[(String, i64)]) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| StoreError::db("record session activity", e))?;
+        upsert_activity(&tx, activity)?;
+        tx.commit()
+            .map_err(|e| StoreError::db("record session activity", e))
+    }
+
+    fn session_activity(&mut self, key: &str) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT last_activity_ms FROM session_activity WHERE session_key = ?1")
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map_err(|e| StoreError::db("read session activity", e))
+    }
+
+    fn prune_sessions(&mut self, before_ms: i64) -> Result<u64, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM session_activity WHERE last_activity_ms < ?1",
+                [before_ms],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| StoreError::db("prune sessions", e))
+    }
+
+    fn insert_revocation(&mut self, row: &RevocationRow) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO session_revocations ({REVOCATION_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                ),
+                params![
+                    row.ledger_seq,
+                    row.target,
+                    row.value,
+                    row.issuer,
+                    row.revoked_at_ms,
+                    row.expires_at_ms
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| StoreError::db("insert revocation", e))
+    }
+
+    fn revocations(&mut self, now_ms: i64) -> Result<Vec<RevocationRow>, StoreError> {
+        let e = |e| StoreError::db("read revocations", e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {REVOCATION_COLUMNS} FROM session_revocations \
+                 WHERE expires_at_ms > ?1 ORDER BY ledger_seq"
+            ))
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([now_ms], |r| {
+                Ok(RevocationRow {
+                    ledger_seq: r.get(0)?,
+                    target: r.get(1)?,
+                    value: r.get(2)?,
+                    issuer: r.get(3)?,
+                    revoked_at_ms: r.get(4)?,
+                    expires_at_ms: r.get(5)?,
+                })
+            })
+            .map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+
+    fn is_revoked(
+        &mut self,
+        issuer: &str,
+        subject: &str,
+        session: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT 1 FROM session_revocations WHERE expires_at_ms > ?1 \
+                 AND ((target = 'subject' AND value = ?2) OR (target = 'session' AND value = ?3)) \
+                 AND (issuer IS NULL OR issuer = ?4) LIMIT 1",
+            )
+            .and_then(|mut s| s.exists(params![now_ms, subject, session, issuer]))
+            .map_err(|e| StoreError::db("read revocations", e))
+    }
+
+    fn prune_revocations(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM session_revocations WHERE expires_at_ms <= ?1",
+                [now_ms],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| StoreError::db("prune revocations", e))
     }
 }

@@ -61,12 +61,12 @@ fn token_by(key: &SigningKey, sub: &str, roles: &[&str]) -> String {
     format!("{signing_input}.{}", b64url(&sig.to_bytes()))
 }
 
-fn auditor_token() -> String {
+pub(crate) fn auditor_token() -> String {
     token_by(&idp_key(9), "officer-jane", &["auditor"])
 }
 
 /// A server config for `url` whose read side accepts [`reader_auth`].
-fn config_for(url: &str) -> ServerConfig {
+pub(crate) fn config_for(url: &str) -> ServerConfig {
     let mut config = ServerConfig::new("127.0.0.1:0", url);
     config.read_auth = Some(reader_auth());
     config
@@ -113,7 +113,7 @@ fn http_as(
     (status, headers, body)
 }
 
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
+pub(crate) fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();

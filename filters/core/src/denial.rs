@@ -26,6 +26,9 @@ pub enum Denial {
     MissingSubject,
     MissingSession,
     SessionIdle,
+    /// The session or its user is on the session authority's revocation list
+    /// (`hipaa-mesh session revoke`; `crate::authn::authority`).
+    SessionRevoked,
     // 401 insufficient_user_authentication (RFC 9470 step-up)
     MfaRequired,
     AuthenticationTooOld {
@@ -53,6 +56,9 @@ pub enum Denial {
     VerificationShed,
     // 503
     AuditUnavailable,
+    /// The session authority was needed (first sight, or locally idle) and did not answer, and
+    /// `identity.session.authority.onUnavailable` is `deny`.
+    SessionAuthorityUnavailable,
     /// The host's clock is unavailable (reads 0): no expiry, idle or absolute check can be
     /// made, so nothing authenticated passes.
     ClockUnavailable,
@@ -85,6 +91,7 @@ impl Denial {
             | Denial::MissingSubject
             | Denial::MissingSession
             | Denial::SessionIdle
+            | Denial::SessionRevoked
             | Denial::MfaRequired
             | Denial::AuthenticationTooOld { .. }
             | Denial::AuthTimeMissing { .. } => 401,
@@ -95,7 +102,10 @@ impl Denial {
             | Denial::Transport(_) => 403,
             Denial::HardDelete | Denial::MethodNotAllowed => 405,
             Denial::VerificationShed => 429,
-            Denial::AuditUnavailable | Denial::ClockUnavailable | Denial::Unconfigured => 503,
+            Denial::AuditUnavailable
+            | Denial::SessionAuthorityUnavailable
+            | Denial::ClockUnavailable
+            | Denial::Unconfigured => 503,
         }
     }
 
@@ -109,6 +119,7 @@ impl Denial {
             d if d.status() == 401 => "invalid_token",
             Denial::HardDelete | Denial::MethodNotAllowed => "method_not_allowed",
             Denial::AuditUnavailable
+            | Denial::SessionAuthorityUnavailable
             | Denial::VerificationShed
             | Denial::ClockUnavailable
             | Denial::Unconfigured => "temporarily_unavailable",
@@ -130,6 +141,7 @@ impl Denial {
             Denial::MissingSubject => "missing_subject",
             Denial::MissingSession => "missing_session",
             Denial::SessionIdle => "session_idle",
+            Denial::SessionRevoked => "session_revoked",
             Denial::MfaRequired => "mfa_required",
             Denial::AuthenticationTooOld { .. } => "session_absolute",
             Denial::AuthTimeMissing { .. } => "auth_time_missing",
@@ -141,6 +153,7 @@ impl Denial {
             Denial::HardDelete => "hard_delete",
             Denial::MethodNotAllowed => "method_not_allowed",
             Denial::AuditUnavailable => "audit_unavailable",
+            Denial::SessionAuthorityUnavailable => "session_authority_unavailable",
             Denial::VerificationShed => "verification_shed",
             Denial::ClockUnavailable => "clock_unavailable",
             Denial::Unconfigured => "filter_unconfigured",
@@ -168,6 +181,7 @@ impl Denial {
             Denial::MissingSubject => "the access token names no user",
             Denial::MissingSession => "the access token carries no session id",
             Denial::SessionIdle => "the session ended after inactivity; sign in again",
+            Denial::SessionRevoked => "this session's access has been ended by an administrator",
             Denial::MfaRequired => "multi-factor authentication is required for this role",
             Denial::AuthenticationTooOld { .. } => "the sign-in is too old; sign in again",
             Denial::AuthTimeMissing { .. } => {
@@ -184,6 +198,9 @@ impl Denial {
             Denial::HardDelete => "records on this route may only be soft-deleted",
             Denial::MethodNotAllowed => "this method is not allowed on this path",
             Denial::AuditUnavailable => "the audit trail cannot record this request right now",
+            Denial::SessionAuthorityUnavailable => {
+                "the session cannot be checked right now; retry shortly"
+            }
             Denial::VerificationShed => "too many invalid tokens lately; retry shortly",
             Denial::ClockUnavailable => "the proxy's clock is unavailable; retry shortly",
             Denial::Unconfigured => "this filter has no valid policy; the request is refused",
@@ -220,7 +237,10 @@ impl Denial {
         }
         if matches!(
             self,
-            Denial::AuditUnavailable | Denial::VerificationShed | Denial::ClockUnavailable
+            Denial::AuditUnavailable
+                | Denial::SessionAuthorityUnavailable
+                | Denial::VerificationShed
+                | Denial::ClockUnavailable
         ) {
             headers.push(("retry-after".into(), "1".into()));
         }

@@ -5,6 +5,7 @@
 //! cache), a session store and the clock, and returns a `Verdict`. The filter shell only
 //! gathers the facts and applies the verdict.
 
+pub mod authority;
 pub mod failure_budget;
 pub mod jwks_schedule;
 pub mod session;

@@ -48,6 +48,11 @@ impl SessionKey {
         }
     }
 
+    /// The 16 bytes that name this session (issuer + session id), for caches keyed by session.
+    pub fn id(&self) -> [u8; 16] {
+        self.hash
+    }
+
     /// The shared-data key of this session's bucket.
     pub fn bucket_key(&self) -> String {
         format!("hipaa.authn.session.{}", self.slot)
@@ -136,6 +141,20 @@ pub fn touch(
     (SessionState::New, encode(&entries))
 }
 
+/// The session authority found `key` active (`crate::authn::authority`): its entry is no longer
+/// expired and its last activity is at least `last_seen` (seconds). The bucket's new bytes to
+/// store (with CAS); a session the bucket does not hold is added as [`touch`] would.
+pub fn revive(bucket: &[u8], key: &SessionKey, last_seen: u64) -> Vec<u8> {
+    let mut entries = decode(bucket);
+    if let Some(e) = entries.iter_mut().find(|e| e.hash == key.hash) {
+        e.expired = false;
+        e.last_seen = e.last_seen.max(last_seen);
+        return encode(&entries);
+    }
+    // Not held (forgotten meanwhile): touch adds it, evicting the least recent if full.
+    touch(bucket, key, last_seen, 0).1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +222,24 @@ mod tests {
     fn garbage_bucket_bytes_are_tolerated() {
         let k = SessionKey::new("iss", "s", 1);
         assert_eq!(touch(&[1, 2, 3], &k, 1, IDLE).0, SessionState::New);
+    }
+
+    #[test]
+    fn revive_clears_the_expired_mark_and_keeps_the_newest_activity() {
+        let k = SessionKey::new("iss", "s", 1);
+        let (_, b) = touch(&[], &k, 1000, IDLE);
+        let (s, b) = touch(&b, &k, 1000 + IDLE + 1, IDLE);
+        assert_eq!(s, SessionState::Expired);
+        // The authority saw the user active on another replica a moment ago.
+        let b = revive(&b, &k, 1000 + IDLE);
+        assert_eq!(touch(&b, &k, 1000 + IDLE + 2, IDLE).0, SessionState::Active);
+        // Reviving with an older time never moves the clock back.
+        let b = revive(&b, &k, 1);
+        assert_eq!(touch(&b, &k, 1000 + 2 * IDLE, IDLE).0, SessionState::Active);
+        // A session the bucket never held is added.
+        let other = SessionKey::new("iss", "t", 1);
+        let b = revive(&b, &other, 5000);
+        assert_eq!(touch(&b, &other, 5001, IDLE).0, SessionState::Active);
     }
 
     #[test]

@@ -261,6 +261,48 @@ pub struct Session {
     /// falls back to `iat` (an IdP that omits `auth_time`): `policy report` flags it.
     #[serde(default = "default_true")]
     pub require_auth_time: bool,
+    /// The mesh-wide session authority (the collector cluster): one idle clock for every replica
+    /// and the revocation list. Absent: the idle clock is per Envoy, nothing can be revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<SessionAuthority>,
+}
+
+/// `identity.session.authority`: where authn asks when its local view cannot decide (first
+/// sight of a session, or locally idle past the timeout) and pulls revocations from. The wire
+/// contract is `crate::authn::authority` (DESIGN.md, sessions across replicas).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SessionAuthority {
+    /// The Envoy cluster of the collector (usually the audit collector's).
+    pub cluster: String,
+    /// `:authority` of the calls (default: the cluster name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// How long a paused request waits for the authority's answer.
+    #[serde(default = "default_authority_timeout")]
+    pub timeout_ms: u64,
+    /// What an unanswered check decides: `local` (the per-Envoy view, as without an authority)
+    /// or `deny` (503 `session_authority_unavailable`).
+    #[serde(default)]
+    pub on_unavailable: OnAuthorityUnavailable,
+    /// How often the revocation list is pulled (conditional GET); revocations take effect within
+    /// this plus one round trip.
+    #[serde(default = "default_revocations_refresh")]
+    pub revocations_refresh_ms: u64,
+    /// The variable holding the request/answer MAC key (one key per purpose).
+    #[serde(default = "default_authority_key_env")]
+    pub key_env: String,
+}
+
+/// `identity.session.authority.onUnavailable`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OnAuthorityUnavailable {
+    /// Decide as a lone Envoy would: a first-seen session passes, a locally idle one is refused.
+    #[default]
+    Local,
+    /// Refuse the request the authority was needed for (503, `Retry-After: 1`).
+    Deny,
 }
 
 impl Default for Session {
@@ -271,6 +313,7 @@ impl Default for Session {
             session_claim: default_session_claim(),
             max_tracked: default_max_tracked_sessions(),
             require_auth_time: true,
+            authority: None,
         }
     }
 }
@@ -578,6 +621,15 @@ fn default_session_claim() -> String {
 }
 fn default_max_tracked_sessions() -> u32 {
     65_536
+}
+fn default_authority_timeout() -> u64 {
+    250
+}
+fn default_revocations_refresh() -> u64 {
+    2000
+}
+pub(crate) fn default_authority_key_env() -> String {
+    "HIPAA_SESSION_AUTHORITY_KEY".into()
 }
 fn default_break_glass_header() -> String {
     "x-break-glass".into()

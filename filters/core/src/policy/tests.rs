@@ -464,3 +464,28 @@ fn verification_is_written_back_only_when_not_the_default() {
         Some(&json!("envoy"))
     );
 }
+
+#[test]
+fn session_authority_rules() {
+    let ok = with(
+        base_spec(),
+        "/identity/session",
+        json!({"authority": {"cluster": "audit-collector", "onUnavailable": "deny"}}),
+    );
+    assert_eq!(errors_for(ok), Vec::<String>::new());
+    let bad = with(
+        base_spec(),
+        "/identity/session",
+        json!({"authority": {"cluster": " ", "timeoutMs": 0, "revocationsRefreshMs": 5000,
+                             "keyEnv": "HIPAA_AUDIT_HMAC_KEY"}}),
+    );
+    let errs = errors_for(bad);
+    for key in ["cluster", "timeoutMs", "revocationsRefreshMs", "keyEnv"] {
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with(&format!("spec.identity.session.authority.{key}"))),
+            "{key}: {errs:?}"
+        );
+    }
+    assert!(errs.iter().any(|e| e.contains("key of its own")));
+}

@@ -49,6 +49,9 @@ pub fn validate_spec(spec: &Spec, errors: &mut PolicyErrors) {
     }
     validate_transport(&spec.transport, errors);
     validate_key_purposes(spec, errors);
+    if let Some(a) = &spec.identity.session.authority {
+        validate_session_authority(spec, a, errors);
+    }
     validate_egress(&spec.egress, &excepted, errors);
     validate_exceptions(&spec.exceptions, errors);
 }
@@ -499,6 +502,47 @@ fn validate_key_purposes(spec: &Spec, errors: &mut PolicyErrors) {
         errors.push(
             format!("{p}.responseKeyEnv"),
             "must differ from requestKeyEnv: the response key is an Ed25519 private key held only by this workload, the request key an HMAC key its clients hold",
+        );
+    }
+}
+
+/// `identity.session.authority`: a bounded call (a paused request waits at most `timeoutMs`),
+/// revocations learnt within 5 s, and a key of its own.
+fn validate_session_authority(spec: &Spec, a: &SessionAuthority, errors: &mut PolicyErrors) {
+    let p = "spec.identity.session.authority";
+    if a.cluster.trim().is_empty() {
+        errors.push(format!("{p}.cluster"), "must not be empty");
+    }
+    if a.authority.as_deref().is_some_and(|h| h.trim().is_empty()) {
+        errors.push(format!("{p}.authority"), "must not be empty when set");
+    }
+    if !(1..=5_000).contains(&a.timeout_ms) {
+        errors.push(
+            format!("{p}.timeoutMs"),
+            "must be between 1 and 5000 (a request waits this long for the answer)",
+        );
+    }
+    if !(100..=4_000).contains(&a.revocations_refresh_ms) {
+        errors.push(
+            format!("{p}.revocationsRefreshMs"),
+            "must be between 100 and 4000 (a revocation must take effect within 5 seconds)",
+        );
+    }
+    if !is_env_name(&a.key_env) {
+        errors.push(
+            format!("{p}.keyEnv"),
+            "must be an environment variable name ([A-Z_][A-Z0-9_]*)",
+        );
+    }
+    let audit_env = spec
+        .audit
+        .as_ref()
+        .map_or("HIPAA_AUDIT_HMAC_KEY", |a| a.mac_key_env.as_str());
+    let i = &spec.transport.integrity;
+    if [audit_env, &i.request_key_env, &i.response_key_env].contains(&a.key_env.as_str()) {
+        errors.push(
+            format!("{p}.keyEnv"),
+            format!("`{}` already holds another purpose's key (audit MAC or body signatures): the session authority needs a key of its own", a.key_env),
         );
     }
 }
