@@ -5,6 +5,7 @@ mod audit_cmd;
 mod collector_client;
 mod collector_cmd;
 mod dev;
+mod incident_cmd;
 mod integrity_cmd;
 mod oci;
 mod package_cmd;
@@ -46,6 +47,9 @@ enum Command {
     /// Review the audit trail: query, verify, purge.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Work an incident: open (from an alert or by hand), note, assess, close, list, show,
+    /// report. Talks to the collector's operator API with the read credential.
+    Incident(incident_cmd::IncidentArgs),
     /// Write each built `.wasm` as an OCI image layout that Istio's WasmPlugin pulls (`oci://`).
     Package(package_cmd::PackageArgs),
 }
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Collector(args) => collector_cmd::run(args),
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Package(args) => package_cmd::run(args),
+        Command::Incident(args) => incident_cmd::run(args),
     };
     match result {
         Ok(code) => code,
