@@ -496,7 +496,9 @@ fn run_purge(a: PurgeArgs) -> Result<ExitCode, String> {
         })?;
     let signer = CheckpointSigner::from_pem_file(&key_path).map_err(|e| e.to_string())?;
     let mut store = open_store(&a.db).map_err(|e| e.to_string())?;
-    let out = purge(store.as_mut(), &signer, before, now).map_err(|e| e.to_string())?;
+    // Incidents are read to keep each one whole until 6 years after its last event.
+    let enc = encryption_key()?;
+    let out = purge(store.as_mut(), &signer, &enc, before, now).map_err(|e| e.to_string())?;
     if out.deleted == 0 {
         println!(
             "nothing to purge: no signed checkpoint before {} covers records not yet purged",

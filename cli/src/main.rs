@@ -5,6 +5,7 @@ mod audit_cmd;
 mod collector_client;
 mod collector_cmd;
 mod dev;
+mod incident_cmd;
 mod integrity_cmd;
 mod oci;
 mod package_cmd;
@@ -50,6 +51,9 @@ enum Command {
     /// End access now: revoke a session or a user mesh-wide, list the revocations in force.
     #[command(subcommand)]
     Session(session_cmd::SessionCommand),
+    /// Work an incident: open (from an alert or by hand), note, assess, close, list, show,
+    /// report. Talks to the collector's operator API with the read credential.
+    Incident(incident_cmd::IncidentArgs),
     /// Write each built `.wasm` as an OCI image layout that Istio's WasmPlugin pulls (`oci://`).
     Package(package_cmd::PackageArgs),
 }
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Session(cmd) => session_cmd::run(cmd),
         Command::Package(args) => package_cmd::run(args),
+        Command::Incident(args) => incident_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,7 @@
 
 mod canonical;
 pub mod checkpoint;
+pub mod incidents;
 pub mod ingest;
 pub mod keys;
 pub mod ledger;

@@ -6,7 +6,7 @@
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use hipaa_core::calendar::Date;
 
-use crate::keys::{hex, public_key_id, unhex, CheckpointSigner};
+use crate::keys::{hex, public_key_id, unhex, CheckpointSigner, EncryptionKey};
 use crate::store::{PurgeMark, RowFilter, Store, StoreError};
 
 /// The signed bytes of a purge mark: what it removed (rows through `through_seq`, whose
@@ -74,10 +74,13 @@ pub struct PurgeOutcome {
 
 /// Deletes the ledger prefix stored before `before_ms`, as far as signed checkpoints prove it,
 /// and records a mark signed by `signer` (the checkpoint key). Refuses a `before_ms` less than
-/// 6 years before `now_ms`.
+/// 6 years before `now_ms`. Stops before the first row of an incident still open or whose last
+/// event is younger than the cut-off (read with `enc`): an incident goes whole, 6 years after
+/// its last event, never early.
 pub fn purge(
     store: &mut dyn Store,
     signer: &CheckpointSigner,
+    enc: &EncryptionKey,
     before_ms: i64,
     now_ms: i64,
 ) -> Result<PurgeOutcome, PurgeError> {
@@ -93,10 +96,16 @@ pub fn purge(
         .map(|p| p.through_seq)
         .max()
         .unwrap_or(0);
+    let keep_from = crate::incidents::ledger::retention_floor(store, enc, before_ms)
+        .map_err(|e| match e {
+            crate::incidents::ledger::ReadError::Store(e) => PurgeError::Store(e),
+            other => PurgeError::Store(StoreError::db("purge", other)),
+        })?
+        .unwrap_or(i64::MAX);
     let through = store
         .checkpoints()?
         .iter()
-        .filter(|c| c.created_ms < before_ms)
+        .filter(|c| c.created_ms < before_ms && c.ledger_count < keep_from)
         .map(|c| c.ledger_count)
         .max()
         .unwrap_or(0);

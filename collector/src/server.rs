@@ -494,6 +494,7 @@ fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
         _ => None,
     };
     match (request.method(), path, reader) {
+        (_, p, _) if crate::incidents::api::owns(p) => incidents_call(shared, store, request),
         (Method::Get, "/v1/records", Some(reader)) => {
             let q = match parse_query_string(qs) {
                 Ok(q) => q,
@@ -884,5 +885,81 @@ fn get_revoked(shared: &Shared, store: &mut dyn Store, reader: &Reader, request:
         })
         .collect();
     respond(request, 200, &json!({"revocations": items}), None);
+    true
+}
+
+/// One call of the incidents family (`crate::incidents::api`): the reader's credential, the
+/// body (at most `api::MAX_BODY`), the family's answer, the trail-access record, the response.
+fn incidents_call(shared: &Shared, store: &mut dyn Store, mut request: Request) -> bool {
+    use crate::incidents::api;
+    let reader = match authorize(shared, &request) {
+        Ok(r) => r,
+        Err(refusal) => {
+            refuse(request, refusal);
+            return true;
+        }
+    };
+    if request.body_length().is_some_and(|n| n > api::MAX_BODY) {
+        error(request, 413, "too_large", "body exceeds the limit");
+        return true;
+    }
+    let mut body = Vec::new();
+    if request
+        .as_reader()
+        .take(api::MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+        .is_err()
+    {
+        error(request, 400, "bad_request", "cannot read the body");
+        return true;
+    }
+    if body.len() > api::MAX_BODY {
+        error(request, 413, "too_large", "body exceeds the limit");
+        return true;
+    }
+    let url = request.url().to_string();
+    let (path, qs) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    let method = request.method().as_str().to_string();
+    let now = (shared.collector.clock)();
+    let call = api::Call {
+        method: &method,
+        path,
+        query: qs,
+        body: &body,
+        reader: &reader,
+        now_ms: now,
+    };
+    let answer = api::handle(store, &shared.collector.encryption, &call);
+    if answer.store_failed {
+        error(
+            request,
+            503,
+            "store_unavailable",
+            "the audit database failed; retry",
+        );
+        return false;
+    }
+    let endpoint = if answer.endpoint.is_empty() {
+        format!("{method} {}", api::PREFIX)
+    } else {
+        answer.endpoint.clone()
+    };
+    if !record_read(
+        shared,
+        store,
+        &reader,
+        &endpoint,
+        &answer.filter,
+        answer.rows,
+    ) {
+        error(
+            request,
+            503,
+            "store_unavailable",
+            "the call could not be recorded",
+        );
+        return false;
+    }
+    respond(request, answer.status, &answer.body, None);
     true
 }

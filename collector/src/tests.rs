@@ -328,6 +328,7 @@ macro_rules! both_backends {
 
 mod batch;
 mod canonical;
+mod incidents;
 mod sessions;
 mod trail;
 
@@ -648,9 +649,23 @@ fn purge_rules(b: Backend) {
     sign_checkpoint(s.as_mut(), &signer, now).unwrap();
 
     // Less than 6 years ago: refused by the command.
-    let err = purge(s.as_mut(), &signer, now - 5 * YEAR_MS, now).unwrap_err();
+    let err = purge(
+        s.as_mut(),
+        &signer,
+        &collector().encryption,
+        now - 5 * YEAR_MS,
+        now,
+    )
+    .unwrap_err();
     assert!(matches!(err, PurgeError::TooRecent { .. }), "{err}");
-    assert!(purge(s.as_mut(), &signer, six_years_before(now) + 1, now).is_err());
+    assert!(purge(
+        s.as_mut(),
+        &signer,
+        &collector().encryption,
+        six_years_before(now) + 1,
+        now
+    )
+    .is_err());
     // Even the database refuses to delete the young rows.
     let err = s
         .execute_sql("DELETE FROM audit_records WHERE chain_id = 'new'")
@@ -659,12 +674,17 @@ fn purge_rules(b: Backend) {
     assert!(err.contains("younger than 6 years"), "{err}");
 
     let before = six_years_before(now) - 86_400_000;
-    let out = purge(s.as_mut(), &signer, before, now).unwrap();
+    let out = purge(s.as_mut(), &signer, &collector().encryption, before, now).unwrap();
     assert_eq!(out.deleted, 4);
     assert_eq!(out.through_seq, 4);
     assert_eq!(count_rows(s.as_mut()), 3);
     // Nothing more to purge; the second run is a no-op.
-    assert_eq!(purge(s.as_mut(), &signer, before, now).unwrap().deleted, 0);
+    assert_eq!(
+        purge(s.as_mut(), &signer, &collector().encryption, before, now)
+            .unwrap()
+            .deleted,
+        0
+    );
     let report = verify_db(s.as_mut(), Some(&signer));
     assert!(report.intact, "{:?}", report.findings);
     assert!(report.notes.iter().any(|n| n.contains("retention purge")));

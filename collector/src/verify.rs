@@ -606,6 +606,12 @@ fn check_record(
         }
         return;
     }
+    if row.kind == crate::incidents::KIND {
+        for what in crate::incidents::ledger::check(row, value) {
+            out.push(finding(Problem::Modified, mismatch(what)));
+        }
+        return;
+    }
     let Some((record, time_ms, seq)) = typed(value) else {
         out.push(finding(
             Problem::Modified,

@@ -74,12 +74,17 @@ pub(crate) fn config_for(url: &str) -> ServerConfig {
 
 /// Sends one HTTP/1.1 request (with the auditor's bearer token) and returns (status, headers,
 /// body).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+pub(crate) fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     http_as(addr, method, path, body, Some(&auditor_token()))
 }
 
 /// [`http`] with this bearer token (None: no Authorization header).
-fn http_as(
+pub(crate) fn http_as(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -127,7 +132,7 @@ pub(crate) fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
-fn json(body: &[u8]) -> Value {
+pub(crate) fn json(body: &[u8]) -> Value {
     serde_json::from_slice(body).unwrap()
 }
 

@@ -122,8 +122,14 @@ fn purge_mark_with_copied_signature_is_caught(b: Backend) {
     clock.store(now, Ordering::SeqCst);
     ingest(s.as_mut(), &collector_at(clock), &chain("new", 2)).unwrap();
     sign_checkpoint(s.as_mut(), &signer, now).unwrap();
-    let legit =
-        crate::purge::purge(s.as_mut(), &signer, six_years_before(now) - 86_400_000, now).unwrap();
+    let legit = crate::purge::purge(
+        s.as_mut(),
+        &signer,
+        &collector().encryption,
+        six_years_before(now) - 86_400_000,
+        now,
+    )
+    .unwrap();
     assert_eq!(legit.through_seq, 4);
     let r = verify_db(s.as_mut(), Some(&signer));
     assert!(r.intact, "{:?}", r.findings);
