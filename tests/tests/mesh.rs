@@ -75,20 +75,24 @@ fn the_combined_filter_runs_the_chain_in_one_vm_per_worker() {
             assert_eq!(get(envoy.port, "/healthz", &[]).status, 200);
         }
     };
+    let started = std::time::Instant::now();
     let chain = Envoy::start(&topology(
         &keys,
         &collector,
         upstream.port,
         &["audit", "transport", "authn"],
     ));
+    let chain_ready = started.elapsed();
     warm(&chain);
     let three = active_vms(&chain);
     drop(chain);
+    let started = std::time::Instant::now();
     let mesh = Envoy::start(&topology(&keys, &collector, upstream.port, &["mesh"]));
+    let mesh_ready = started.elapsed();
     warm(&mesh);
     let one = active_vms(&mesh);
     let stats = http::get(mesh.admin_port, "/stats?filter=wasm", &[]).body;
-    eprintln!("active V8 VMs with 2 workers: three filters {three}, combined {one}");
+    eprintln!("active V8 VMs with 2 workers: three filters {three}, combined {one}; Envoy ready in {chain_ready:?} (three filters) vs {mesh_ready:?} (combined)");
     // One VM per worker (2), plus the two Envoy keeps on the main thread (the base VM every
     // worker's is cloned from, and the main thread's own): the three-filter chain has three
     // times as many, one set per module.
