@@ -1,19 +1,21 @@
 //! `hipaa-mesh policy render --target envoy`: complete Envoy bootstraps for one workload.
 //!
 //! - `envoy.yaml`, the workload's sidecar:
-//!   - an **inbound** listener (`traffic_direction: INBOUND`) with the chain audit, transport,
-//!     authn, router in front of the app. TLS is pinned to the policy's `minTlsVersion` (TLS 1.2
+//!   - an **inbound** listener (`traffic_direction: INBOUND`) with the one `hipaa-mesh` filter
+//!     (`hipaa_mesh.wasm`, root id `hipaa-mesh`: audit, transport and authn as stages of one
+//!     HTTP context, one VM per worker) and the router in front of the app. TLS is pinned to the policy's `minTlsVersion` (TLS 1.2
 //!     at least) with AEAD suites only, and a presented client certificate is validated against
 //!     the mesh CA (`connection.mtls` only says one was presented; validation is the TLS
 //!     layer's job). A missing certificate, a peer not on `allowedPeers` and plaintext are left
 //!     to the transport filter, so they get a 403 *and an audit record*; plaintext is accepted
 //!     on its own filter chain only for that (and for `allowPlaintext` probe routes).
 //!   - an **outbound** listener (`OUTBOUND`), when the policy lists BAA vendors: the app sends
-//!     plain HTTP to it (as it would to an Istio sidecar), audit and transport check the host
-//!     against the vendors' BAAs, and Envoy originates TLS 1.2+ to the vendor, validating its
+//!     plain HTTP to it (as it would to an Istio sidecar), the same filter (same VM; on an
+//!     outbound listener it runs audit and transport only) checks the host against the vendors'
+//!     BAAs, and Envoy originates TLS 1.2+ to the vendor, validating its
 //!     certificate and name.
-//!   - for providers with `verification: envoy`, Envoy's native `jwt_authn` between transport
-//!     and authn: it checks the signature (remote JWKS through the provider's cluster, or the
+//!   - for providers with `verification: envoy`, Envoy's native `jwt_authn` in front of the
+//!     hipaa-mesh filter: it checks the signature (remote JWKS through the provider's cluster, or the
 //!     inline set), writes the verified payload into dynamic metadata and never refuses by
 //!     itself (`allow_missing_or_failed`), so authn answers every denial.
 //!   - clusters: the app, the audit collector (**mTLS**: the workload's certificate, the
@@ -31,11 +33,11 @@ use hipaa_core::policy::{PolicyDocument, UnlistedHosts, Verification};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-/// The modules in chain order (first runs first), DESIGN.md "Between the filters".
-const INBOUND_CHAIN: [&str; 3] = ["audit", "transport", "authn"];
-/// On the outbound side the app's calls carry no user token: transport checks the vendor's
-/// BAA and audit records the call.
-const OUTBOUND_CHAIN: [&str; 2] = ["audit", "transport"];
+/// The one module and its combined root id: audit, transport and authn in one filter (on an
+/// outbound listener the app's calls carry no user token, and the filter runs audit and
+/// transport only: it reads the listener's direction).
+pub const MODULE: &str = "mesh";
+const FILTER_NAME: &str = "hipaa-mesh";
 const APP_CLUSTER: &str = "hipaa-local-app";
 const COLLECTOR_BACKEND_CLUSTER: &str = "hipaa-collector-backend";
 /// NIST SP 800-52r2: ECDHE with AEAD only for TLS 1.2 (TLS 1.3 suites are all AEAD).
@@ -72,14 +74,12 @@ pub struct EnvoyOptions {
 /// Warnings that do not stop rendering but that an operator must read.
 pub fn warnings(doc: &PolicyDocument, opts: &EnvoyOptions) -> Vec<String> {
     let mut out = Vec::new();
-    for module in INBOUND_CHAIN {
-        let path = module_path(opts, module);
-        if !path.is_file() {
-            out.push(format!(
-                "{} does not exist (yet): build the modules (`make build`) before starting Envoy, or point --wasm-dir at them",
-                path.display()
-            ));
-        }
+    let path = module_path(opts);
+    if !path.is_file() {
+        out.push(format!(
+            "{} does not exist (yet): build the module (`make build`) before starting Envoy, or point --wasm-dir at it",
+            path.display()
+        ));
     }
     if !doc.spec.egress.mesh_hosts.is_empty() && !doc.spec.egress.baa_vendors.is_empty() {
         out.push("egress.meshHosts are routed by the mesh (Istio); the rendered outbound listener routes only the listed BAA vendors".into());
@@ -92,19 +92,15 @@ pub fn warnings(doc: &PolicyDocument, opts: &EnvoyOptions) -> Vec<String> {
 
 pub fn render(doc: &PolicyDocument, opts: &EnvoyOptions) -> Result<Vec<Rendered>, String> {
     let spec_json = serde_json::to_string(&doc.spec).map_err(|e| e.to_string())?;
-    let filters = |chain: &[&str], side: &str| -> Vec<Value> {
-        let mut filters: Vec<Value> = chain
-            .iter()
-            .map(|m| {
-                let envs = crate::render_istio::module_key_envs(doc, m);
-                wasm_filter(m, side, &spec_json, &envs, opts)
-            })
-            .collect();
-        filters.push(json!({
-            "name": "envoy.filters.http.router",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
-        }));
-        filters
+    let key_envs = crate::render_istio::module_key_envs(doc);
+    let filters = || -> Vec<Value> {
+        vec![
+            wasm_filter(&spec_json, &key_envs, opts),
+            json!({
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+            }),
+        ]
     };
     let min_tls = match doc.spec.transport.min_tls_version {
         hipaa_core::policy::TlsVersion::Tls13 => "TLSv1_3",
@@ -114,13 +110,11 @@ pub fn render(doc: &PolicyDocument, opts: &EnvoyOptions) -> Result<Vec<Rendered>
     let (routes, buffering) = inbound_routes(doc);
     let inbound_routes =
         json!({"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": routes}]});
-    let mut inbound_filters = filters(&INBOUND_CHAIN, "inbound");
+    let mut inbound_filters = filters();
     if let Some(jwt_authn) = jwt_authn_filter(doc) {
-        let authn = inbound_filters
-            .iter()
-            .position(|f| f["name"] == json!("hipaa-authn"))
-            .unwrap_or(0);
-        inbound_filters.insert(authn, jwt_authn);
+        // In front of the hipaa-mesh filter, so the verified payload is there when authn
+        // runs; it never refuses by itself (`allow_missing_or_failed`).
+        inbound_filters.insert(0, jwt_authn);
     }
     if buffering {
         inbound_filters.insert(inbound_filters.len() - 1, buffer_filter());
@@ -170,12 +164,7 @@ pub fn render(doc: &PolicyDocument, opts: &EnvoyOptions) -> Result<Vec<Rendered>
             "name": "not-a-baa-vendor", "domains": ["*"],
             "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 403, "body": {"inline_string": "{\"error\":\"access_denied\",\"error_description\":\"no route: the host is not a listed BAA vendor\"}"}}}]
         }));
-        let mut outbound_hcm = hcm(
-            "outbound",
-            json!({"virtual_hosts": hosts}),
-            filters(&OUTBOUND_CHAIN, "outbound"),
-            true,
-        );
+        let mut outbound_hcm = hcm("outbound", json!({"virtual_hosts": hosts}), filters(), true);
         outbound_hcm["typed_config"]["strip_any_host_port"] = json!(true);
         listeners.push(json!({
             "name": "outbound",
@@ -382,8 +371,8 @@ fn header(doc: &PolicyDocument, what: &str) -> String {
     )
 }
 
-fn module_path(opts: &EnvoyOptions, module: &str) -> PathBuf {
-    opts.wasm_dir.join(format!("hipaa_{module}.wasm"))
+fn module_path(opts: &EnvoyOptions) -> PathBuf {
+    opts.wasm_dir.join(format!("hipaa_{MODULE}.wasm"))
 }
 
 fn endpoint(opts: &EnvoyOptions, cluster: &str) -> Option<String> {
@@ -529,22 +518,16 @@ fn upstream_tls(sni: &str, ca: &Path, certificate: Option<Value>, sans: Value) -
     })
 }
 
-fn wasm_filter(
-    module: &str,
-    side: &str,
-    spec_json: &str,
-    key_envs: &[&str],
-    opts: &EnvoyOptions,
-) -> Value {
-    // One VM per module and side: the outbound audit filter keeps its own record chain.
-    let vm_id = format!("hipaa-{module}-{side}");
+fn wasm_filter(spec_json: &str, key_envs: &[&str], opts: &EnvoyOptions) -> Value {
+    // One VM per worker for both listeners: same vm_id, code, configuration and environment,
+    // so Envoy shares the VM (and one record chain per worker VM).
     let mut filter = json!({
-        "name": format!("hipaa-{module}"),
+        "name": FILTER_NAME,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": format!("hipaa-{module}"),
-                "root_id": format!("hipaa-{module}"),
+                "name": FILTER_NAME,
+                "root_id": FILTER_NAME,
                 // A VM that fails (a trap, a panic) is replaced by a fresh one on a later request
                 // instead of refusing every request until Envoy restarts; while it is down, and
                 // during the backoff, requests through it are refused with 503 (fail closed).
@@ -552,15 +535,15 @@ fn wasm_filter(
                 "reload_config": {"backoff": {"base_interval": "1s", "max_interval": "10s"}},
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": spec_json},
                 "vm_config": {
-                    "vm_id": vm_id,
+                    "vm_id": FILTER_NAME,
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": path_text(&module_path(opts, module))}}
+                    "code": {"local": {"filename": path_text(&module_path(opts))}}
                 }
             }
         }
     });
-    // The keys come from Envoy's own environment, never from this file; each VM gets only the
-    // keys of its own purpose (audit: the record-MAC key; transport: the body keys; authn: none).
+    // The keys come from Envoy's own environment, never from this file: the record-MAC key and
+    // the body keys the policy's routes use (one key per purpose, all in the one VM).
     if !key_envs.is_empty() {
         filter["typed_config"]["config"]["vm_config"]["environment_variables"] =
             json!({ "host_env_keys": key_envs });

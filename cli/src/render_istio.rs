@@ -1,18 +1,20 @@
 //! `hipaa-mesh policy render --target istio`: everything a cluster needs for one policy.
 //!
-//! - Three `WasmPlugin`s (audit, transport, authn), all in phase `AUTHN` so they run before
-//!   Istio's own authentication, ordered by `priority` (Istio applies plugins of one phase in
-//!   descending priority): audit 300, transport 200, authn 100 — DESIGN.md's chain order.
-//!   Each pulls its module as an OCI image (`hipaa-mesh package` writes it) pinned by `sha256`
-//!   (for `oci://` URLs Istio compares it with the image's manifest digest, computed here from
-//!   the built `.wasm`), `failStrategy: FAIL_RELOAD`, `pluginConfig` = the policy's `spec`, and
-//!   the record-MAC key passed from the proxy's environment (`valueFrom: HOST`), never inline.
-//!   authn runs on inbound traffic only (`match: SERVER`); audit and transport run on both
-//!   sides, so egress to a vendor is checked against its BAA and recorded.
+//! - One `WasmPlugin`, `pluginName: hipaa-mesh` (the combined root id of `hipaa_mesh.wasm`:
+//!   audit, transport and authn as stages of one filter, so one VM per proxy thread — Istio
+//!   never shares a VM between WasmPlugins), in phase `AUTHN` so it runs before Istio's own
+//!   authentication. It pulls the module as an OCI image (`hipaa-mesh package` writes it)
+//!   pinned by `sha256` (for `oci://` URLs Istio compares it with the image's manifest digest,
+//!   computed here from the built `.wasm`), `failStrategy: FAIL_RELOAD`, `pluginConfig` = the
+//!   policy's `spec`, and the keys passed from the proxy's environment (`valueFrom: HOST`),
+//!   never inline. It runs on both sides (`CLIENT_AND_SERVER`): inbound all three stages,
+//!   outbound (the app's own calls) audit and transport, so egress to a vendor is checked
+//!   against its BAA and recorded.
 //! - For providers with `verification: envoy`: a `RequestAuthentication` (Istio renders it
 //!   into Envoy's `jwt_authn`, which checks the signature natively and puts the verified
-//!   payload into dynamic metadata), and the authn plugin moves to phase `AUTHZ`, after
-//!   Istio's authentication, so that the payload is there when it runs.
+//!   payload into dynamic metadata), and the plugin moves to phase `AUTHZ`, after Istio's
+//!   authentication, so that the payload is there when authn runs; a 401 from jwt_authn is
+//!   recorded at log time.
 //! - `PeerAuthentication` STRICT for the workload (164.312(e)(1), (d) for services).
 //! - `DestinationRule` with `ISTIO_MUTUAL` to the audit collector.
 //! - A `Sidecar` with `REGISTRY_ONLY` outbound traffic, and per BAA vendor a `ServiceEntry`
@@ -24,9 +26,6 @@ use crate::yaml_out;
 use hipaa_core::policy::{PolicyDocument, UnlistedHosts, Verification};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
-
-/// The modules in chain order (first runs first) with their Istio priority.
-pub const MODULES: [(&str, i64); 3] = [("audit", 300), ("transport", 200), ("authn", 100)];
 
 pub struct IstioOptions {
     pub wasm_dir: PathBuf,
@@ -54,7 +53,7 @@ pub fn warnings(doc: &PolicyDocument) -> Vec<String> {
     for (i, p) in doc.spec.identity.providers.iter().enumerate() {
         if p.verification == Verification::Envoy {
             out.push(format!(
-                "spec.identity.providers[{i}].verification: envoy — Istio's RequestAuthentication refuses a present but invalid token itself (401 from jwt_authn) before hipaa-authn runs; the audit filter still records that 401, without authn's specific reason"
+                "spec.identity.providers[{i}].verification: envoy — Istio's RequestAuthentication refuses a present but invalid token itself (401 from jwt_authn) before hipaa-mesh runs; the filter still records that 401, with the reason jwt_authn_denied rather than authn's specific one"
             ));
         }
         if let Some(cluster) = &p.jwks.cluster {
@@ -99,61 +98,52 @@ pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>
     let ns = &doc.metadata.namespace;
     let spec = serde_json::to_value(&doc.spec).map_err(|e| e.to_string())?;
 
-    let mut plugins = Vec::new();
-    for (position, (module, priority)) in MODULES.iter().enumerate() {
-        let file = format!("hipaa_{module}.wasm");
-        let path = opts.wasm_dir.join(&file);
-        let wasm = std::fs::read(&path).map_err(|e| {
-            format!(
-                "cannot read {}: {e} (build the modules with `make build`, or point --wasm-dir at them)",
-                path.display()
-            )
-        })?;
-        let image = oci::image(&wasm, &file, &opts.tag);
-        let mut plugin_spec = json!({
-            "selector": {"matchLabels": labels},
-            "url": format!("oci://{}/hipaa-{module}:{}", opts.registry.trim_end_matches('/'), opts.tag),
-            "imagePullPolicy": "IfNotPresent",
-            "sha256": image.manifest_digest,
-            "phase": phase(doc, module),
-            "priority": priority,
-            // A failed VM is reloaded rather than refusing until the proxy restarts; requests are
-            // refused (503) while it is down. The WasmPlugin CRD has no backoff field.
-            "failStrategy": "FAIL_RELOAD",
-            "type": "HTTP",
-            "pluginName": format!("hipaa-{module}"),
-            "pluginConfig": spec,
-        });
-        // Each module gets only the keys of its own purpose: audit the record-MAC key,
-        // transport the body-signature keys its routes use (never the audit key), authn none.
-        // HOST: the value comes from the istio-proxy container's environment.
-        let envs = module_key_envs(doc, module);
-        if !envs.is_empty() {
-            let env: Vec<Value> = envs
-                .iter()
-                .map(|name| json!({"name": name, "valueFrom": "HOST"}))
-                .collect();
-            plugin_spec["vmConfig"] = json!({ "env": env });
-        }
-        // authn checks the callers of this workload (inbound, SERVER). On the outbound side
-        // the app's own calls carry no user token; there transport checks egress (BAA
-        // vendors) and audit records the outcome, so those two run in both directions.
-        let mode = if *module == "authn" {
-            "SERVER"
-        } else {
-            "CLIENT_AND_SERVER"
-        };
-        plugin_spec["match"] = json!([{"mode": mode}]);
-        plugins.push(json!({
-            "apiVersion": "extensions.istio.io/v1alpha1",
-            "kind": "WasmPlugin",
-            "metadata": metadata(&format!("{name}-hipaa-{module}"), ns, name, json!({
-                "hipaa-mesh/chain-position": format!("{} of 3 (audit, transport, authn)", position + 1),
-                "hipaa-mesh/wasm-sha256": image.wasm_sha256,
-            })),
-            "spec": plugin_spec,
-        }));
+    let module = crate::render_envoy::MODULE;
+    let file = format!("hipaa_{module}.wasm");
+    let path = opts.wasm_dir.join(&file);
+    let wasm = std::fs::read(&path).map_err(|e| {
+        format!(
+            "cannot read {}: {e} (build the module with `make build`, or point --wasm-dir at it)",
+            path.display()
+        )
+    })?;
+    let image = oci::image(&wasm, &file, &opts.tag);
+    let mut plugin_spec = json!({
+        "selector": {"matchLabels": labels},
+        "url": format!("oci://{}/hipaa-{module}:{}", opts.registry.trim_end_matches('/'), opts.tag),
+        "imagePullPolicy": "IfNotPresent",
+        "sha256": image.manifest_digest,
+        "phase": phase(doc),
+        // A failed VM is reloaded rather than refusing until the proxy restarts; requests are
+        // refused (503) while it is down. The WasmPlugin CRD has no backoff field.
+        "failStrategy": "FAIL_RELOAD",
+        "type": "HTTP",
+        // The root id: the combined filter (audit, transport, authn in one HTTP context).
+        "pluginName": format!("hipaa-{module}"),
+        "pluginConfig": spec,
+        // Both directions: inbound it runs audit, transport and authn; outbound (the app's own
+        // calls, no user token) audit and transport, which checks the vendor's BAA.
+        "match": [{"mode": "CLIENT_AND_SERVER"}],
+    });
+    // HOST: the values come from the istio-proxy container's environment, never inline: the
+    // record-MAC key and the body-signature keys the routes use, one key per purpose.
+    let envs = module_key_envs(doc);
+    if !envs.is_empty() {
+        let env: Vec<Value> = envs
+            .iter()
+            .map(|name| json!({"name": name, "valueFrom": "HOST"}))
+            .collect();
+        plugin_spec["vmConfig"] = json!({ "env": env });
     }
+    let plugins = vec![json!({
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": metadata(&format!("{name}-hipaa-{module}"), ns, name, json!({
+            "hipaa-mesh/chain": "audit, transport, authn in one filter (one VM per proxy thread)",
+            "hipaa-mesh/wasm-sha256": image.wasm_sha256,
+        })),
+        "spec": plugin_spec,
+    })];
 
     let peer = json!({
         "apiVersion": "security.istio.io/v1",
@@ -242,7 +232,7 @@ pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>
     Ok(vec![
         Rendered {
             file: "wasmplugins.yaml".into(),
-            text: header("WasmPlugins (chain order audit, transport, authn)")
+            text: header("The WasmPlugin (audit, transport, authn in one filter)")
                 + &yaml_out::documents(&plugins),
         },
         Rendered {
@@ -269,11 +259,13 @@ fn envoy_verified(doc: &PolicyDocument) -> bool {
         .any(|p| p.verification == Verification::Envoy)
 }
 
-/// Every plugin runs in phase AUTHN, before Istio's authentication; authn moves to AUTHZ
-/// (after Istio's jwt_authn, before its RBAC) when a provider's signatures are checked by
-/// Envoy, so the verified payload is in the dynamic metadata when authn reads it.
-fn phase(doc: &PolicyDocument, module: &str) -> &'static str {
-    if module == "authn" && envoy_verified(doc) {
+/// The plugin runs in phase AUTHN, before Istio's authentication; it moves to AUTHZ (after
+/// Istio's jwt_authn, before its RBAC) when a provider's signatures are checked by Envoy, so
+/// the verified payload is in the dynamic metadata when authn reads it. A token jwt_authn
+/// refuses (401) is still recorded: the filter seals the record at log time from the
+/// `request.headers` attribute (reason `jwt_authn_denied`).
+fn phase(doc: &PolicyDocument) -> &'static str {
+    if envoy_verified(doc) {
         "AUTHZ"
     } else {
         "AUTHN"
@@ -340,14 +332,17 @@ pub fn mac_key_env(doc: &PolicyDocument) -> &str {
         .map_or("HIPAA_AUDIT_HMAC_KEY", |a| a.mac_key_env.as_str())
 }
 
-/// The environment variables one module's VM is given (names, never values): one key, one
-/// purpose, so a VM never holds a key it does not use (issue #13).
-pub fn module_key_envs<'a>(doc: &'a PolicyDocument, module: &str) -> Vec<&'a str> {
-    match module {
-        "audit" => vec![mac_key_env(doc)],
-        "transport" => hipaa_core::integrity::transport_key_envs_of(&doc.spec),
-        _ => Vec::new(),
+/// The environment variables the hipaa-mesh VM is given (names, never values): the record-MAC
+/// key and the body keys the policy's routes use, one key per purpose (issue #13); a key no
+/// route uses is not passed.
+pub fn module_key_envs(doc: &PolicyDocument) -> Vec<&str> {
+    let mut envs = vec![mac_key_env(doc)];
+    for env in hipaa_core::integrity::transport_key_envs_of(&doc.spec) {
+        if !envs.contains(&env) {
+            envs.push(env);
+        }
     }
+    envs
 }
 
 fn metadata(resource: &str, ns: &str, policy: &str, annotations: Value) -> Value {

@@ -70,11 +70,9 @@ impl Drop for Temp {
 /// Stand-in modules with fixed bytes, so golden digests do not change with every build.
 fn fake_wasm_dir() -> Temp {
     let dir = Temp::new("wasm");
-    for m in ["authn", "audit", "transport"] {
-        let mut bytes = b"\0asm\x01\0\0\0".to_vec();
-        bytes.extend_from_slice(format!("hipaa_{m} test module").as_bytes());
-        std::fs::write(dir.path().join(format!("hipaa_{m}.wasm")), bytes).unwrap();
-    }
+    let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+    bytes.extend_from_slice(b"hipaa_mesh test module");
+    std::fs::write(dir.path().join("hipaa_mesh.wasm"), bytes).unwrap();
     dir
 }
 
@@ -305,8 +303,11 @@ fn render_envoy_matches_the_committed_examples() {
         let envoy = std::fs::read_to_string(out_dir.path().join("envoy.yaml")).unwrap();
         assert!(envoy.contains("host_env_keys"), "{name}");
         assert!(!envoy.contains("key_values"), "{name}");
-        // One key, one purpose: each VM is given only the variables of its own key.
-        for block in envoy.split("- name: hipaa-").skip(1) {
+        // One key per purpose, in the one VM: the record-MAC key and the body keys the routes
+        // use, never one no route uses.
+        let blocks: Vec<&str> = envoy.split("- name: hipaa-").skip(1).collect();
+        assert!(!blocks.is_empty(), "{name}");
+        for block in blocks {
             let module = block.split_whitespace().next().unwrap_or_default();
             let keys: Vec<&str> = [
                 "HIPAA_AUDIT_HMAC_KEY",
@@ -316,13 +317,14 @@ fn render_envoy_matches_the_committed_examples() {
             .into_iter()
             .filter(|k| block.contains(&format!("- {k}\n")))
             .collect();
-            let expected: &[&str] = match (module, name) {
-                ("audit", _) => &["HIPAA_AUDIT_HMAC_KEY"],
-                ("transport", "internal-api") => {
-                    &["HIPAA_REQUEST_SIGNING_KEY", "HIPAA_RESPONSE_SIGNING_KEY"]
-                }
-                ("transport", _) => &["HIPAA_RESPONSE_SIGNING_KEY"],
-                _ => &[],
+            assert_eq!(module, "mesh", "{name}: one filter only");
+            let expected: &[&str] = match name {
+                "internal-api" => &[
+                    "HIPAA_AUDIT_HMAC_KEY",
+                    "HIPAA_REQUEST_SIGNING_KEY",
+                    "HIPAA_RESPONSE_SIGNING_KEY",
+                ],
+                _ => &["HIPAA_AUDIT_HMAC_KEY", "HIPAA_RESPONSE_SIGNING_KEY"],
             };
             assert_eq!(keys, expected, "{name}: hipaa-{module}");
         }
@@ -371,14 +373,14 @@ fn render_envoy_pins_tls_and_mtls_to_the_collector() {
     // Modules not built yet: a warning, not a failure.
     assert!(
         out.stderr
-            .contains("no-such-dir/hipaa_audit.wasm does not exist (yet)"),
+            .contains("no-such-dir/hipaa_mesh.wasm does not exist (yet)"),
         "{}",
         out.stderr
     );
 }
 
 #[test]
-fn rendered_plugins_pin_the_package_digest_and_keep_the_chain_order() {
+fn the_rendered_plugin_is_one_and_pins_the_package_digest() {
     let wasm = fake_wasm_dir();
     let out_dir = Temp::new("render");
     let oci = Temp::new("oci");
@@ -409,86 +411,65 @@ fn rendered_plugins_pin_the_package_digest_and_keep_the_chain_order() {
         "1.2.3",
     ]);
     assert_eq!(pkg.code, 0, "{}", pkg.stderr);
-    let mut positions = Vec::new();
-    for (module, priority) in [("audit", 300), ("transport", 200), ("authn", 100)] {
-        // `package` prints `hipaa-<module> sha256:<manifest digest> <wasm sha256>`.
-        let line = pkg
-            .stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("hipaa-{module} ")))
-            .unwrap();
-        let digest = line
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .trim_start_matches("sha256:");
-        let doc = plugins
-            .split("---\n")
-            .find(|d| d.contains(&format!("name: clinical-ai-hipaa-{module}\n")))
-            .unwrap();
-        let pinned = doc
-            .lines()
-            .find_map(|l| l.strip_prefix("  sha256: "))
-            .unwrap()
-            .trim_matches('"');
-        assert_eq!(pinned, digest, "{module}: {doc}");
-        assert!(doc.contains(&format!("priority: {priority}\n")), "{doc}");
-        assert!(
-            doc.contains(&format!(
-                "url: oci://registry.example/hipaa/hipaa-{module}:1.2.3\n"
-            )),
-            "{doc}"
-        );
-        assert!(doc.contains("phase: AUTHN\n") && doc.contains("failStrategy: FAIL_RELOAD\n"));
-        // The keys come from the proxy's environment, never inline, and each module gets
-        // only the keys of its own purpose: the audit key never reaches transport (issue #13).
-        let env = |name: &str| doc.contains(&format!("- name: {name}\n      valueFrom: HOST\n"));
-        match module {
-            "authn" => assert!(!doc.contains("vmConfig"), "{doc}"),
-            "audit" => assert!(
-                env("HIPAA_AUDIT_HMAC_KEY")
-                    && !env("HIPAA_RESPONSE_SIGNING_KEY")
-                    && !env("HIPAA_REQUEST_SIGNING_KEY"),
-                "{doc}"
-            ),
-            _ => assert!(
-                env("HIPAA_RESPONSE_SIGNING_KEY")
-                    && !env("HIPAA_AUDIT_HMAC_KEY")
-                    && !env("HIPAA_REQUEST_SIGNING_KEY"),
-                "{doc}"
-            ),
-        }
-        positions.push(
-            plugins
-                .find(&format!("name: clinical-ai-hipaa-{module}\n"))
-                .unwrap(),
-        );
-        // The layout on disk holds the manifest under that digest.
-        let manifest = oci
-            .path()
-            .join(format!("hipaa-{module}/blobs/sha256/{digest}"));
-        assert!(manifest.is_file(), "{}", manifest.display());
-        let index =
-            std::fs::read_to_string(oci.path().join(format!("hipaa-{module}/index.json"))).unwrap();
-        assert!(
-            index.contains(&format!("\"digest\":\"sha256:{digest}\"")),
-            "{index}"
-        );
-        assert!(
-            index.contains("\"org.opencontainers.image.ref.name\":\"1.2.3\""),
-            "{index}"
-        );
-    }
+    // One image, one plugin: the combined filter (one VM per proxy thread).
+    assert_eq!(plugins.matches("kind: WasmPlugin").count(), 1, "{plugins}");
+    // `package` prints `hipaa-mesh sha256:<manifest digest> <wasm sha256>`.
+    let images: Vec<&str> = pkg
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("hipaa-"))
+        .collect();
+    assert_eq!(images.len(), 1, "{}", pkg.stdout);
+    let digest = images[0]
+        .strip_prefix("hipaa-mesh ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let doc = plugins
+        .split("---\n")
+        .find(|d| d.contains("name: clinical-ai-hipaa-mesh\n"))
+        .unwrap();
+    let pinned = doc
+        .lines()
+        .find_map(|l| l.strip_prefix("  sha256: "))
+        .unwrap()
+        .trim_matches('"');
+    assert_eq!(pinned, digest, "{doc}");
     assert!(
-        positions.windows(2).all(|w| w[0] < w[1]),
-        "chain order in the file"
+        doc.contains("url: oci://registry.example/hipaa/hipaa-mesh:1.2.3\n"),
+        "{doc}"
+    );
+    assert!(doc.contains("pluginName: hipaa-mesh\n"), "{doc}");
+    assert!(doc.contains("phase: AUTHN\n") && doc.contains("failStrategy: FAIL_RELOAD\n"));
+    assert!(doc.contains("mode: CLIENT_AND_SERVER"), "{doc}");
+    assert!(!doc.contains("priority:"), "{doc}");
+    // The keys come from the proxy's environment, never inline: the record-MAC key and the
+    // body key clinical-ai's routes use (response signing), not the unused request key.
+    let env = |name: &str| doc.contains(&format!("- name: {name}\n      valueFrom: HOST\n"));
+    assert!(
+        env("HIPAA_AUDIT_HMAC_KEY")
+            && env("HIPAA_RESPONSE_SIGNING_KEY")
+            && !env("HIPAA_REQUEST_SIGNING_KEY"),
+        "{doc}"
+    );
+    // The layout on disk holds the manifest under that digest.
+    let manifest = oci.path().join(format!("hipaa-mesh/blobs/sha256/{digest}"));
+    assert!(manifest.is_file(), "{}", manifest.display());
+    let index = std::fs::read_to_string(oci.path().join("hipaa-mesh/index.json")).unwrap();
+    assert!(
+        index.contains(&format!("\"digest\":\"sha256:{digest}\"")),
+        "{index}"
+    );
+    assert!(
+        index.contains("\"org.opencontainers.image.ref.name\":\"1.2.3\""),
+        "{index}"
     );
 }
 
 #[test]
 fn render_says_which_module_is_missing() {
     let wasm = fake_wasm_dir();
-    std::fs::remove_file(wasm.path().join("hipaa_audit.wasm")).unwrap();
+    std::fs::remove_file(wasm.path().join("hipaa_mesh.wasm")).unwrap();
     let out_dir = Temp::new("render");
     let out = cli(&[
         "policy",
@@ -502,11 +483,11 @@ fn render_says_which_module_is_missing() {
         wasm.s(),
     ]);
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("hipaa_audit.wasm"), "{}", out.stderr);
+    assert!(out.stderr.contains("hipaa_mesh.wasm"), "{}", out.stderr);
     assert!(out.stderr.contains("make build"), "{}", out.stderr);
     let pkg = cli(&["package", "--wasm-dir", wasm.s(), "--out", out_dir.s()]);
     assert_eq!(pkg.code, 2);
-    assert!(pkg.stderr.contains("hipaa_audit.wasm"), "{}", pkg.stderr);
+    assert!(pkg.stderr.contains("hipaa_mesh.wasm"), "{}", pkg.stderr);
 }
 
 #[test]
@@ -618,7 +599,7 @@ fn envoy_verified_policy(name: &str, dir: &Temp) -> String {
 }
 
 #[test]
-fn render_envoy_puts_native_jwt_authn_right_before_authn_for_envoy_verification() {
+fn render_envoy_puts_native_jwt_authn_in_front_of_the_mesh_filter_for_envoy_verification() {
     let dir = Temp::new("envoy-verification");
     let file = envoy_verified_policy("ehr-api", &dir);
     assert_eq!(cli(&["policy", "check", &file]).code, 0);
@@ -643,9 +624,13 @@ fn render_envoy_puts_native_jwt_authn_right_before_authn_for_envoy_verification(
             .find(needle)
             .unwrap_or_else(|| panic!("{needle} not in {envoy}"))
     };
-    // audit, transport, jwt_authn, authn, router.
+    // jwt_authn, then the one hipaa-mesh filter (audit, transport, authn), router.
     let jwt = pos("- name: envoy.filters.http.jwt_authn");
-    assert!(pos("- name: hipaa-transport") < jwt && jwt < pos("- name: hipaa-authn"));
+    assert!(
+        jwt < pos("- name: hipaa-mesh")
+            && pos("- name: hipaa-mesh") < pos("envoy.filters.http.router")
+    );
+    assert!(!envoy.contains("hipaa-authn") && !envoy.contains("hipaa-transport"));
     for needle in [
         "payload_in_metadata: payload",
         "forward: true",
@@ -676,7 +661,7 @@ fn render_envoy_puts_native_jwt_authn_right_before_authn_for_envoy_verification(
 }
 
 #[test]
-fn render_istio_adds_a_request_authentication_and_moves_authn_after_it() {
+fn render_istio_adds_a_request_authentication_and_moves_the_plugin_after_it() {
     let dir = Temp::new("istio-verification");
     let file = envoy_verified_policy("clinical-ai", &dir);
     let wasm = fake_wasm_dir();
@@ -711,9 +696,10 @@ fn render_istio_adds_a_request_authentication_and_moves_authn_after_it() {
         assert!(security.contains(needle), "{needle} not in {security}");
     }
     let plugins = std::fs::read_to_string(out_dir.path().join("wasmplugins.yaml")).unwrap();
-    let authn = plugins.find("name: clinical-ai-hipaa-authn").unwrap();
-    assert!(plugins[authn..].contains("phase: AUTHZ"), "{plugins}");
-    assert_eq!(plugins.matches("phase: AUTHN").count(), 2, "{plugins}");
+    // One plugin, after Istio's jwt_authn (its 401s are recorded at log time).
+    assert_eq!(plugins.matches("kind: WasmPlugin").count(), 1, "{plugins}");
+    assert!(plugins.contains("phase: AUTHZ"), "{plugins}");
+    assert!(!plugins.contains("phase: AUTHN"), "{plugins}");
     // The pluginConfig carries the mode, so authn knows to ask for Envoy's payload.
     assert!(plugins.contains("verification: envoy"), "{plugins}");
 }

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// One hipaa-mesh filter in the chain.
+/// One hipaa-mesh filter in the chain, loaded from `hipaa_mesh.wasm` with the root id
+/// `hipaa-<name>`: `mesh` (the combined filter), or `audit`, `transport`, `authn` alone.
 #[derive(Clone)]
 pub struct Filter {
     pub name: &'static str,

@@ -36,15 +36,17 @@ pub fn envoy_bin() -> PathBuf {
     path
 }
 
-/// A filter module built by `make build`: the wasm-opt output in `target/wasm/`, else
+/// The module `make build` writes, `hipaa_mesh.wasm` (every filter: the combined root id
+/// `hipaa-mesh` and the single-filter ones): the wasm-opt output in `target/wasm/`, else
 /// cargo's own output (`cargo build --target wasm32-wasip1 --release`), else `$HIPAA_WASM_DIR`.
-pub fn wasm(name: &str) -> PathBuf {
-    let file = format!("hipaa_{name}.wasm");
+/// `_root` names the filter a caller loads from it; every one is in the same file.
+pub fn wasm(_root: &str) -> PathBuf {
+    let file = "hipaa_mesh.wasm";
     let candidates = match std::env::var_os("HIPAA_WASM_DIR") {
-        Some(dir) => vec![PathBuf::from(dir).join(&file)],
+        Some(dir) => vec![PathBuf::from(dir).join(file)],
         None => vec![
-            target_dir().join("wasm").join(&file),
-            target_dir().join("wasm32-wasip1/release").join(&file),
+            target_dir().join("wasm").join(file),
+            target_dir().join("wasm32-wasip1/release").join(file),
         ],
     };
     // The optimised copy only when it is at least as new as cargo's output.

@@ -1,10 +1,21 @@
-//! HTTP context: gather the request facts first (before any other filter), refuse PHI requests
+//! The audit stage and the HTTP context of its single-filter root `hipaa-audit`: gather the
+//! request facts first (before any other filter or stage), refuse PHI requests
 //! while the buffer is full under failClosed, read the outcome, and enqueue the record at
 //! `on_log` — which Envoy calls for every stream, aborted ones included.
 //!
 //! The audit filter runs first, so it also removes every `x-hipaa-*` header the client sent (as
 //! authn does; defence in depth): anything of that prefix present later was set by a hipaa filter
 //! and may be trusted for the record. A spoofing attempt is counted.
+//!
+//! The combined root (`hipaa-mesh`) drives the same [`AuditHttp`] through
+//! [`AuditHttp::request_headers`] (the header map and connection facts it read once) and
+//! [`AuditHttp::log`] with the other stages' annotations held in memory ([`Annotations`])
+//! instead of read back from request headers.
+//!
+//! When this filter's request callback never ran (a filter in front answered: Envoy's
+//! `jwt_authn` for Istio's `RequestAuthentication`), the facts are gathered at `on_log` from the
+//! `request.headers` attribute, and no `x-hipaa-*` request header is believed: none of the
+//! mesh's stages ran, so any such header is the client's.
 
 use crate::host;
 use crate::root::Shared;
@@ -13,6 +24,7 @@ use hipaa_core::audit::build::{self, ConnectionFacts, RequestFacts, ResponseFact
 use hipaa_core::audit::response;
 use hipaa_core::denial::Denial;
 use hipaa_core::headers;
+use hipaa_host::Headers;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
@@ -50,11 +62,12 @@ impl AuditHttp {
     /// map outside its own callback (and the SDK panics on that refusal), so the request
     /// headers are read through the `request.headers` attribute, which stays readable at log
     /// time: the whole map in one host call (the values looked up in it), or, should the host
-    /// not hand the map over, one attribute per name. The reply's `x-hipaa-denial` was read
-    /// from the reply's own header map as it went by; when no reply went through this filter,
-    /// from the `response.headers` attribute. Either way only a local reply's is believed
-    /// (`hipaa_core::audit::response`).
-    fn read_outcome(&mut self) {
+    /// not hand the map over, one attribute per name. In the combined filter (`annotations`
+    /// given) nothing is read back: the stages handed their facts on in memory. The reply's
+    /// `x-hipaa-denial` was read from the reply's own header map as it went by; when no reply
+    /// went through this filter, from the `response.headers` attribute. Either way only a
+    /// local reply's is believed (`hipaa_core::audit::response`).
+    fn read_outcome(&mut self, annotations: Option<&Annotations>) {
         let response_seen = self.response_seen;
         let response_denial = self.response_denial.take();
         let details = self.response.code_details.clone();
@@ -66,6 +79,11 @@ impl AuditHttp {
             };
             response::trusted_denial(denial, details.as_deref())
         };
+        if let Some(annotations) = annotations {
+            return self
+                .response
+                .read_annotations(|n| annotations.get(n), response);
+        }
         match host::map_property(&["request", "headers"]) {
             Some(pairs) => self
                 .response
@@ -75,6 +93,29 @@ impl AuditHttp {
                 response,
             ),
         }
+    }
+}
+
+/// What the stages of the combined filter found, handed to the audit stage in memory: the
+/// identity authn verified, transport's connection facts, the refusing stage's reason.
+#[derive(Debug, Default, Clone)]
+pub struct Annotations {
+    values: Vec<(&'static str, String)>,
+}
+
+impl Annotations {
+    /// Adds `value` under `name` (an `x-hipaa-*` name of the header contract); the first wins.
+    pub fn set(&mut self, name: &'static str, value: String) {
+        if self.get(name).is_none() {
+            self.values.push((name, value));
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -99,7 +140,8 @@ impl HttpContext for UnconfiguredHttp {
     }
 }
 
-fn connection_facts() -> ConnectionFacts {
+/// The connection attributes the record reads (one host call each).
+pub fn connection_facts() -> ConnectionFacts {
     ConnectionFacts {
         source_address: host::string_property(&["source", "address"]),
         tls_version: host::string_property(&["connection", "tls_version"]),
@@ -113,19 +155,52 @@ impl HttpContext for AuditHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         // One host call for the whole map; the facts are looked up in it.
         let pairs = host::header_pairs(REQ);
-        let names: Vec<String> = pairs.names().map(str::to_string).collect();
-        let mut facts = RequestFacts::gather(
-            &self.shared.policy.routes,
-            &names,
-            |n| host::lookup(&pairs, n),
-            &connection_facts(),
-            host::now_millis(),
-        );
-        facts.egress = build::egress_facts(
-            &self.shared.policy.spec.egress,
-            host::int_property(&["xds", "listener_direction"]),
-            host::lookup(&pairs, ":authority").as_deref(),
-        );
+        let direction = host::int_property(&["xds", "listener_direction"]);
+        self.request_headers(&pairs, &connection_facts(), direction)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.refused {
+            return Action::Continue;
+        }
+        // Last on the response path: an upstream's `x-hipaa-*` headers go here, on every
+        // listener, and only a local reply's denial is believed.
+        let details = host::string_property(&["response", "code_details"]);
+        let names: Vec<String> = host::header_pairs(RESP)
+            .names()
+            .map(str::to_string)
+            .collect();
+        for name in response::headers_to_remove(&names, details.as_deref(), self.route_signs) {
+            host::remove_header(RESP, &name);
+        }
+        if self.request.is_none() {
+            return Action::Continue;
+        }
+        self.response_seen = true;
+        self.response.status = host::header(RESP, ":status")
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        self.response_denial =
+            response::trusted_denial(host::header(RESP, headers::DENIAL), details.as_deref());
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        self.log(None);
+    }
+}
+
+impl AuditHttp {
+    /// The request-headers step on the header map as the client sent it and the connection's
+    /// facts: gathers the record's request facts, removes (and counts) the client's `x-hipaa-*`
+    /// headers, and refuses a PHI request with 503 while the buffer is full under failClosed.
+    pub fn request_headers(
+        &mut self,
+        pairs: &Headers,
+        conn: &ConnectionFacts,
+        direction: Option<i64>,
+    ) -> Action {
+        let facts = self.gather(pairs, conn, direction, host::now_millis());
         if !facts.spoofed.is_empty() {
             host::count(host::SPOOFED);
             for name in &facts.spoofed {
@@ -156,49 +231,68 @@ impl HttpContext for AuditHttp {
                 return Action::Pause;
             }
         }
-        self.route_signs =
-            response::route_signs(&self.shared.policy.routes, &facts.method, &facts.path);
         self.request = Some(facts);
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.refused {
-            return Action::Continue;
-        }
-        // Last on the response path: an upstream's `x-hipaa-*` headers go here, on every
-        // listener, and only a local reply's denial is believed.
-        let details = host::string_property(&["response", "code_details"]);
-        let names: Vec<String> = host::header_pairs(RESP)
-            .names()
-            .map(str::to_string)
-            .collect();
-        for name in response::headers_to_remove(&names, details.as_deref(), self.route_signs) {
-            host::remove_header(RESP, &name);
-        }
-        if self.request.is_none() {
-            return Action::Continue;
-        }
-        self.response_seen = true;
-        self.response.status = host::header(RESP, ":status")
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        self.response_denial =
-            response::trusted_denial(host::header(RESP, headers::DENIAL), details.as_deref());
-        Action::Continue
+    fn gather(
+        &mut self,
+        pairs: &Headers,
+        conn: &ConnectionFacts,
+        direction: Option<i64>,
+        start_ms: i64,
+    ) -> RequestFacts {
+        let names: Vec<String> = pairs.names().map(str::to_string).collect();
+        let mut facts = RequestFacts::gather(
+            &self.shared.policy.routes,
+            &names,
+            |n| host::lookup(pairs, n),
+            conn,
+            start_ms,
+        );
+        facts.egress = build::egress_facts(
+            &self.shared.policy.spec.egress,
+            direction,
+            host::lookup(pairs, ":authority").as_deref(),
+        );
+        self.route_signs =
+            response::route_signs(&self.shared.policy.routes, &facts.method, &facts.path);
+        facts
     }
 
-    fn on_log(&mut self) {
+    /// A filter in front answered before this one saw the request: the facts from the
+    /// `request.headers` attribute at log time, and no `x-hipaa-*` request header believed.
+    fn gather_late(&mut self) -> Option<RequestFacts> {
+        let pairs = host::map_property(&["request", "headers"])?;
+        let start_ms = host::int_property(&["request", "time"])
+            .map(|nanos| nanos / 1_000_000)
+            .unwrap_or_else(host::now_millis);
+        let direction = host::int_property(&["xds", "listener_direction"]);
+        let facts = self.gather(&pairs, &connection_facts(), direction, start_ms);
+        if !facts.spoofed.is_empty() {
+            host::count(host::SPOOFED);
+        }
+        Some(facts)
+    }
+
+    /// Seals and enqueues the record at the end of the stream. `annotations`: what the
+    /// combined filter's stages found (None: read the other filters' request headers).
+    pub fn log(&mut self, annotations: Option<&Annotations>) {
         if self.refused {
             return;
         }
-        let Some(request) = self.request.take() else {
-            return;
+        let none_believed = Annotations::default();
+        let (request, annotations) = match self.request.take() {
+            Some(request) => (request, annotations),
+            None => match self.gather_late() {
+                Some(request) => (request, Some(&none_believed)),
+                None => return,
+            },
         };
         // Everything the other filters set is in place by now (also when no response headers
         // went through: the client left first, or Envoy answered itself).
         self.response.code_details = host::string_property(&["response", "code_details"]);
-        self.read_outcome();
+        self.read_outcome(annotations);
         if !self.response_seen {
             // No response headers went through this filter: the client left first (status 0),
             // unless Envoy itself answered.

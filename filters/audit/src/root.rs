@@ -51,7 +51,7 @@ use std::time::Duration;
 
 /// What the root context shares with the HTTP contexts of its VM.
 pub struct Shared {
-    pub policy: Policy,
+    pub policy: Rc<Policy>,
     pub audit: Audit,
     /// This VM's chain: requests seal their records into it as they log them.
     chain: RefCell<ChainWriter>,
@@ -143,6 +143,81 @@ impl AuditRoot {
             done_by: None,
             precounted: 0,
         }
+    }
+
+    /// Takes a parsed policy (the combined root parses it once for every stage), loads the
+    /// record-MAC key and starts this VM's chain; the tick period delivery needs, or None (with
+    /// one log line) when the policy has no `spec.audit` or the key is unusable.
+    pub fn configure(&mut self, policy: Rc<Policy>) -> Option<Duration> {
+        let Some(audit) = policy.spec.audit.clone() else {
+            log::error!("hipaa-audit: spec.audit: required by the audit filter (collector, flushIntervalMs, maxBatch, maxBuffered, whenCollectorDown, macKeyEnv)");
+            return None;
+        };
+        let key = match std::env::var(&audit.mac_key_env) {
+            Ok(text) => match MacKeyRing::parse(&text) {
+                Ok(ring) => ring.current().clone(),
+                Err(e) => {
+                    log::error!(
+                        "hipaa-audit: {} (named by spec.audit.macKeyEnv): {e}",
+                        audit.mac_key_env
+                    );
+                    return None;
+                }
+            },
+            Err(_) => {
+                log::error!(
+                    "hipaa-audit: the record-MAC key variable {} (spec.audit.macKeyEnv) is not set for the Wasm VM; pass it with vm_config.environment_variables",
+                    audit.mac_key_env
+                );
+                return None;
+            }
+        };
+        host::define_counters();
+        if self.shared.is_none() {
+            let chain_id = self.chain_id();
+            let queue =
+                hostcalls::register_shared_queue(&format!("hipaa.audit.records.{chain_id}")).ok();
+            if queue.is_none() {
+                log::warn!(
+                    "hipaa-audit: could not register the record queue; records wait in the VM"
+                );
+            }
+            let now = host::now_millis();
+            let (writer, start) = match ChainWriter::start(chain_id.clone(), key, now) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    log::error!("hipaa-audit: cannot start the chain: {e}");
+                    return None;
+                }
+            };
+            let start_json = match serde_json::to_vec(&start) {
+                Ok(json) => json,
+                Err(e) => {
+                    log::error!("hipaa-audit: cannot serialize the chain-start record: {e}");
+                    return None;
+                }
+            };
+            let mut delivery = Delivery::new(DeliveryConfig::from_policy(&audit));
+            delivery.push(start_json, now);
+            self.start_unacked = true;
+            self.delivery = Some(delivery);
+            self.shared = Some(Rc::new(Shared {
+                policy,
+                audit: audit.clone(),
+                chain: RefCell::new(writer),
+                queue,
+                queued: Cell::new(0),
+                fallback: RefCell::new(VecDeque::new()),
+            }));
+            log::info!("hipaa-audit: policy loaded; chain {chain_id} started");
+        }
+        Some(Duration::from_millis(
+            DeliveryConfig::from_policy(&audit).tick_ms(),
+        ))
+    }
+
+    pub fn shared(&self) -> Option<Rc<Shared>> {
+        self.shared.clone()
     }
 
     /// Records acknowledged or given up: out of the shared buffered count (the chain-start is
@@ -404,70 +479,10 @@ impl RootContext for AuditRoot {
                 return false;
             }
         };
-        let Some(audit) = policy.spec.audit.clone() else {
-            log::error!("hipaa-audit: spec.audit: required by the audit filter (collector, flushIntervalMs, maxBatch, maxBuffered, whenCollectorDown, macKeyEnv)");
+        let Some(tick) = self.configure(Rc::new(policy)) else {
             return false;
         };
-        let key = match std::env::var(&audit.mac_key_env) {
-            Ok(text) => match MacKeyRing::parse(&text) {
-                Ok(ring) => ring.current().clone(),
-                Err(e) => {
-                    log::error!(
-                        "hipaa-audit: {} (named by spec.audit.macKeyEnv): {e}",
-                        audit.mac_key_env
-                    );
-                    return false;
-                }
-            },
-            Err(_) => {
-                log::error!(
-                    "hipaa-audit: the record-MAC key variable {} (spec.audit.macKeyEnv) is not set for the Wasm VM; pass it with vm_config.environment_variables",
-                    audit.mac_key_env
-                );
-                return false;
-            }
-        };
-        host::define_counters();
-        if self.shared.is_none() {
-            let chain_id = self.chain_id();
-            let queue =
-                hostcalls::register_shared_queue(&format!("hipaa.audit.records.{chain_id}")).ok();
-            if queue.is_none() {
-                log::warn!(
-                    "hipaa-audit: could not register the record queue; records wait in the VM"
-                );
-            }
-            let now = host::now_millis();
-            let (writer, start) = match ChainWriter::start(chain_id.clone(), key, now) {
-                Ok(pair) => pair,
-                Err(e) => {
-                    log::error!("hipaa-audit: cannot start the chain: {e}");
-                    return false;
-                }
-            };
-            let start_json = match serde_json::to_vec(&start) {
-                Ok(json) => json,
-                Err(e) => {
-                    log::error!("hipaa-audit: cannot serialize the chain-start record: {e}");
-                    return false;
-                }
-            };
-            let mut delivery = Delivery::new(DeliveryConfig::from_policy(&audit));
-            delivery.push(start_json, now);
-            self.start_unacked = true;
-            self.delivery = Some(delivery);
-            self.shared = Some(Rc::new(Shared {
-                policy,
-                audit: audit.clone(),
-                chain: RefCell::new(writer),
-                queue,
-                queued: Cell::new(0),
-                fallback: RefCell::new(VecDeque::new()),
-            }));
-            log::info!("hipaa-audit: policy loaded; chain {chain_id} started");
-        }
-        let tick = DeliveryConfig::from_policy(&audit).tick_ms();
-        if !hipaa_host::set_tick_period(Duration::from_millis(tick)) {
+        if !hipaa_host::set_tick_period(tick) {
             log::warn!("hipaa-audit: the host refused the tick period; records are sent as the queue fills");
         }
         true

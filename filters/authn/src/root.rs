@@ -12,6 +12,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// How often the root context looks at the remote JWKS schedule.
+pub const JWKS_TICK: Duration = Duration::from_millis(500);
+
 #[derive(Default)]
 pub struct AuthnRoot {
     state: Option<Rc<Shared>>,
@@ -19,9 +22,29 @@ pub struct AuthnRoot {
 
 /// What the root context shares with the HTTP contexts of its VM.
 pub struct Shared {
-    pub policy: Policy,
+    pub policy: Rc<Policy>,
     pub auth: RefCell<Authenticator>,
     pub jwks: RefCell<Option<JwksFetcher>>,
+}
+
+impl AuthnRoot {
+    /// Takes a parsed policy (the combined root parses it once for every stage); the tick
+    /// period this stage needs (remote JWKS only), or None.
+    pub fn configure(&mut self, policy: Rc<Policy>) -> Option<Duration> {
+        let auth = Authenticator::new(&policy);
+        let fetcher = JwksFetcher::new(&policy);
+        let tick = fetcher.is_some().then_some(JWKS_TICK);
+        self.state = Some(Rc::new(Shared {
+            auth: RefCell::new(auth),
+            jwks: RefCell::new(fetcher),
+            policy,
+        }));
+        tick
+    }
+
+    pub fn state(&self) -> Option<Rc<Shared>> {
+        self.state.clone()
+    }
 }
 
 impl Context for AuthnRoot {
@@ -50,18 +73,13 @@ impl RootContext for AuthnRoot {
                 return false;
             }
         };
-        let auth = Authenticator::new(&policy);
-        let fetcher = JwksFetcher::new(&policy);
-        if fetcher.is_some() && !hipaa_host::set_tick_period(Duration::from_millis(500)) {
-            log::warn!(
-                "hipaa-authn: the host refused the tick period; remote JWKS are not refreshed"
-            );
+        if let Some(period) = self.configure(Rc::new(policy)) {
+            if !hipaa_host::set_tick_period(period) {
+                log::warn!(
+                    "hipaa-authn: the host refused the tick period; remote JWKS are not refreshed"
+                );
+            }
         }
-        self.state = Some(Rc::new(Shared {
-            auth: RefCell::new(auth),
-            jwks: RefCell::new(fetcher),
-            policy,
-        }));
         log::info!("hipaa-authn: policy loaded");
         true
     }

@@ -24,20 +24,6 @@ pub fn now_secs() -> Option<i64> {
     hipaa_host::since_epoch().and_then(|d| i64::try_from(d.as_secs()).ok())
 }
 
-/// One header value; a value that is not UTF-8 is treated as absent.
-pub fn header(map: MapType, name: &str) -> Option<String> {
-    hipaa_host::header_text(map, name)
-}
-
-/// Header names of a map (values not needed, and not decoded).
-pub fn header_names(map: MapType) -> Vec<String> {
-    hipaa_host::Headers::read(map)
-        .into_pairs()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect()
-}
-
 pub fn set_header(map: MapType, name: &str, value: &str) {
     if !hipaa_host::set_header(map, name, Some(value)) {
         log_warn(&format!("hipaa-transport: could not set header {name}"));

@@ -1,8 +1,12 @@
-//! HTTP context: gather the connection and request facts, ask core, apply the answer.
+//! The transport stage and the HTTP context of its single-filter root `hipaa-transport`:
+//! gather the connection and request facts, ask core, apply the answer. The combined root
+//! (`hipaa-mesh`) drives the same [`TransportHttp`] through [`TransportHttp::request_headers`]
+//! with the header map and connection facts it already read, and the body and response
+//! callbacks as they are; it keeps the annotations in memory instead of request headers.
 //!
 //! Request path: remove every incoming `x-hipaa-*` header (keeping the value of
 //! `x-hipaa-signature` for verification), decide, set the annotation headers for the audit
-//! filter, then continue or refuse with a local reply. On `verifyRequests` writes the body is
+//! filter (single-filter root only), then continue or refuse with a local reply. On `verifyRequests` writes the body is
 //! held (bounded by `maxBodyBytes`) until its signature is checked.
 //!
 //! Response path, on routes that sign: the body is hashed as it streams and its Ed25519
@@ -28,6 +32,7 @@ use hipaa_core::transport::{
     self, BodyPlan, ConnectionFacts, Denial, Direction, RequestLine, Verdict, HEADER_DENIAL,
     HEADER_PREFIX,
 };
+use hipaa_host::Headers;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
@@ -49,6 +54,13 @@ pub struct TransportHttp {
     signer: Option<ResponseSigner>,
     /// A local reply was sent; nothing more to do.
     replied: bool,
+    /// Hand the annotations and the denial on as request headers (the single-filter chain);
+    /// false in the combined filter, which keeps them in memory.
+    annotate: bool,
+    /// The code of this stage's refusal, if it refused.
+    denied: Option<&'static str>,
+    /// What the decision said about the connection (`x-hipaa-tls`, `x-hipaa-peer`, ...).
+    annotations: Vec<(&'static str, String)>,
 }
 
 /// Where a refusal happens: only in the request headers callback may the request map be
@@ -70,7 +82,28 @@ impl TransportHttp {
             request_body_size: 0,
             signer: None,
             replied: false,
+            annotate: true,
+            denied: None,
+            annotations: Vec::new(),
         }
+    }
+
+    /// The stage inside the combined filter: nothing handed on as request headers.
+    pub fn in_memory(config: Option<Rc<Config>>) -> TransportHttp {
+        TransportHttp {
+            annotate: false,
+            ..TransportHttp::new(config)
+        }
+    }
+
+    /// The code of this stage's refusal, if it refused (request or body phase).
+    pub fn denied(&self) -> Option<&'static str> {
+        self.denied
+    }
+
+    /// The decision's annotations about the connection (for the audit record).
+    pub fn annotations(&self) -> &[(&'static str, String)] {
+        &self.annotations
     }
 
     fn request_keys(&self) -> Option<&MacKeyRing> {
@@ -85,9 +118,10 @@ impl TransportHttp {
     /// The reply itself also carries `x-hipaa-denial`, for refusals made after the request
     /// headers have gone on.
     fn deny(&mut self, denial: &Denial, phase: Phase) -> Action {
-        if phase == Phase::RequestHeaders {
+        if phase == Phase::RequestHeaders && self.annotate {
             host::set_header(REQ, HEADER_DENIAL, denial.code());
         }
+        self.denied = Some(denial.code());
         host::count(&host::denial_counter(denial.code()));
         host::send_reply(
             denial.status(),
@@ -100,18 +134,19 @@ impl TransportHttp {
         Action::Pause
     }
 
-    fn strip_reserved_headers(&self) {
-        for name in host::header_names(REQ) {
+    fn strip_reserved_headers(request_headers: &Headers) {
+        for name in request_headers.names() {
             if name
                 .get(..HEADER_PREFIX.len())
                 .is_some_and(|p| p.eq_ignore_ascii_case(HEADER_PREFIX))
             {
-                host::remove_header(REQ, &name);
+                host::remove_header(REQ, name);
             }
         }
     }
 
-    fn connection_facts() -> ConnectionFacts {
+    /// The connection attributes the transport decision reads (one host call each).
+    pub fn connection_facts() -> ConnectionFacts {
         ConnectionFacts {
             tls_version: host::string_property(&["connection", "tls_version"]),
             mtls: host::bool_property(&["connection", "mtls"]),
@@ -135,42 +170,36 @@ impl TransportHttp {
         }
     }
 
-    /// The end of a signed response: the signature as a trailer.
-    fn finish_signing(&mut self) {
-        if let Some(signer) = self.signer.take() {
-            host::set_header(RESP_TRAILERS, SIGNATURE_HEADER, &signer.finish());
-            host::count(host::SIGNED);
-        }
-    }
-}
-
-fn content_length(map: MapType) -> Option<u64> {
-    host::header(map, "content-length").and_then(|v| v.trim().parse().ok())
-}
-
-impl Context for TransportHttp {}
-
-impl HttpContext for TransportHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.request_id = host::header(REQ, "x-request-id").unwrap_or_default();
-        self.request_signature = host::header(REQ, SIGNATURE_HEADER);
-        self.strip_reserved_headers();
+    /// The request-headers step on a header map read before the `x-hipaa-*` headers were
+    /// removed (the client's signature is one of them) and the connection's facts.
+    pub fn request_headers(
+        &mut self,
+        request_headers: &Headers,
+        facts: &ConnectionFacts,
+        end_of_stream: bool,
+    ) -> Action {
+        self.request_id = request_headers.text("x-request-id").unwrap_or_default();
+        self.request_signature = request_headers.text(SIGNATURE_HEADER);
         let Some(config) = self.config.clone() else {
             return self.deny(&Denial::Unconfigured, Phase::RequestHeaders);
         };
-        let facts = Self::connection_facts();
-        let method = host::header(REQ, ":method").unwrap_or_default();
-        let path = host::header(REQ, ":path").unwrap_or_default();
-        let authority = host::header(REQ, ":authority").or_else(|| host::header(REQ, "host"));
+        let method = request_headers.text(":method").unwrap_or_default();
+        let path = request_headers.text(":path").unwrap_or_default();
+        let authority = request_headers
+            .text(":authority")
+            .or_else(|| request_headers.text("host"));
         let request = RequestLine {
             method: &method,
             path: &path,
             authority: authority.as_deref(),
         };
-        let decision = transport::decide(&facts, &request, &config.policy, host::now_secs());
-        for (name, value) in &decision.annotations {
-            host::set_header(REQ, name, value);
+        let decision = transport::decide(facts, &request, &config.policy, host::now_secs());
+        if self.annotate {
+            for (name, value) in &decision.annotations {
+                host::set_header(REQ, name, value);
+            }
         }
+        self.annotations = decision.annotations;
         let allowance = match decision.verdict {
             Verdict::Deny(denial) => return self.deny(&denial, Phase::RequestHeaders),
             Verdict::Allow(a) => a,
@@ -186,11 +215,32 @@ impl HttpContext for TransportHttp {
         if end_of_stream {
             return self.verify_request(b"", Phase::RequestHeaders);
         }
-        if content_length(REQ).is_some_and(|n| self.plan.too_large(n)) {
+        let content_length = request_headers
+            .text("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if content_length.is_some_and(|n| self.plan.too_large(n)) {
             return self.deny(&Denial::RequestBodyTooLarge, Phase::RequestHeaders);
         }
         self.verifying = true;
         Action::Continue
+    }
+
+    /// The end of a signed response: the signature as a trailer.
+    fn finish_signing(&mut self) {
+        if let Some(signer) = self.signer.take() {
+            host::set_header(RESP_TRAILERS, SIGNATURE_HEADER, &signer.finish());
+            host::count(host::SIGNED);
+        }
+    }
+}
+
+impl Context for TransportHttp {}
+
+impl HttpContext for TransportHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let request_headers = Headers::read(REQ);
+        Self::strip_reserved_headers(&request_headers);
+        self.request_headers(&request_headers, &Self::connection_facts(), end_of_stream)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

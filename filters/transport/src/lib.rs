@@ -1,4 +1,5 @@
-//! hipaa_transport.wasm: transmission security and integrity (45 CFR 164.312(e)(1), (c)(1),
+//! The transport stage and its single-filter root `hipaa-transport` (in `hipaa_mesh.wasm`):
+//! transmission security and integrity (45 CFR 164.312(e)(1), (c)(1),
 //! and the mTLS half of (d)): refuses plaintext, weak TLS, missing client certificates and
 //! unlisted SPIFFE peers inbound; refuses egress to hosts without a current BAA outbound; signs
 //! response bodies and verifies request body signatures on the routes that ask for it.
@@ -8,14 +9,5 @@
 //! No policy decision is made here, and nothing here may panic (a panic kills the worker's VM).
 
 mod host;
-mod http;
-mod root;
-
-use proxy_wasm::traits::RootContext;
-use proxy_wasm::types::LogLevel;
-
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    hipaa_host::install_panic_hook("hipaa-transport");
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(root::TransportRoot::default()) });
-}}
+pub mod http;
+pub mod root;

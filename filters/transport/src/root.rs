@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 /// What every request of this VM runs on.
 pub struct Config {
-    pub policy: Policy,
+    pub policy: Rc<Policy>,
     /// Present when some route verifies request bodies.
     pub request_keys: Option<MacKeyRing>,
     /// Present when some route signs responses.
@@ -27,16 +27,10 @@ pub struct TransportRoot {
 
 impl Context for TransportRoot {}
 
-impl RootContext for TransportRoot {
-    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = host::buffer(BufferType::PluginConfiguration, plugin_configuration_size);
-        let policy = match Policy::from_plugin_config(&bytes) {
-            Ok(p) => p,
-            Err(errors) => {
-                host::log_error(&format!("hipaa-transport: {}", errors.summary()));
-                return false;
-            }
-        };
+impl TransportRoot {
+    /// Takes a parsed policy (the combined root parses it once for every stage) and loads the
+    /// keys of this stage's purpose; false (with one log line) when a key is unusable.
+    pub fn configure(&mut self, policy: Rc<Policy>) -> bool {
         let env = |name: &str| std::env::var(name).ok();
         let keys = integrity::load_request_keys(
             &policy,
@@ -70,6 +64,24 @@ impl RootContext for TransportRoot {
             response_key,
         }));
         true
+    }
+
+    pub fn config(&self) -> Option<Rc<Config>> {
+        self.config.clone()
+    }
+}
+
+impl RootContext for TransportRoot {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = host::buffer(BufferType::PluginConfiguration, plugin_configuration_size);
+        let policy = match Policy::from_plugin_config(&bytes) {
+            Ok(p) => p,
+            Err(errors) => {
+                host::log_error(&format!("hipaa-transport: {}", errors.summary()));
+                return false;
+            }
+        };
+        self.configure(Rc::new(policy))
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -154,6 +154,11 @@ pub fn egress_facts(
 
 /// `outcome.reason` when Envoy refused a request because a Wasm filter failed.
 pub const FILTER_FAILED: &str = "filter_failed";
+/// `outcome.reason` when Envoy's own `jwt_authn` refused the token before the hipaa filters
+/// ran (Istio's `RequestAuthentication` with `verification: envoy`).
+pub const JWT_AUTHN_DENIED: &str = "jwt_authn_denied";
+/// The `response.code_details` prefix of a `jwt_authn` refusal.
+const JWT_AUTHN_DETAILS: &str = "jwt_authn_access_denied";
 
 /// What happened, read at response / log time. The `x-hipaa-*` values were set by hipaa
 /// filters (the audit filter removed the client's own at request time).
@@ -217,10 +222,14 @@ impl ResponseFacts {
     /// an answer of the app).
     pub fn reason(&self) -> Option<String> {
         self.denial.clone().or_else(|| {
-            self.code_details
-                .as_deref()
-                .filter(|d| d.starts_with("wasm_"))
-                .map(|_| FILTER_FAILED.to_string())
+            let details = self.code_details.as_deref()?;
+            if details.starts_with("wasm_") {
+                Some(FILTER_FAILED.to_string())
+            } else if details.starts_with(JWT_AUTHN_DETAILS) {
+                Some(JWT_AUTHN_DENIED.to_string())
+            } else {
+                None
+            }
         })
     }
 }
@@ -760,5 +769,26 @@ mod tests {
         resp.denial = Some("missing_token".into());
         resp.code_details = Some("wasm_fail_stream".into());
         assert_eq!(resp.reason().as_deref(), Some("missing_token"));
+    }
+
+    #[test]
+    fn a_jwt_authn_401_before_the_mesh_filter_is_a_denial() {
+        // Istio's RequestAuthentication answers before the combined filter decodes the request;
+        // the record is sealed at log time from Envoy's code details.
+        let req = gather(
+            &[(":method", "GET"), (":path", "/healthz")],
+            &ConnectionFacts::default(),
+        );
+        let resp = ResponseFacts {
+            status: 401,
+            code_details: Some("jwt_authn_access_denied{Jwt_verification_fails}".into()),
+            ..Default::default()
+        };
+        assert!(resp.denied());
+        let v = serde_json::to_value(build_record(&req, &resp)).unwrap();
+        assert_eq!(v["outcome"]["decision"], "deny");
+        assert_eq!(v["outcome"]["reason"], JWT_AUTHN_DENIED);
+        // Recorded on every route class, as any other refusal.
+        assert!(should_record(RouteClass::Public, resp.denied(), false));
     }
 }

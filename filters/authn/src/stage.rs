@@ -1,0 +1,120 @@
+//! The authn stage: the facts of one request read from a header map the caller already holds,
+//! the decision asked of `hipaa_core::authn::decide`, the counters and the JWKS refetch. Both
+//! the single-filter root (`hipaa-authn`) and the combined one (`hipaa-mesh`) call it; what
+//! each does with the verdict (headers for the next filter, or facts handed on in memory) is
+//! theirs.
+
+use crate::host::{self, SharedSessions};
+use crate::root::Shared;
+use hipaa_core::authn::{self, CacheOutcome, RequestFacts, Verdict};
+use hipaa_core::denial::Denial;
+use hipaa_core::headers;
+use hipaa_core::jwt::envoy::EnvoyPayload;
+use hipaa_host::Headers;
+use proxy_wasm::types::{Action, MapType};
+use std::rc::Rc;
+
+pub struct AuthnStage {
+    state: Rc<Shared>,
+}
+
+impl AuthnStage {
+    pub fn new(state: Rc<Shared>) -> AuthnStage {
+        AuthnStage { state }
+    }
+
+    /// The verdict for a request whose headers are `request_headers` (read before any
+    /// `x-hipaa-*` header was removed: none of them is a fact authn reads).
+    pub fn decide(&self, request_headers: &Headers) -> Verdict {
+        let policy = &self.state.policy;
+        let bg_header = policy
+            .spec
+            .identity
+            .break_glass
+            .as_ref()
+            .map(|bg| bg.header.as_str());
+        // Values as text with U+FFFD for bytes that are not UTF-8: a garbled credential is
+        // still a credential (and fails verification) rather than a panic or an absent header.
+        let mut facts = RequestFacts::default();
+        for (name, value) in request_headers.lossy() {
+            match name {
+                ":method" => facts.method = value,
+                ":path" => facts.path = value,
+                headers::AUTHORIZATION => facts.authorization.push(value),
+                n if Some(n) == bg_header => facts.break_glass = Some(value),
+                n if hipaa_core::patient::is_patient_header(&policy.routes, n) => {
+                    facts.patient_headers.push((name.to_string(), value));
+                }
+                _ => {}
+            }
+        }
+        // `verification: envoy`: what Envoy's jwt_authn verified (no host call otherwise).
+        facts.envoy_payload = EnvoyPayload::read(&policy.spec.identity, host::envoy_claim);
+
+        let now = host::now_secs();
+        let verdict = {
+            let mut auth = self.state.auth.borrow_mut();
+            if let Some(fetcher) = self.state.jwks.borrow_mut().as_mut() {
+                fetcher.apply_missing(&mut auth);
+            }
+            authn::decide(&facts, policy, &mut auth, &mut SharedSessions, now)
+        };
+        match verdict.cache {
+            CacheOutcome::Hit => host::count("hipaa_authn.token_cache.hit"),
+            CacheOutcome::Miss => host::count("hipaa_authn.token_cache.miss"),
+            CacheOutcome::NotUsed => {}
+        }
+        if let (true, Some(fetcher)) = (verdict.refetch_jwks, self.state.jwks.borrow().as_ref()) {
+            fetcher.request_refetch_all(now);
+        }
+        match &verdict.denial {
+            None => {
+                host::count("hipaa_authn.allow");
+                if verdict.emergency.is_some() {
+                    host::count("hipaa_authn.break_glass");
+                }
+            }
+            Some(denial) => count_denial(denial),
+        }
+        verdict
+    }
+}
+
+fn count_denial(denial: &Denial) {
+    host::count("hipaa_authn.deny");
+    host::count(&format!("hipaa_authn.deny.{}", denial.reason()));
+}
+
+/// Sets (or removes) one request header; the host refuses only outside the headers callback.
+pub fn set_request_header(name: &str, value: Option<&str>) {
+    let _ = hipaa_host::set_header(MapType::HttpRequestHeaders, name, value);
+}
+
+/// Removes every `x-hipaa-*` header of `request_headers` from the request (no spoofing).
+pub fn strip_reserved(request_headers: &Headers) {
+    for name in request_headers.names() {
+        if headers::is_reserved(name) {
+            set_request_header(name, None);
+        }
+    }
+}
+
+/// The identity headers of an allowed (or identified, then refused) request, for the upstream.
+pub fn set_identity_headers(verdict: &Verdict) {
+    for (name, value) in &verdict.set_headers {
+        set_request_header(name, Some(value));
+    }
+}
+
+/// The denial's local reply (core builds it: status, challenge, JSON body).
+pub fn send_denial(denial: &Denial, request_id: &str, allowed_methods: &[String]) -> Action {
+    let reply = denial.reply(request_id, allowed_methods);
+    let _ = hipaa_host::local_reply_owned(reply.status, &reply.headers, reply.body.as_bytes());
+    Action::Pause
+}
+
+/// Counts and sends the reply of a request refused before any decision (no valid policy).
+pub fn refuse_unconfigured(request_id: &str) -> Action {
+    count_denial(&Denial::Unconfigured);
+    send_denial(&Denial::Unconfigured, request_id, &[])
+}
