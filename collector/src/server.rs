@@ -281,7 +281,9 @@ fn detector(shared: &Shared, cfg: DetectConfig) {
                 .map_err(|e| eprintln!("hipaa-collector: detect: {e}"))
                 .ok();
         }
-        let Some((store, runner)) = state.as_mut() else { continue };
+        let Some((store, runner)) = state.as_mut() else {
+            continue;
+        };
         // Catch up in steps, checking for shutdown between them.
         loop {
             match runner.step(store.as_mut(), enc, (shared.collector.clock)()) {
@@ -323,7 +325,10 @@ fn alert_webhook(shared: &Shared, hook: &Webhook) {
                 if matches!(e, webhook::DeliveryError::Store(_)) {
                     store = None;
                 }
-                eprintln!("hipaa-collector: webhook: {e}; retrying in {} s", backoff.as_secs());
+                eprintln!(
+                    "hipaa-collector: webhook: {e}; retrying in {} s",
+                    backoff.as_secs()
+                );
                 wait = backoff;
                 backoff = webhook::next_backoff(backoff);
             }
@@ -543,8 +548,10 @@ fn record_read(
 fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
     let url = request.url().to_string();
     let (path, qs) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    let needs_reader = matches!((request.method(), path), (Method::Get, "/v1/records" | "/v1/verify"))
-        || crate::alerts::http::owns(path);
+    let needs_reader = matches!(
+        (request.method(), path),
+        (Method::Get, "/v1/records" | "/v1/verify")
+    ) || crate::alerts::http::owns(path);
     let reader = match needs_reader {
         true => match authorize(shared, &request) {
             Ok(r) => Some(r),

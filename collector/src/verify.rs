@@ -594,7 +594,8 @@ fn check_record(
         }
         return;
     }
-    if row.kind == crate::alerts::ledger::ALERT_KIND || row.kind == crate::alerts::ledger::STATUS_KIND
+    if row.kind == crate::alerts::ledger::ALERT_KIND
+        || row.kind == crate::alerts::ledger::STATUS_KIND
     {
         for what in crate::alerts::ledger::check(row, value, keys.encryption) {
             out.push(finding(Problem::Modified, mismatch(what)));

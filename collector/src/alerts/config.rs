@@ -178,7 +178,11 @@ impl DetectConfig {
     pub fn parse(text: &str) -> Result<DetectConfig, String> {
         let value: Value = serde_norway::from_str(text)
             .map_err(|e| format!("detect config is not YAML or JSON: {e}"))?;
-        let value = if value.is_null() { Value::Object(Default::default()) } else { value };
+        let value = if value.is_null() {
+            Value::Object(Default::default())
+        } else {
+            value
+        };
         let config: DetectConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             format!("detect config: {path}: {}", e.into_inner())
@@ -196,8 +200,14 @@ impl DetectConfig {
     fn validate(&self) -> Result<(), String> {
         let windows = [
             ("failedAuth.windowSeconds", self.failed_auth.window_seconds),
-            ("patientVolume.windowSeconds", self.patient_volume.window_seconds),
-            ("exfiltration.windowSeconds", self.exfiltration.window_seconds),
+            (
+                "patientVolume.windowSeconds",
+                self.patient_volume.window_seconds,
+            ),
+            (
+                "exfiltration.windowSeconds",
+                self.exfiltration.window_seconds,
+            ),
         ];
         for (name, w) in windows {
             if !(1..=7 * 86_400).contains(&w) {

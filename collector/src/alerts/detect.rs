@@ -93,9 +93,9 @@ pub struct Detector {
 fn short(index: &str) -> u64 {
     let hex = index.get(..16).unwrap_or(index);
     u64::from_str_radix(hex, 16).unwrap_or_else(|_| {
-        index
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+        index.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
     })
 }
 
@@ -275,7 +275,10 @@ impl Detector {
     /// Forgets windows that ended before the lookback (relative to the newest record seen, and
     /// never later than `now_ms`: one record from the future cannot wipe the state).
     pub fn prune(&mut self, now_ms: i64) {
-        let horizon = self.newest_ms.min(now_ms).saturating_sub(self.cfg.lookback_ms());
+        let horizon = self
+            .newest_ms
+            .min(now_ms)
+            .saturating_sub(self.cfg.lookback_ms());
         self.failures.retain(|(_, b), _| *b >= horizon);
         self.volume.retain(|(_, b), _| *b >= horizon);
         self.bytes.retain(|(_, b), _| *b >= horizon);
@@ -318,7 +321,9 @@ impl Detector {
         let by_ip = ip.map(|i| format!("ip:{i}"));
         if outcome.decision == Decision::Deny && outcome.status == 401 {
             // A subject when the token named one (step-up, idle session), else the source.
-            let Some(key) = by_subject.or(by_ip) else { return };
+            let Some(key) = by_subject.or(by_ip) else {
+                return;
+            };
             let k = (key.clone(), from);
             if !room(&self.failures, &k, &mut self.dropped) {
                 return;
@@ -354,7 +359,9 @@ impl Detector {
         }
         // A success after failures, from the same subject or the same source.
         for key in [by_subject, by_ip].into_iter().flatten() {
-            let Some(b) = self.failures.get_mut(&(key.clone(), from)) else { continue };
+            let Some(b) = self.failures.get_mut(&(key.clone(), from)) else {
+                continue;
+            };
             if b.count < cfg.then_success_threshold || b.success_fired {
                 continue;
             }
@@ -417,7 +424,11 @@ impl Detector {
         }
         samples.sort_unstable();
         let median = samples.get(samples.len() / 2).copied().unwrap_or(0);
-        Some(median.saturating_mul(cfg.baseline_factor).max(cfg.baseline_floor))
+        Some(
+            median
+                .saturating_mul(cfg.baseline_factor)
+                .max(cfg.baseline_floor),
+        )
     }
 
     fn patient_volume(
@@ -477,12 +488,18 @@ impl Detector {
         if b.fired || b.baseline_fired {
             return;
         }
-        let Some(own) = self.baseline(subject_idx, time_ms) else { return };
+        let Some(own) = self.baseline(subject_idx, time_ms) else {
+            return;
+        };
         if hour_count <= own {
             return;
         }
         let hour = bucket(time_ms, HOUR_MS);
-        if !self.once(AlertKind::PatientVolume, &format!("baseline:{subject_idx}"), hour) {
+        if !self.once(
+            AlertKind::PatientVolume,
+            &format!("baseline:{subject_idx}"),
+            hour,
+        ) {
             return;
         }
         if let Some(b) = self.volume.get_mut(&(subject_idx.to_string(), from)) {
@@ -516,7 +533,9 @@ impl Detector {
         if !self.cfg.break_glass.enabled {
             return;
         }
-        let Some(emergency) = &rec.emergency else { return };
+        let Some(emergency) = &rec.emergency else {
+            return;
+        };
         let draft = Draft {
             kind: AlertKind::BreakGlass,
             key: record_key(rec),
@@ -529,7 +548,10 @@ impl Detector {
             count: 1,
             threshold: 1,
             records: single(rec.request_id.as_deref()),
-            summary: format!("emergency access (break-glass), reason {}", emergency.reason),
+            summary: format!(
+                "emergency access (break-glass), reason {}",
+                emergency.reason
+            ),
         };
         out.push(draft.alert(now_ms));
     }
@@ -603,7 +625,9 @@ impl Detector {
             .outcome
             .as_ref()
             .is_some_and(|o| o.decision == Decision::Allow);
-        let (Some(subject_idx), true) = (idx.subject, allowed) else { return };
+        let (Some(subject_idx), true) = (idx.subject, allowed) else {
+            return;
+        };
         let roles = rec.actor.as_ref().and_then(|a| a.roles.as_ref());
         let offset_ms = cfg.utc_offset_minutes * 60_000;
         let local = time_ms + offset_ms;
@@ -621,7 +645,9 @@ impl Detector {
             let weekend = hours.weekdays_only && weekday >= 5;
             (!inside || weekend).then(|| (role.clone(), hours.start.clone(), hours.end.clone()))
         });
-        let Some((role, start, end)) = outside else { return };
+        let Some((role, start, end)) = outside else {
+            return;
+        };
         // One alert per subject and local day.
         let day_from = bucket(local, DAY_MS) - offset_ms;
         let key = format!("subject:{subject_idx}");

@@ -24,7 +24,10 @@ const MAX_BODY: u64 = 8 * 1024;
 
 /// Whether `path` is this family's.
 pub fn owns(path: &str) -> bool {
-    path == PREFIX || path.strip_prefix(PREFIX).is_some_and(|r| r.starts_with('/'))
+    path == PREFIX
+        || path
+            .strip_prefix(PREFIX)
+            .is_some_and(|r| r.starts_with('/'))
 }
 
 /// What a handler needs of the server.
@@ -43,9 +46,10 @@ pub fn parse_filter(qs: &str) -> Result<AlertFilter, String> {
         let (k, v) = (percent_decode(k)?, percent_decode(v)?);
         match k.as_str() {
             "kind" => {
-                f.kind = Some(AlertKind::parse(&v).ok_or_else(|| {
-                    format!("kind {v:?} is not an alert kind")
-                })?)
+                f.kind = Some(
+                    AlertKind::parse(&v)
+                        .ok_or_else(|| format!("kind {v:?} is not an alert kind"))?,
+                )
             }
             "subject" => f.subject = Some(v),
             "patient" => f.patient = Some(v),
@@ -148,12 +152,16 @@ pub fn handle(mut ctx: Context<'_>, mut request: Request, path: &str, qs: &str) 
                 .is_err()
                 || body.len() as u64 > MAX_BODY
             {
-                error(request, 400, "bad_request", "the body must be at most 8 KiB of JSON");
+                error(
+                    request,
+                    400,
+                    "bad_request",
+                    "the body must be at most 8 KiB of JSON",
+                );
                 return true;
             }
-            let parsed: Option<(Status, String)> = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| {
+            let parsed: Option<(Status, String)> =
+                serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
                     let status = v.get("status")?.as_str().and_then(Status::parse)?;
                     let note = match v.get("note") {
                         None | Some(Value::Null) => String::new(),
@@ -187,7 +195,12 @@ pub fn handle(mut ctx: Context<'_>, mut request: Request, path: &str, qs: &str) 
             let stored = ledger::append_status(ctx.store, ctx.enc, &rec, ctx.now_ms).is_ok()
                 && record(&mut ctx, "POST /v1/alerts/{id}/status", id, 1);
             if !stored {
-                error(request, 503, "store_unavailable", "the status was not stored; retry");
+                error(
+                    request,
+                    503,
+                    "store_unavailable",
+                    "the status was not stored; retry",
+                );
                 return false;
             }
             alert.status = status;

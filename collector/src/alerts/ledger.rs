@@ -31,11 +31,18 @@ pub fn alert_record(alert: &Alert, now_ms: i64) -> Value {
 }
 
 fn alert_own<'a>(enc: &EncryptionKey, record: &'a Value) -> OwnRecord<'a> {
-    let field = |name: &str| record.pointer(&format!("/alert/{name}")).and_then(Value::as_str);
+    let field = |name: &str| {
+        record
+            .pointer(&format!("/alert/{name}"))
+            .and_then(Value::as_str)
+    };
     OwnRecord {
         kind: ALERT_KIND,
         record,
-        time_ms: record.get("timeMs").and_then(Value::as_i64).unwrap_or_default(),
+        time_ms: record
+            .get("timeMs")
+            .and_then(Value::as_i64)
+            .unwrap_or_default(),
         bi_subject: field("subject").map(|s| enc.blind_index("subject", s)),
         bi_patient: field("patient").map(|p| enc.blind_index("patient", p)),
         dedupe_key: field("id").map(|id| format!("alert:{id}")),
@@ -85,7 +92,10 @@ fn status_own(record: &Value) -> OwnRecord<'_> {
     OwnRecord {
         kind: STATUS_KIND,
         record,
-        time_ms: record.get("timeMs").and_then(Value::as_i64).unwrap_or_default(),
+        time_ms: record
+            .get("timeMs")
+            .and_then(Value::as_i64)
+            .unwrap_or_default(),
         bi_subject: None,
         bi_patient: None,
         dedupe_key: None,
@@ -118,7 +128,9 @@ pub struct AlertFilter {
 pub enum ReadError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("stored record at ledger position {0} fails authentication: run `hipaa-mesh audit verify`")]
+    #[error(
+        "stored record at ledger position {0} fails authentication: run `hipaa-mesh audit verify`"
+    )]
     Tampered(i64),
 }
 
@@ -135,7 +147,9 @@ fn all_rows(store: &mut dyn Store, mut filter: RowFilter) -> Result<Vec<StoredRo
     filter.limit = PAGE;
     loop {
         let page = store.rows(&filter)?;
-        let Some(last) = page.last().map(|r| r.ledger_seq) else { break };
+        let Some(last) = page.last().map(|r| r.ledger_seq) else {
+            break;
+        };
         let full = page.len() as i64 >= PAGE;
         out.extend(page);
         if !full {
@@ -171,7 +185,9 @@ pub fn list(
             .cloned()
             .and_then(|a| serde_json::from_value(a).ok())
             .ok_or(ReadError::Tampered(row.ledger_seq))?;
-        if f.kind.is_some_and(|k| k != alert.kind) || f.id.as_ref().is_some_and(|id| *id != alert.id) {
+        if f.kind.is_some_and(|k| k != alert.kind)
+            || f.id.as_ref().is_some_and(|id| *id != alert.id)
+        {
             continue;
         }
         alerts.push(alert);
@@ -210,7 +226,11 @@ pub fn list(
 }
 
 /// One alert by id, with its current status.
-pub fn get(store: &mut dyn Store, enc: &EncryptionKey, id: &str) -> Result<Option<Alert>, ReadError> {
+pub fn get(
+    store: &mut dyn Store,
+    enc: &EncryptionKey,
+    id: &str,
+) -> Result<Option<Alert>, ReadError> {
     if !is_alert_id(id) {
         return Ok(None);
     }

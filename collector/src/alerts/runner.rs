@@ -88,7 +88,9 @@ fn each_row(
     filter.limit = STEP_ROWS;
     loop {
         let page = store.rows(&filter)?;
-        let Some(last) = page.last().map(|r| r.ledger_seq) else { return Ok(()) };
+        let Some(last) = page.last().map(|r| r.ledger_seq) else {
+            return Ok(());
+        };
         for row in &page {
             f(row);
         }
@@ -182,7 +184,9 @@ impl Runner {
             rows: rows.len(),
             ..Step::default()
         };
-        let Some(last) = rows.last().map(|r| r.ledger_seq) else { return Ok(step) };
+        let Some(last) = rows.last().map(|r| r.ledger_seq) else {
+            return Ok(step);
+        };
         let mut raised = Vec::new();
         for row in &rows {
             raised.extend(feed(&mut self.detector, enc, row, now_ms));

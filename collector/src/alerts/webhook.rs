@@ -116,7 +116,11 @@ pub fn deliver_pending(
             store.advance_state(CURSOR, row.ledger_seq)?;
             continue;
         };
-        let id = alert.get("id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let id = alert
+            .get("id")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
         let bytes = serde_json::to_vec(&alert).map_err(|e| DeliveryError::Send(e.to_string()))?;
         post(agent, hook, &id, &bytes).map_err(DeliveryError::Send)?;
         store.advance_state(CURSOR, row.ledger_seq)?;

@@ -475,7 +475,10 @@ impl Store for PgStore {
 
     fn state(&mut self, name: &str) -> Result<Option<i64>, StoreError> {
         self.client
-            .query_opt("SELECT value FROM collector_state WHERE name = $1", &[&name])
+            .query_opt(
+                "SELECT value FROM collector_state WHERE name = $1",
+                &[&name],
+            )
             .map(|r| r.map(|r| r.get(0)))
             .map_err(err("read collector state"))
     }
