@@ -66,7 +66,6 @@ impl CollectorClient {
     }
 
     /// `GET path?query` (query pairs percent-encoded by the client), the JSON answer.
-    #[allow(dead_code)] // for the alerts, incidents and session commands being added
     pub fn get_json(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
         self.get_json_with_header(path, query, "x-none")
             .map(|(v, _)| v)
@@ -93,7 +92,6 @@ impl CollectorClient {
     }
 
     /// `POST path` with a JSON body, the JSON answer (`null` for an empty body).
-    #[allow(dead_code)] // for the alerts, incidents and session commands being added
     pub fn post_json(&self, path: &str, body: &Value) -> Result<Value, String> {
         let req = self
             .request("POST", path)

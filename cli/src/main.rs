@@ -1,6 +1,7 @@
 //! `hipaa-mesh`: the one binary for platform engineers and compliance officers.
 //! Each command family lives in its own module; this file only parses and dispatches.
 
+mod alerts_cmd;
 mod audit_cmd;
 mod collector_client;
 mod collector_cmd;
@@ -46,6 +47,9 @@ enum Command {
     /// Review the audit trail: query, verify, purge.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// What the collector's detectors raised: list, show, acknowledge or close.
+    #[command(subcommand)]
+    Alerts(alerts_cmd::AlertsCommand),
     /// Write each built `.wasm` as an OCI image layout that Istio's WasmPlugin pulls (`oci://`).
     Package(package_cmd::PackageArgs),
 }
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Integrity(cmd) => integrity_cmd::run(cmd),
         Command::Collector(args) => collector_cmd::run(args),
         Command::Audit(cmd) => audit_cmd::run(cmd),
+        Command::Alerts(cmd) => alerts_cmd::run(cmd),
         Command::Package(args) => package_cmd::run(args),
     };
     match result {

@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod ingest;
 pub mod keys;
 pub mod ledger;
+pub mod ocsf;
 pub mod own_records;
 pub mod purge;
 pub mod query;

@@ -618,13 +618,16 @@ fn verify_covers_alert_rows(b: Backend) {
     );
 }
 
+/// What the receiver saw of one request: (status it answered, body, signature, alert id).
+type Delivery = (u16, Vec<u8>, String, String);
+
 /// A local receiver: answers 500 to the first `fail` requests, then 200; records each body and
 /// signature.
 fn receiver(
     fail: usize,
 ) -> (
     String,
-    std::sync::mpsc::Receiver<(u16, Vec<u8>, String, String)>,
+    std::sync::mpsc::Receiver<Delivery>,
     std::thread::JoinHandle<()>,
 ) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
