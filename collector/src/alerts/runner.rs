@@ -11,7 +11,6 @@
 //! restart neither loses nor re-raises an alert.
 
 use hipaa_core::audit::{AuditRecord, IntegrityRecord};
-use serde_json::Value;
 
 use super::config::DetectConfig;
 use super::detect::{Detector, Indexes};
@@ -38,20 +37,14 @@ pub struct Step {
     pub stored: Vec<Alert>,
 }
 
-fn decrypt(enc: &EncryptionKey, row: &StoredRow) -> Option<Value> {
-    let plain = enc.decrypt(row.ledger_seq, &row.nonce, &row.ciphertext)?;
-    serde_json::from_slice(&plain).ok()
-}
-
-/// Feeds one stored row to the detectors.
+/// Feeds one stored row to the detectors: decrypted and parsed straight into its typed record
+/// (no intermediate JSON value: this runs for every stored record).
 fn feed(detector: &mut Detector, enc: &EncryptionKey, row: &StoredRow, now_ms: i64) -> Vec<Alert> {
     let time_ms = row.time_ms.unwrap_or(row.stored_at_ms);
-    match row.kind.as_str() {
-        "access" => {}
-        "integrity" => {}
-        _ => return Vec::new(),
+    if row.kind != "access" && row.kind != "integrity" {
+        return Vec::new();
     }
-    let Some(value) = decrypt(enc, row) else {
+    let Some(plain) = enc.decrypt(row.ledger_seq, &row.nonce, &row.ciphertext) else {
         // `audit verify` reports it; no record contents here.
         eprintln!(
             "hipaa-collector: detect: ledger #{} does not decrypt; skipped (run audit verify)",
@@ -60,12 +53,12 @@ fn feed(detector: &mut Detector, enc: &EncryptionKey, row: &StoredRow, now_ms: i
         return Vec::new();
     };
     if row.kind == "integrity" {
-        return match serde_json::from_value::<IntegrityRecord>(value) {
+        return match serde_json::from_slice::<IntegrityRecord>(&plain) {
             Ok(rec) => detector.integrity(row.ledger_seq, &rec, time_ms, now_ms),
             Err(_) => Vec::new(),
         };
     }
-    match serde_json::from_value::<AuditRecord>(value) {
+    match serde_json::from_slice::<AuditRecord>(&plain) {
         Ok(rec) => detector.access(
             &rec,
             time_ms,
