@@ -510,9 +510,10 @@ fn alerts_api(backend: Backend) {
     use hipaa_core::audit::ChainWriter;
     let db = TestDb::new(backend);
     let mut config = config_for(&db.url);
-    let mut detect = crate::alerts::DetectConfig::default();
-    detect.poll_millis = 100;
-    config.detect = Some(detect);
+    config.detect = Some(crate::alerts::DetectConfig {
+        poll_millis: 100,
+        ..Default::default()
+    });
     let server = start(config, collector(), CheckpointSigner::generate(), vec![]).unwrap();
     let addr = server.addr();
     let (mut w, start_rec) = ChainWriter::start("c-alerts", super::mac_key(), NOW).unwrap();
