@@ -789,7 +789,10 @@ def run_bench() -> dict:
 def collector_ingest() -> dict:
     """Durable records/s of `hipaa-mesh collector` on one core (CPU 0), SQLite and PostgreSQL,
     driven by collector/examples/ingest-bench.rs on CPU 1: sealed records with valid MACs, one
-    hash chain per sender, batches of 200 (the filter's maxBatch), acknowledged after commit."""
+    hash chain per sender, batches of 200 (the filter's maxBatch), acknowledged after commit.
+    Each backend twice: with the detectors on (the default, `records_per_s`) and off
+    (`--detect-config` with `enabled: false`): the detectors share the collector's one core, so
+    `detect_ratio` is what detection costs ingest (issue #14: >= 0.90)."""
     tool = ROOT / "target" / "release" / "examples" / "ingest-bench"
     if not tool.exists():
         return {"note": "not measured: target/release/examples/ingest-bench not built"}
@@ -797,45 +800,58 @@ def collector_ingest() -> dict:
     pg_server = os.environ.get("HIPAA_TEST_POSTGRES_URL",
                                "postgres://postgres@127.0.0.1:5432/postgres")
     for backend in ("sqlite", "postgres"):
-        d = WORK / f"ingest-{backend}"
-        d.mkdir(parents=True, exist_ok=True)
-        mac_key = "ingest:" + secrets.token_hex(32)
-        (d / "at-rest.key").write_text(secrets.token_hex(32))
-        env = dict(os.environ, HIPAA_AUDIT_HMAC_KEY=mac_key,
-                   HIPAA_AUDIT_ENCRYPTION_KEY_FILE=str(d / "at-rest.key"))
-        pg_db = None
-        if backend == "sqlite":
-            db = f"sqlite:{d / 'audit.db'}"
-        else:
-            pg_db = f"hipaa_bench_{os.getpid()}"
-            r = subprocess.run(["psql", pg_server, "-q", "-c", f"CREATE DATABASE {pg_db}"],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                out[backend] = {"error": f"cannot create a PostgreSQL database: {r.stderr}"}
-                continue
-            db = pg_server.rsplit("/", 1)[0] + "/" + pg_db
-        port = free_port()
-        coll = spawn(pinned(CPU_ENVOY, [str(CLI), "collector", "--listen", f"127.0.0.1:{port}",
-                                        "--db", db, "--checkpoint-seconds", "60",
-                                        "--public-key-out", str(d / "checkpoint-keys.pem")]),
-                     d / "collector.log", env=env)
-        try:
-            wait_port(port)
-            r = subprocess.run(pinned(CPU_LOAD, [str(tool), "--port", str(port), "--key", mac_key,
-                                                 "--seconds", str(max(SECONDS, 3))]),
-                               capture_output=True, text=True, cwd=ROOT)
-            try:
-                out[backend] = json.loads(r.stdout.strip().splitlines()[-1])
-            except (json.JSONDecodeError, IndexError):
-                out[backend] = {"error": (r.stderr or r.stdout)[-500:]}
-        finally:
-            stop(coll)
-            if pg_db:
-                subprocess.run(["psql", pg_server, "-q", "-c",
-                                f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"],
-                               capture_output=True)
-        log(f"collector ingest, {backend}: {out[backend]}")
+        runs = {}
+        for detect in ("off", "on"):
+            runs[detect] = ingest_once(tool, backend, detect, pg_server)
+            log(f"collector ingest, {backend}, detection {detect}: {runs[detect]}")
+        res = dict(runs["on"])
+        off = runs["off"].get("records_per_s")
+        res["records_per_s_detect_off"] = off
+        if off and res.get("records_per_s"):
+            res["detect_ratio"] = round(res["records_per_s"] / off, 3)
+        out[backend] = res
     return out
+
+
+def ingest_once(tool: Path, backend: str, detect: str, pg_server: str) -> dict:
+    d = WORK / f"ingest-{backend}-{detect}"
+    d.mkdir(parents=True, exist_ok=True)
+    mac_key = "ingest:" + secrets.token_hex(32)
+    (d / "at-rest.key").write_text(secrets.token_hex(32))
+    (d / "detect.yaml").write_text("enabled: false\n" if detect == "off" else "{}\n")
+    env = dict(os.environ, HIPAA_AUDIT_HMAC_KEY=mac_key,
+               HIPAA_AUDIT_ENCRYPTION_KEY_FILE=str(d / "at-rest.key"))
+    pg_db = None
+    if backend == "sqlite":
+        db = f"sqlite:{d / 'audit.db'}"
+    else:
+        pg_db = f"hipaa_bench_{os.getpid()}_{detect}"
+        r = subprocess.run(["psql", pg_server, "-q", "-c", f"CREATE DATABASE {pg_db}"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            return {"error": f"cannot create a PostgreSQL database: {r.stderr}"}
+        db = pg_server.rsplit("/", 1)[0] + "/" + pg_db
+    port = free_port()
+    coll = spawn(pinned(CPU_ENVOY, [str(CLI), "collector", "--listen", f"127.0.0.1:{port}",
+                                    "--db", db, "--checkpoint-seconds", "60",
+                                    "--detect-config", str(d / "detect.yaml"),
+                                    "--public-key-out", str(d / "checkpoint-keys.pem")]),
+                 d / "collector.log", env=env)
+    try:
+        wait_port(port)
+        r = subprocess.run(pinned(CPU_LOAD, [str(tool), "--port", str(port), "--key", mac_key,
+                                             "--seconds", str(max(SECONDS, 3))]),
+                           capture_output=True, text=True, cwd=ROOT)
+        try:
+            return json.loads(r.stdout.strip().splitlines()[-1])
+        except (json.JSONDecodeError, IndexError):
+            return {"error": (r.stderr or r.stdout)[-500:]}
+    finally:
+        stop(coll)
+        if pg_db:
+            subprocess.run(["psql", pg_server, "-q", "-c",
+                            f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"],
+                           capture_output=True)
 
 
 def machine() -> dict:
@@ -890,6 +906,10 @@ def evaluate(res: dict) -> list[dict]:
         target(f"collector ingest, {backend}, durable, one core",
                round(v) if v else "not measured", ">= 20,000 records/s",
                bool(v and v >= 20000), "records/s")
+        ratio = ing.get("detect_ratio")
+        target(f"collector ingest, {backend}, detection on vs off",
+               ratio if ratio else "not measured", ">= 0.90x", bool(ratio and ratio >= 0.90),
+               "x")
     m = res["memory_2_workers"]
     d = m["chain"]["rss_mb"] - m["bare"]["rss_mb"]
     target("RSS the chain adds (2 workers)", round(d, 1), "<= 60 MB", d <= 60, "MB")
@@ -1287,6 +1307,10 @@ def main() -> int:
     try:
         if mode == "cpu":
             run_cpu(sys.argv[2:] or ["bare", "chain"])
+            return 0
+        if mode == "ingest":
+            # Just the collector's ingest, detection on and off (`python3 bench/bench.py ingest`).
+            print(json.dumps(collector_ingest(), indent=2))
             return 0
         if mode == "soak":
             res = run_soak()

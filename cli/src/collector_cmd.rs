@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use hipaa_collector::alerts::webhook::Webhook;
+use hipaa_collector::alerts::DetectConfig;
 use hipaa_collector::keys::{
     default_public_key_path, load_public_keys, mac_ring_from_env, CheckpointSigner, EncryptionKey,
     ENV_ENCRYPTION_KEY_FILE, ENV_PUBLIC_KEY_FILE,
@@ -57,6 +59,16 @@ pub struct CollectorArgs {
     /// longest `maxTokenLifetimeSeconds` of the mesh plus skew).
     #[arg(long, default_value_t = hipaa_collector::sessions::DEFAULT_REVOCATION_TTL_SECONDS)]
     revocation_ttl_seconds: u64,
+    /// Detector thresholds (YAML or JSON; DESIGN.md "Alerts"). Without it the detectors run with
+    /// their defaults; `enabled: false` turns them off. An unknown key refuses to start.
+    #[arg(long)]
+    detect_config: Option<PathBuf>,
+    /// POST each alert here (JSON, signed x-hipaa-signature: sha256=HMAC), retried until 2xx.
+    #[arg(long, requires = "alert_webhook_secret_file")]
+    alert_webhook: Option<String>,
+    /// The webhook's own HMAC key (at least 16 bytes; no other key of the collector).
+    #[arg(long, requires = "alert_webhook")]
+    alert_webhook_secret_file: Option<PathBuf>,
 }
 
 /// The read side's credential check from flags and environment (None: reads are refused).
@@ -143,6 +155,20 @@ pub fn run(args: CollectorArgs) -> Result<ExitCode, String> {
         "session authority off (no HIPAA_SESSION_AUTHORITY_KEY)"
     };
     config.sessions = sessions.map(std::sync::Arc::new);
+    config.detect = Some(match &args.detect_config {
+        Some(path) => DetectConfig::load(path)?,
+        None => DetectConfig::default(),
+    });
+    let detection = if config.detect.as_ref().is_some_and(|d| d.enabled) {
+        "detection on"
+    } else {
+        "detection off"
+    };
+    if let (Some(url), Some(secret)) = (&args.alert_webhook, &args.alert_webhook_secret_file) {
+        let bytes =
+            std::fs::read(secret).map_err(|e| format!("cannot read {}: {e}", secret.display()))?;
+        config.webhook = Some(Webhook::new(url, &bytes)?);
+    }
     let backend = if args.db.starts_with("sqlite:") {
         "sqlite"
     } else {
@@ -161,7 +187,7 @@ pub fn run(args: CollectorArgs) -> Result<ExitCode, String> {
     let server = start(config, collector, signer, known_keys)?;
     eprintln!(
         "hipaa-collector: listening on http://{} ({backend}); checkpoint key {key_id} ({origin}); \
-         public keys in {}; {reads}; {authority}",
+         public keys in {}; {reads}; {authority}; {detection}",
         server.addr(),
         pub_path.display()
     );

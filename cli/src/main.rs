@@ -1,6 +1,7 @@
 //! `hipaa-mesh`: the one binary for platform engineers and compliance officers.
 //! Each command family lives in its own module; this file only parses and dispatches.
 
+mod alerts_cmd;
 mod audit_cmd;
 mod collector_client;
 mod collector_cmd;
@@ -54,6 +55,9 @@ enum Command {
     /// Work an incident: open (from an alert or by hand), note, assess, close, list, show,
     /// report. Talks to the collector's operator API with the read credential.
     Incident(incident_cmd::IncidentArgs),
+    /// What the collector's detectors raised: list, show, acknowledge or close.
+    #[command(subcommand)]
+    Alerts(alerts_cmd::AlertsCommand),
     /// Write each built `.wasm` as an OCI image layout that Istio's WasmPlugin pulls (`oci://`).
     Package(package_cmd::PackageArgs),
 }
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Collector(args) => collector_cmd::run(args),
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Session(cmd) => session_cmd::run(cmd),
+        Command::Alerts(cmd) => alerts_cmd::run(cmd),
         Command::Package(args) => package_cmd::run(args),
         Command::Incident(args) => incident_cmd::run(args),
     };

@@ -3,12 +3,14 @@
 //! review queries and verifies the whole trail. Serves 45 CFR 164.312(b) audit controls,
 //! (a)(2)(iv) encryption at rest and (c)(1) integrity.
 
+pub mod alerts;
 mod canonical;
 pub mod checkpoint;
 pub mod incidents;
 pub mod ingest;
 pub mod keys;
 pub mod ledger;
+pub mod ocsf;
 pub mod own_records;
 pub mod purge;
 pub mod query;

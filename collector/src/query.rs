@@ -70,12 +70,11 @@ pub struct Page {
 pub fn parse_kind(s: &str) -> Result<Option<String>, String> {
     match s {
         "all" | "any" => Ok(None),
-        "access" | "chain-start" | "integrity" | "trail-access" | "session-revocation" => {
-            Ok(Some(s.to_string()))
-        }
+        "access" | "chain-start" | "integrity" | "trail-access" | "alert" | "alert-status"
+        | "incident" | "session-revocation" => Ok(Some(s.to_string())),
         other => Err(format!(
-            "kind {other:?} is not one of access, chain-start, integrity, trail-access, \
-             session-revocation, all"
+            "kind {other:?} is not one of access, chain-start, integrity, trail-access, alert, \
+             alert-status, incident, session-revocation, all"
         )),
     }
 }
@@ -164,7 +163,7 @@ pub fn parse_query_string(qs: &str) -> Result<Query, String> {
     Ok(q)
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+pub(crate) fn percent_decode(s: &str) -> Result<String, String> {
     let mut out = Vec::with_capacity(s.len());
     let mut bytes = s.bytes();
     while let Some(c) = bytes.next() {

@@ -22,6 +22,9 @@ use ed25519_dalek::VerifyingKey;
 use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use crate::alerts::runner::Runner;
+use crate::alerts::webhook::{self, Webhook};
+use crate::alerts::DetectConfig;
 use crate::checkpoint::{sign_checkpoint, sign_checkpoint_if_changed};
 use crate::ingest::{ingest_prepared, prepare, Collector, IngestSummary, PreparedBatch};
 use crate::keys::CheckpointSigner;
@@ -63,6 +66,10 @@ pub struct ServerConfig {
     pub read_auth: Option<Arc<ReadAuth>>,
     /// The session authority (`crate::sessions`): None answers its endpoints 503.
     pub sessions: Option<Arc<SessionAuthority>>,
+    /// The detectors' thresholds; None (or `enabled: false`) runs no detector.
+    pub detect: Option<DetectConfig>,
+    /// Where each stored alert is POSTed, signed.
+    pub webhook: Option<Webhook>,
 }
 
 impl ServerConfig {
@@ -75,6 +82,8 @@ impl ServerConfig {
             max_body: DEFAULT_MAX_BODY,
             read_auth: None,
             sessions: None,
+            detect: Some(DetectConfig::default()),
+            webhook: None,
         }
     }
 }
@@ -154,6 +163,24 @@ pub fn start(
                 .name("collector-sessions".into())
                 .spawn(move || session_pruner(&shared2))
                 .map_err(|e| format!("cannot start session thread: {e}"))?,
+        );
+    }
+    if let Some(cfg) = shared.config.detect.clone().filter(|c| c.enabled) {
+        let shared2 = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("collector-detect".into())
+                .spawn(move || detector(&shared2, cfg))
+                .map_err(|e| format!("cannot start detect thread: {e}"))?,
+        );
+    }
+    if let Some(hook) = shared.config.webhook.clone() {
+        let shared2 = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("collector-webhook".into())
+                .spawn(move || alert_webhook(&shared2, &hook))
+                .map_err(|e| format!("cannot start webhook thread: {e}"))?,
         );
     }
     let shared2 = shared.clone();
@@ -270,6 +297,87 @@ fn session_pruner(shared: &Shared) {
     }
 }
 
+/// Sleeps `d` in short steps; false when the server is stopping.
+fn pause(shared: &Shared, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if shared.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+    }
+    !shared.stop.load(Ordering::SeqCst)
+}
+
+/// The detectors' loop (`crate::alerts::runner`), on its own connection: ingest never waits
+/// for it. A store error reconnects and rebuilds the state from the lookback.
+fn detector(shared: &Shared, cfg: DetectConfig) {
+    let every = Duration::from_millis(cfg.poll_millis);
+    let enc = &shared.collector.encryption;
+    let mut state: Option<(Box<dyn Store>, Runner)> = None;
+    while pause(shared, every) {
+        if state.is_none() {
+            let now = (shared.collector.clock)();
+            state = open_store(&shared.config.db_url)
+                .and_then(|mut s| Runner::start(s.as_mut(), enc, cfg.clone(), now).map(|r| (s, r)))
+                .map_err(|e| eprintln!("hipaa-collector: detect: {e}"))
+                .ok();
+        }
+        let Some((store, runner)) = state.as_mut() else {
+            continue;
+        };
+        // Catch up in steps, checking for shutdown between them.
+        loop {
+            match runner.step(store.as_mut(), enc, (shared.collector.clock)()) {
+                Ok(step) if step.rows > 0 && !shared.stop.load(Ordering::SeqCst) => {}
+                Ok(_) => break,
+                Err(e) => {
+                    eprintln!("hipaa-collector: detect: {e}");
+                    state = None;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Delivers stored alerts to the webhook, retrying with exponential backoff.
+fn alert_webhook(shared: &Shared, hook: &Webhook) {
+    let agent = webhook::agent();
+    let mut store: Option<Box<dyn Store>> = None;
+    let mut backoff = webhook::FIRST_BACKOFF;
+    let mut wait = Duration::from_millis(500);
+    while pause(shared, wait) {
+        if store.is_none() {
+            store = open_store(&shared.config.db_url)
+                .map_err(|e| eprintln!("hipaa-collector: webhook: {e}"))
+                .ok();
+        }
+        let Some(s) = store.as_mut() else {
+            wait = backoff;
+            backoff = webhook::next_backoff(backoff);
+            continue;
+        };
+        match webhook::deliver_pending(s.as_mut(), &shared.collector.encryption, hook, &agent) {
+            Ok(_) => {
+                backoff = webhook::FIRST_BACKOFF;
+                wait = Duration::from_millis(500);
+            }
+            Err(e) => {
+                if matches!(e, webhook::DeliveryError::Store(_)) {
+                    store = None;
+                }
+                eprintln!(
+                    "hipaa-collector: webhook: {e}; retrying in {} s",
+                    backoff.as_secs()
+                );
+                wait = backoff;
+                backoff = webhook::next_backoff(backoff);
+            }
+        }
+    }
+}
+
 /// Stores the batches the workers hand over, as many per transaction as are waiting.
 fn ingest_writer(shared: &Shared, queue: &mpsc::Receiver<IngestJob>) {
     let mut store: Option<Box<dyn Store>> = None;
@@ -357,7 +465,7 @@ fn worker(shared: &Shared, server: &Server, jobs: &mpsc::Sender<IngestJob>) {
     }
 }
 
-fn respond(request: Request, status: u16, body: &Value, extra: Option<Header>) {
+pub(crate) fn respond(request: Request, status: u16, body: &Value, extra: Option<Header>) {
     let mut response = Response::from_string(body.to_string()).with_status_code(status);
     if let Ok(h) = Header::from_bytes("content-type", "application/json") {
         response.add_header(h);
@@ -369,7 +477,7 @@ fn respond(request: Request, status: u16, body: &Value, extra: Option<Header>) {
     let _ = request.respond(response);
 }
 
-fn error(request: Request, status: u16, code: &str, description: &str) {
+pub(crate) fn error(request: Request, status: u16, code: &str, description: &str) {
     respond(
         request,
         status,
@@ -482,19 +590,34 @@ fn record_read(
 fn handle(shared: &Shared, store: &mut dyn Store, request: Request) -> bool {
     let url = request.url().to_string();
     let (path, qs) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    let reader = match (request.method(), path) {
-        (Method::Get, "/v1/records" | "/v1/verify" | "/v1/sessions/revoked")
-        | (Method::Post, "/v1/sessions/revoke") => match authorize(shared, &request) {
+    let needs_reader = matches!(
+        (request.method(), path),
+        (
+            Method::Get,
+            "/v1/records" | "/v1/verify" | "/v1/sessions/revoked"
+        ) | (Method::Post, "/v1/sessions/revoke")
+    ) || crate::alerts::http::owns(path);
+    let reader = match needs_reader {
+        true => match authorize(shared, &request) {
             Ok(r) => Some(r),
             Err(refusal) => {
                 refuse(request, refusal);
                 return true;
             }
         },
-        _ => None,
+        false => None,
     };
     match (request.method(), path, reader) {
         (_, p, _) if crate::incidents::api::owns(p) => incidents_call(shared, store, request),
+        (_, p, Some(reader)) if crate::alerts::http::owns(p) => {
+            let ctx = crate::alerts::http::Context {
+                store,
+                enc: &shared.collector.encryption,
+                now_ms: (shared.collector.clock)(),
+                reader: &reader,
+            };
+            crate::alerts::http::handle(ctx, request, p, qs)
+        }
         (Method::Get, "/v1/records", Some(reader)) => {
             let q = match parse_query_string(qs) {
                 Ok(q) => q,

@@ -326,6 +326,7 @@ macro_rules! both_backends {
     };
 }
 
+mod alerts;
 mod batch;
 mod canonical;
 mod incidents;

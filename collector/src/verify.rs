@@ -594,6 +594,14 @@ fn check_record(
         }
         return;
     }
+    if row.kind == crate::alerts::ledger::ALERT_KIND
+        || row.kind == crate::alerts::ledger::STATUS_KIND
+    {
+        for what in crate::alerts::ledger::check(row, value, keys.encryption) {
+            out.push(finding(Problem::Modified, mismatch(what)));
+        }
+        return;
+    }
     if row.kind == crate::trail_access::KIND {
         for what in crate::trail_access::check(row, value, keys.encryption) {
             out.push(finding(Problem::Modified, mismatch(what)));

@@ -51,6 +51,8 @@ pub struct Collector {
     reader_token: std::sync::Mutex<Option<(String, Instant)>>,
     /// A PostgreSQL database this collector owns (dropped with it).
     pg_database: Option<String>,
+    /// `--detect-config FILE` (detector thresholds), when the test gives one.
+    detect_config: Option<PathBuf>,
 }
 
 /// The PostgreSQL server the tests use (`make setup` makes sure one answers).
@@ -70,7 +72,12 @@ fn psql(sql: &str) -> std::process::Output {
 impl Collector {
     /// A collector on a fresh SQLite database.
     pub fn start() -> Collector {
-        Collector::start_with(None)
+        Collector::start_with(None, None)
+    }
+
+    /// A collector on a fresh SQLite database whose detectors use `config` (YAML or JSON).
+    pub fn start_detecting(config: &str) -> Collector {
+        Collector::start_with(None, Some(config))
     }
 
     /// A collector on a fresh PostgreSQL database (the cluster store).
@@ -89,11 +96,16 @@ impl Collector {
             postgres_server(),
             String::from_utf8_lossy(&out.stderr)
         );
-        Collector::start_with(Some(name))
+        Collector::start_with(Some(name), None)
     }
 
-    fn start_with(pg_database: Option<String>) -> Collector {
+    fn start_with(pg_database: Option<String>, detect: Option<&str>) -> Collector {
         let dir = TempDir::new("collector");
+        let detect_config = detect.map(|text| {
+            let path = dir.path().join("detect.yaml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
         let enc_key_file = dir.path().join("at-rest.key");
         let enc: String = test_mac_key().split(':').nth(1).unwrap().to_string();
         std::fs::write(&enc_key_file, enc).unwrap();
@@ -118,6 +130,7 @@ impl Collector {
             reader_keys: crate::idp::Keys::generate(),
             reader_token: std::sync::Mutex::new(None),
             pg_database,
+            detect_config,
         };
         c.restart();
         c
@@ -161,6 +174,9 @@ impl Collector {
             READER_AUDIENCE,
         ])
         .envs(self.env());
+        if let Some(path) = &self.detect_config {
+            cmd.arg("--detect-config").arg(path);
+        }
         if self.pg_database.is_some() {
             // A database server is not a folder: say where the checkpoint public key goes.
             cmd.arg("--public-key-out").arg(self.public_key_file());
@@ -258,6 +274,36 @@ impl Collector {
         match r.json() {
             Value::Array(items) => items,
             other => panic!("not an array: {other}"),
+        }
+    }
+
+    /// `GET /v1/alerts?QUERY`: the alerts raised so far.
+    pub fn alerts(&self, query: &str) -> Vec<Value> {
+        let r = self.get(&format!("/v1/alerts?{query}"));
+        assert_eq!(r.status, 200, "GET /v1/alerts?{query}: {}", r.body);
+        match r.json() {
+            Value::Array(items) => items,
+            other => panic!("not an array: {other}"),
+        }
+    }
+
+    /// Wait until `query` lists at least `n` alerts (then a little longer, so extra alerts
+    /// would show), and return them.
+    pub fn wait_for_alerts(&self, query: &str, n: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self.alerts(query);
+            if found.len() >= n {
+                std::thread::sleep(Duration::from_millis(1500));
+                return self.alerts(query);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} alerts for {query:?} after {timeout:?}:\n{}",
+                found.len(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 

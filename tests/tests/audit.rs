@@ -609,3 +609,71 @@ fn patient_ids_are_decoded_or_refused_and_auth_time_is_required() {
     }
     assert_verify_clean(&s.collector);
 }
+
+/// Issue #14: the detectors inside the real collector raise alerts, within seconds, from what
+/// the real Envoy recorded — failed sign-ins from one source, one user reading many patients,
+/// a break-glass access — and nothing for the near misses.
+#[test]
+fn detectors_raise_alerts_from_what_envoy_records() {
+    let collector = Collector::start_detecting(
+        "failedAuth: {threshold: 4, windowSeconds: 3600}\npatientVolume: {ceiling: 3, windowSeconds: 3600}\n",
+    );
+    let s = stack_on(collector, 20_000, 50);
+    let alice = s.keys.clinician("alice");
+    let bob = s.keys.token(&[
+        "--sub", "bob", "--roles", "nurse", "--amr", "pwd,otp", "--sid", "sid-bob",
+    ]);
+    // A forged token, four times (from 127.0.0.1): a burst.
+    for _ in 0..4 {
+        let r = call(&s, "GET", "/fhir/Patient/p1", Some("not.a.token"), &[]);
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    // alice reads four patients (above the ceiling of 3); bob reads three (not above).
+    for p in ["p1", "p2", "p3", "p4"] {
+        assert_eq!(
+            call(&s, "GET", &format!("/fhir/Patient/{p}"), Some(&alice), &[]).status,
+            200
+        );
+    }
+    for p in ["p1", "p2", "p3", "p3"] {
+        assert_eq!(
+            call(&s, "GET", &format!("/fhir/Patient/{p}"), Some(&bob), &[]).status,
+            200
+        );
+    }
+    // One break-glass access.
+    let r = call(
+        &s,
+        "GET",
+        "/psych/notes?patient=p9",
+        Some(&alice),
+        &[("x-break-glass", "patient-emergency")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let c = &s.collector;
+    let bursts = c.wait_for_alerts("kind=failed_auth_burst", 1, Duration::from_secs(20));
+    assert_eq!(bursts.len(), 1, "{bursts:?}");
+    assert_eq!(bursts[0]["sourceIp"], "127.0.0.1");
+    assert_eq!(bursts[0]["count"], 4);
+    assert_eq!(bursts[0]["records"].as_array().unwrap().len(), 4);
+    let volume = c.wait_for_alerts("kind=patient_volume", 1, Duration::from_secs(20));
+    assert_eq!(
+        volume.len(),
+        1,
+        "bob's three patients are not above the ceiling: {volume:?}"
+    );
+    assert_eq!(volume[0]["subject"], "alice");
+    assert_eq!(volume[0]["count"], 4);
+    let glass = c.wait_for_alerts("kind=break_glass", 1, Duration::from_secs(20));
+    assert_eq!(glass.len(), 1, "{glass:?}");
+    assert_eq!(glass[0]["patient"], "p9");
+    assert_eq!(glass[0]["status"], "open");
+    // Each alert names real records of the trail.
+    let rid = glass[0]["records"][0].as_str().unwrap().to_string();
+    let emergency = c.records("emergency=true");
+    assert_eq!(emergency.len(), 1);
+    assert_eq!(emergency[0]["requestId"], rid.as_str());
+    // The alerts are in the signed ledger: verify checks them too.
+    assert_verify_clean(c);
+}

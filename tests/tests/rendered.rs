@@ -518,6 +518,25 @@ fn the_rendered_demo_topology_serves_refuses_and_records_every_refusal() {
     let r = t.record("egress-expired");
     assert_eq!(r["egress"]["baaId"], "BAA-2021-003");
 
+    // Issue #14: every refused egress is an alert, raised by the collector's default detectors
+    // within seconds, naming the record; the allowed vendor call is not.
+    let refused = t
+        .collector
+        .wait_for_alerts("kind=exfiltration", 2, Duration::from_secs(20));
+    let mut named: Vec<&str> = refused
+        .iter()
+        .map(|a| a["records"][0].as_str().unwrap())
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        vec!["egress-expired", "egress-unlisted"],
+        "{refused:?}"
+    );
+    assert!(refused
+        .iter()
+        .all(|a| a["severity"] == "high" && a["status"] == "open"));
+
     // Every record came over the mTLS link: the collector's sidecar is its only way in.
     let ssl = counter(t.ports.collector_admin, "listener.", "ssl.handshake");
     assert!(ssl >= 1, "the collector sidecar saw no TLS handshake");

@@ -174,6 +174,11 @@ pub trait Store: Send {
     /// or not as the schema defines them: found when this connection was opened (before the
     /// schema was applied again, which restores them) and now. Empty when all are intact.
     fn append_only_problems(&mut self) -> Result<Vec<String>, StoreError>;
+    /// A progress marker of background work (`collector_state`), None when never set.
+    fn state(&mut self, name: &str) -> Result<Option<i64>, StoreError>;
+    /// Raises the marker `name` to `value` (never lowers it: two collectors advancing the same
+    /// marker keep the furthest).
+    fn advance_state(&mut self, name: &str, value: i64) -> Result<(), StoreError>;
     /// Runs raw SQL statements (tests and operators' tooling only; the triggers still apply).
     fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError>;
 

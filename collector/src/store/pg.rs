@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     key_id       TEXT   NOT NULL,
     signature    TEXT   NOT NULL
 );
+-- The only mutable table: progress markers of background work (the alert detector's and the
+-- alert webhook's ledger positions). Not evidence: losing it re-runs work idempotently.
+CREATE TABLE IF NOT EXISTS collector_state (
+    name  TEXT   PRIMARY KEY,
+    value BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS purges (
     id           BIGSERIAL PRIMARY KEY,
     created_ms   BIGINT NOT NULL,
@@ -494,6 +500,27 @@ impl Store for PgStore {
         let mut out = self.at_open.clone();
         merge_problems(&mut out, now);
         Ok(out)
+    }
+
+    fn state(&mut self, name: &str) -> Result<Option<i64>, StoreError> {
+        self.client
+            .query_opt(
+                "SELECT value FROM collector_state WHERE name = $1",
+                &[&name],
+            )
+            .map(|r| r.map(|r| r.get(0)))
+            .map_err(err("read collector state"))
+    }
+
+    fn advance_state(&mut self, name: &str, value: i64) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "INSERT INTO collector_state (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = GREATEST(collector_state.value, excluded.value)",
+                &[&name, &value],
+            )
+            .map(|_| ())
+            .map_err(err("write collector state"))
     }
 
     fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError> {

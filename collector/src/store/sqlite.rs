@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     key_id       TEXT    NOT NULL,
     signature    TEXT    NOT NULL
 );
+-- The only mutable table: progress markers of background work (the alert detector's and the
+-- alert webhook's ledger positions). Not evidence: losing it re-runs work idempotently.
+CREATE TABLE IF NOT EXISTS collector_state (
+    name  TEXT   PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS purges (
     id           INTEGER PRIMARY KEY,
     created_ms   INTEGER NOT NULL,
@@ -494,6 +500,28 @@ impl Store for SqliteStore {
             append_only_diff(&triggers(&self.conn)?, &expected_triggers()?),
         );
         Ok(out)
+    }
+
+    fn state(&mut self, name: &str) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM collector_state WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| StoreError::db("read collector state", e))
+    }
+
+    fn advance_state(&mut self, name: &str, value: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO collector_state (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                rusqlite::params![name, value],
+            )
+            .map(|_| ())
+            .map_err(|e| StoreError::db("write collector state", e))
     }
 
     fn execute_sql(&mut self, sql: &str) -> Result<(), StoreError> {

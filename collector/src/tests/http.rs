@@ -497,3 +497,134 @@ fn reads_need_an_auditor_token_and_are_recorded(backend: Backend) {
         .iter()
         .any(|f| f.problem == crate::verify::Problem::Truncated));
 }
+
+#[test]
+fn alerts_api_sqlite() {
+    alerts_api(Backend::Sqlite);
+}
+
+#[test]
+fn alerts_api_postgres() {
+    alerts_api(Backend::Postgres);
+}
+
+/// The detectors run inside the server: a break-glass record becomes an alert within seconds,
+/// readable, acknowledgeable and closable through `/v1/alerts` with the auditor's token only,
+/// and every call is recorded as trail-access.
+fn alerts_api(backend: Backend) {
+    use hipaa_core::audit::ChainWriter;
+    let db = TestDb::new(backend);
+    let mut config = config_for(&db.url);
+    config.detect = Some(crate::alerts::DetectConfig {
+        poll_millis: 100,
+        ..Default::default()
+    });
+    let server = start(config, collector(), CheckpointSigner::generate(), vec![]).unwrap();
+    let addr = server.addr();
+    let (mut w, start_rec) = ChainWriter::start("c-alerts", super::mac_key(), NOW).unwrap();
+    let emergency = w.seal(super::access(1, "dr-er", "p9", None, true)).unwrap();
+    let batch = serde_json::json!([start_rec, emergency]);
+    let (status, _, _) = http(addr, "POST", "/v1/records", batch.to_string().as_bytes());
+    assert_eq!(status, 200);
+    let mut alerts = Value::Null;
+    for _ in 0..50 {
+        let (status, _, body) = http(addr, "GET", "/v1/alerts?kind=break_glass", b"");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        alerts = json(&body);
+        if alerts.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let alerts = alerts.as_array().unwrap().clone();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let id = alerts[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(alerts[0]["status"], "open");
+    assert_eq!(alerts[0]["patient"], "p9");
+    assert_eq!(alerts[0]["records"][0], "req-dr-er-1");
+
+    // The credential: none → 401, a clinician → 403; nothing answered.
+    let (status, _, _) = http_as(addr, "GET", "/v1/alerts", b"", None);
+    assert_eq!(status, 401);
+    let clinician = token_by(&idp_key(9), "dr-who", &["clinician"]);
+    let (status, _, _) = http_as(
+        addr,
+        "GET",
+        &format!("/v1/alerts/{id}"),
+        b"",
+        Some(&clinician),
+    );
+    assert_eq!(status, 403);
+    let (status, _, _) = http_as(
+        addr,
+        "POST",
+        &format!("/v1/alerts/{id}/status"),
+        br#"{"status":"closed"}"#,
+        Some(&clinician),
+    );
+    assert_eq!(status, 403);
+
+    let (status, _, body) = http(addr, "GET", &format!("/v1/alerts/{id}"), b"");
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["id"], id.as_str());
+    let (status, _, _) = http(
+        addr,
+        "GET",
+        "/v1/alerts/0123456789abcdef0123456789abcdef",
+        b"",
+    );
+    assert_eq!(status, 404);
+    let (status, _, _) = http(addr, "GET", "/v1/alerts?kind=snooping", b"");
+    assert_eq!(status, 400);
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        &format!("/v1/alerts/{id}/status"),
+        br#"{"status":"open"}"#,
+    );
+    assert_eq!(status, 400);
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        &format!("/v1/alerts/{id}/status"),
+        br#"{"status":"acknowledged","note":"calling the ED"}"#,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["status"], "acknowledged");
+    let (_, _, body) = http(addr, "GET", "/v1/alerts?status=open", b"");
+    assert_eq!(json(&body).as_array().unwrap().len(), 0);
+    let (_, _, body) = http(
+        addr,
+        "GET",
+        "/v1/alerts?status=acknowledged&subject=dr-er",
+        b"",
+    );
+    assert_eq!(json(&body).as_array().unwrap().len(), 1);
+
+    // Who looked and who acknowledged are in the trail.
+    let (_, _, body) = http(addr, "GET", "/v1/records?kind=alert-status", b"");
+    let statuses = json(&body);
+    assert_eq!(statuses[0]["alertStatus"]["by"], "officer-jane");
+    assert_eq!(statuses[0]["alertStatus"]["note"], "calling the ED");
+    let (_, _, body) = http(
+        addr,
+        "GET",
+        "/v1/records?kind=trail-access&subject=officer-jane",
+        b"",
+    );
+    let endpoints: Vec<String> = json(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["trailAccess"]["endpoint"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        endpoints.iter().any(|e| e == "GET /v1/alerts"),
+        "{endpoints:?}"
+    );
+    assert!(
+        endpoints.iter().any(|e| e == "POST /v1/alerts/{id}/status"),
+        "{endpoints:?}"
+    );
+    server.shutdown().unwrap();
+}
