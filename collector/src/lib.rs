@@ -3,6 +3,7 @@
 //! review queries and verifies the whole trail. Serves 45 CFR 164.312(b) audit controls,
 //! (a)(2)(iv) encryption at rest and (c)(1) integrity.
 
+pub mod bounded_copy;
 mod canonical;
 pub mod checkpoint;
 pub mod ingest;
