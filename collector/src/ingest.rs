@@ -103,6 +103,15 @@ impl PreparedBatch {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+
+    /// Records that cannot be trusted (malformed, bad MAC, unknown key): what a sender's
+    /// garbage budget is charged ([`crate::ingest_limit`]).
+    pub fn untrusted(&self) -> u64 {
+        self.records
+            .iter()
+            .filter(|r| !matches!(r.check, Check::Authentic(_)))
+            .count() as u64
+    }
 }
 
 /// One received record and everything about it that does not depend on what is stored.

@@ -7,6 +7,7 @@ pub mod bounded_copy;
 mod canonical;
 pub mod checkpoint;
 pub mod ingest;
+pub mod ingest_limit;
 pub mod keys;
 pub mod ledger;
 pub mod own_records;
