@@ -218,3 +218,110 @@ fn a_full_disk_is_a_503_and_the_store_stays_intact() {
     assert_eq!(code, 0, "{report}");
     assert!(report.contains("intact"), "{report}");
 }
+
+/// Issue #13 item 4, through the real Envoy: the collector sidecar that `policy
+/// render-collector --target envoy` renders from ehr-api's and internal-api's policies takes a
+/// batch over mTLS from ehr-api's SPIFFE id (stored), and refuses with 403 the same batch from
+/// another mesh identity (a valid certificate of the same CA), a read from the allowed
+/// identity, and a certificate of another CA in the handshake; nothing refused is stored.
+#[test]
+fn only_the_audit_filters_identities_may_post_through_the_collector_sidecar() {
+    use hipaa_e2e::curl::curl;
+    use hipaa_e2e::process::Proc;
+    use hipaa_e2e::{envoy_bin, free_port, root};
+    use std::time::{Duration, Instant};
+
+    let dir = TempDir::new("collector-rbac");
+    let certs = dir.path().join("certs");
+    let out = Command::new(root().join("scripts/dev-certs.sh"))
+        .arg(&certs)
+        .arg("spiffe://cluster.local/ns/ehr/sa/ehr-api")
+        .arg("web=spiffe://cluster.local/ns/ehr/sa/web")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = Collector::start();
+    let (mtls, admin) = (free_port(), free_port());
+    let rendered = dir.path().join("rendered");
+    let o = Command::new(cli_bin())
+        .args(["policy", "render-collector"])
+        .arg(root().join("policies/ehr-api.yaml"))
+        .arg(root().join("policies/internal-api.yaml"))
+        .args(["--target", "envoy", "--out"])
+        .arg(&rendered)
+        .arg("--certs")
+        .arg(&certs)
+        .args(["--collector", &format!("127.0.0.1:{mtls}")])
+        .args(["--collector-backend", &format!("127.0.0.1:{}", c.port)])
+        .args(["--collector-admin", &format!("127.0.0.1:{admin}")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mut cmd = Command::new(envoy_bin());
+    cmd.arg("-c")
+        .arg(rendered.join("collector-sidecar.yaml"))
+        .args([
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+        ]);
+    let mut sidecar = Proc::spawn("collector-sidecar", cmd, dir.path().join("sidecar.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http::try_request(admin, "GET", "/ready", &[], b"").is_ok_and(|r| r.status == 200) {
+        assert!(sidecar.alive(), "{}", sidecar.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "sidecar not ready: {}",
+            sidecar.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let batch_file = dir.path().join("batch.json");
+    std::fs::write(&batch_file, sealed(&c, "chain-rbac", 2, "p-rbac", 0)).unwrap();
+    let data = format!("@{}", batch_file.display());
+    let url = format!("https://localhost:{mtls}/v1/records");
+    let ca = certs.join("ca.pem").display().to_string();
+    let as_cert = |name: &str, extra: &[&str]| {
+        let cert = certs.join(format!("{name}.pem")).display().to_string();
+        let key = certs.join(format!("{name}-key.pem")).display().to_string();
+        let mut args = vec!["--cacert", &ca, "--cert", &cert, "--key", &key];
+        args.extend(extra);
+        curl(&args)
+    };
+    let post_args = [
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &data,
+        &url,
+    ];
+
+    // Another mesh identity (valid certificate, same CA): 403 from the sidecar, nothing stored.
+    let web = as_cert("web", &post_args).unwrap();
+    assert_eq!(web.status, 403, "{}", String::from_utf8_lossy(&web.body));
+    assert!(c.records("patient=p-rbac").is_empty());
+    // The audit filter's identity: stored.
+    let ok = as_cert("workload", &post_args).unwrap();
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    assert_eq!(ok.json()["accepted"], 3);
+    assert_eq!(c.records("patient=p-rbac").len(), 2);
+    // Reads never pass the sidecar, not even for the allowed identity.
+    let read_url = format!("https://localhost:{mtls}/v1/records?patient=p-rbac");
+    let read = as_cert("workload", &[&read_url]).unwrap();
+    assert_eq!(read.status, 403);
+    // Health checks pass for any mesh identity.
+    let health = as_cert("web", &[&format!("https://localhost:{mtls}/healthz")]).unwrap();
+    assert_eq!(health.status, 200);
+    // A certificate of another CA does not get through the handshake.
+    assert!(as_cert("rogue", &post_args).is_err());
+    assert!(sidecar.alive());
+}
