@@ -291,7 +291,8 @@ fn only_the_audit_filters_identities_may_post_through_the_collector_sidecar() {
     let as_cert = |name: &str, extra: &[&str]| {
         let cert = certs.join(format!("{name}.pem")).display().to_string();
         let key = certs.join(format!("{name}-key.pem")).display().to_string();
-        let mut args = vec!["--cacert", &ca, "--cert", &cert, "--key", &key];
+        // HTTP/1.1, as the workload sidecar's collector cluster speaks (no ALPN h2 upstream).
+        let mut args = vec!["--http1.1", "--cacert", &ca, "--cert", &cert, "--key", &key];
         args.extend(extra);
         curl(&args)
     };
