@@ -161,7 +161,7 @@ print(f"  ({len(keep)} of {len(rows)} records)")
 PY
 echo
 echo "Who read the trail (each read above is itself a trail-access record):"
-"$CLI" audit query --collector "$READS" --token-file "$DEMO/officer/token" --kind trail-access --format json \
+"$CLI" audit query --collector "$READS" --token-file "$DEMO/officer/token" --kind trail-access --format json 2>/dev/null \
   | python3 -c 'import json,sys; [print("  " + r["time"], r["trailAccess"]["subject"], r["trailAccess"]["endpoint"], r["trailAccess"]["filter"] or "-") for r in json.load(sys.stdin)]'
 
 bold "10. Is the trail intact? (every MAC, chain link, ledger link and signed checkpoint)"

@@ -8,7 +8,7 @@
 use hipaa_core::audit::{AuditRecord, ChainWriter, MacKey, Resource};
 use hipaa_e2e::collector::Collector;
 use hipaa_e2e::{cli_bin, http, TempDir};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 
