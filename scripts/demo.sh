@@ -20,7 +20,7 @@ wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/n
 
 rm -rf "$DEMO" && mkdir -p "$DEMO"
 APP_PORT=$(free_port); INBOUND_PORT=$(free_port); OUTBOUND_PORT=$(free_port); ADMIN_PORT=$(free_port)
-COLLECTOR_PORT=$(free_port); COLLECTOR_MTLS_PORT=$(free_port); COLLECTOR_ADMIN_PORT=$(free_port); VENDOR_PORT=$(free_port)
+COLLECTOR_PORT=$(free_port); READ_PORT=$(free_port); COLLECTOR_MTLS_PORT=$(free_port); COLLECTOR_ADMIN_PORT=$(free_port); VENDOR_PORT=$(free_port)
 
 # Demo keys (never reuse them), one per purpose: the record-MAC key shared by the audit filters
 # and the collector, the at-rest encryption key, kept in a file apart from the database, and the
@@ -59,11 +59,18 @@ bold "3. Rendered into Envoy configs: the workload's sidecar and the audit colle
   --endpoint "egress|api.llm-vendor.example=127.0.0.1:$VENDOR_PORT"
 
 bold "4. The audit collector (SQLite in $DEMO) behind its mTLS sidecar, a sample app, a stand-in LLM vendor, and Envoy $("$ENVOY" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -n1) with audit + transport + authn"
-"$CLI" collector --listen "127.0.0.1:$COLLECTOR_PORT" --db "$DB" --checkpoint-seconds 5 > "$DEMO/collector.log" 2>&1 & collector_pid=$!; pids+=($collector_pid)
+# Ingest on the port behind the mesh sidecar; reads only on a separate loopback port, with an
+# auditor's token of the (demo) IdP; the checkpoint public key goes to the compliance
+# officer's own folder, not beside the database.
+mkdir -p "$DEMO/officer"
+"$CLI" collector --listen "127.0.0.1:$COLLECTOR_PORT" --read-listen "127.0.0.1:$READ_PORT" --db "$DB" --checkpoint-seconds 5 \
+  --public-key-out "$DEMO/officer/checkpoint-keys.pem" \
+  --reader-jwks "$DEMO/idp/jwks.json" --reader-issuer https://idp.demo.local --reader-audience hipaa-audit \
+  > "$DEMO/collector.log" 2>&1 & collector_pid=$!; pids+=($collector_pid)
 "$ENVOY" -c "$DEMO/envoy/collector-sidecar.yaml" --base-id 1 --concurrency 1 --disable-hot-restart --log-level warn > "$DEMO/collector-sidecar.log" 2>&1 & pids+=($!)
 "$CLI" dev upstream --listen "127.0.0.1:$APP_PORT" > "$DEMO/upstream.log" 2>&1 & pids+=($!)
 scripts/dev-vendor.py "$VENDOR_PORT" "$DEMO/certs/vendor.pem" "$DEMO/certs/vendor-key.pem" > "$DEMO/vendor.log" 2>&1 & pids+=($!)
-wait_port "$COLLECTOR_PORT"; wait_port "$COLLECTOR_MTLS_PORT"
+wait_port "$COLLECTOR_PORT"; wait_port "$READ_PORT"; wait_port "$COLLECTOR_MTLS_PORT"
 "$ENVOY" -c "$DEMO/envoy/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn > "$DEMO/envoy.log" 2>&1 & pids+=($!)
 wait_port "$APP_PORT"; wait_port "$VENDOR_PORT"; wait_port "$INBOUND_PORT"
 echo "Envoy: inbound https://localhost:$INBOUND_PORT, outbound http://127.0.0.1:$OUTBOUND_PORT (admin :$ADMIN_PORT)"
@@ -128,15 +135,20 @@ show "To a vendor whose BAA expired on 2025-12-31" -x "http://127.0.0.1:$OUTBOUN
 bold "8. What Envoy counted (admin /stats)"
 curl -s "http://127.0.0.1:$ADMIN_PORT/stats?filter=wasmcustom" | sed 's/^/  /'
 
-bold "9. The audit trail of patient 123, as the compliance officer reads it"
+bold "9. The audit trail of patient 123, as the compliance officer reads it (the collector's read port, an auditor's token)"
 sleep 1.5   # the filter flushes every 200 ms; the collector acknowledges only durable batches
-"$CLI" audit query --db "$DB" --patient 123 --format table
+READS=http://127.0.0.1:$READ_PORT
+token --aud hipaa-audit --sub officer-jane --roles auditor --ttl 900 > "$DEMO/officer/token"
+echo "Without a token: $(curl -s -w ' (%{http_code})' "$READS/v1/records?patient=123")"
+echo "Over the mesh-facing port, even with the token: $(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $(cat "$DEMO/officer/token")" "http://127.0.0.1:$COLLECTOR_PORT/v1/records?patient=123")"
+echo "With officer-jane's auditor token:"
+"$CLI" audit query --collector "$READS" --token-file "$DEMO/officer/token" --patient 123 --format table
 echo
 echo "Break-the-glass accesses:"
-"$CLI" audit query --db "$DB" --emergency --format table
+"$CLI" audit query --collector "$READS" --token-file "$DEMO/officer/token" --emergency --format table
 echo
 echo "Refused connections (transport) and calls out of the mesh (egress):"
-"$CLI" audit query --db "$DB" --format csv > "$DEMO/trail.csv" 2>/dev/null
+"$CLI" audit query --collector "$READS" --token-file "$DEMO/officer/token" --format csv > "$DEMO/trail.csv" 2>/dev/null
 python3 - "$DEMO/trail.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
@@ -147,9 +159,15 @@ for r in keep:
     print(f"  {r['decision']:<36} {r['status']:>4}  tls={tls:<8} peer={peer:<36} {r['egress']}")
 print(f"  ({len(keep)} of {len(rows)} records)")
 PY
+echo
+echo "Who read the trail (each read above is itself a trail-access record):"
+"$CLI" audit query --collector "$READS" --token-file "$DEMO/officer/token" --kind trail-access --format json 2>/dev/null \
+  | python3 -c 'import json,sys; [print("  " + r["time"], r["trailAccess"]["subject"], r["trailAccess"]["endpoint"], r["trailAccess"]["filter"] or "-") for r in json.load(sys.stdin)]'
 
 bold "10. Is the trail intact? (every MAC, chain link, ledger link and signed checkpoint)"
 kill -TERM "$collector_pid" 2>/dev/null; wait "$collector_pid" 2>/dev/null || true   # signs a last checkpoint
-"$CLI" audit verify --db "$DB"
+# With the public key from the officer's folder (kept apart from the database): the
+# fingerprint printed is the one to compare with the copy the officer filed.
+"$CLI" audit verify --db "$DB" --public-key "$DEMO/officer/checkpoint-keys.pem"
 echo
 echo "Demo files (keys, certificates, policy, rendered Envoy configs and logs) are in $DEMO"

@@ -10,3 +10,9 @@ for name in ehr-api clinical-ai internal-api; do
   "$CLI" policy render "policies/$name.yaml" --target istio --out "istio/$name"
   "$CLI" policy render "policies/$name.yaml" --target envoy --out "envoy/$name" "${FLAGS[@]}"
 done
+# The audit collector all three send records to: its ingest allow-list (only their audit
+# filters' SPIFFE ids may post), for Istio and as the Envoy sidecar of envoy/docker-compose.yaml.
+POLICIES=(policies/ehr-api.yaml policies/clinical-ai.yaml policies/internal-api.yaml)
+"$CLI" policy render-collector "${POLICIES[@]}" --target istio --out istio/collector
+"$CLI" policy render-collector "${POLICIES[@]}" --target envoy --out envoy/collector \
+  --certs envoy/certs --collector 127.0.0.1:9443 --collector-backend 127.0.0.1:9100 --collector-admin 127.0.0.1:15100

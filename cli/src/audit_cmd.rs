@@ -15,7 +15,7 @@ use hipaa_collector::keys::{
 use hipaa_collector::ocsf;
 use hipaa_collector::purge::purge;
 use hipaa_collector::query::{parse_kind, parse_time, Query, MAX_LIMIT};
-use hipaa_collector::{open_store, query, system_clock, verify, VerifyKeys};
+use hipaa_collector::{open_store, query, system_clock, verify, VerifyKeys, VerifyReport};
 use serde_json::Value;
 
 #[derive(Subcommand)]
@@ -116,8 +116,20 @@ pub struct QueryArgs {
 #[derive(Args)]
 pub struct VerifyArgs {
     /// The audit database: sqlite:PATH or postgres://...
-    #[arg(long)]
-    db: String,
+    #[arg(
+        long,
+        required_unless_present = "collector",
+        conflicts_with = "collector"
+    )]
+    db: Option<String>,
+    /// Have the collector verify (`GET /v1/verify`, its read port): http(s)://HOST:PORT. The
+    /// read is checked against the reader credential and recorded (trail-access). The collector
+    /// checks with its own keys; an independent check is `--db` with `--public-key`.
+    #[arg(long, conflicts_with_all = ["public_keys", "now"])]
+    collector: Option<String>,
+    /// The operator's bearer token (default: $HIPAA_AUDIT_TOKEN); only with --collector.
+    #[arg(long, requires = "collector")]
+    token_file: Option<PathBuf>,
     /// Checkpoint public key file(s), PEM (default: $HIPAA_AUDIT_CHECKPOINT_PUBLIC_KEY_FILE, else
     /// PATH.checkpoint-keys.pem next to a SQLite database).
     #[arg(long = "public-key")]
@@ -451,12 +463,17 @@ fn print_table(records: &[Value]) {
 }
 
 fn run_verify(a: VerifyArgs) -> Result<ExitCode, String> {
+    let db = match (&a.collector, &a.db) {
+        (Some(url), _) => return verify_collector(url, &a),
+        (None, Some(db)) => db.clone(),
+        (None, None) => return Err("audit verify needs --db or --collector".to_string()),
+    };
     let mac_keys = mac_ring_from_env().map_err(|e| e.to_string())?;
     let enc = encryption_key()?;
     let (paths, source) = checkpoint_key_paths(
         &a.public_keys,
         std::env::var_os(ENV_PUBLIC_KEY_FILE).map(PathBuf::from),
-        &a.db,
+        &db,
     )?;
     let mut checkpoint_keys = Vec::new();
     for p in &paths {
@@ -479,7 +496,7 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode, String> {
         Some(t) => parse_time(t)?,
         None => system_clock()(),
     };
-    let mut store = open_store(&a.db).map_err(|e| e.to_string())?;
+    let mut store = open_store(&db).map_err(|e| e.to_string())?;
     let report = verify(
         store.as_mut(),
         &VerifyKeys {
@@ -490,6 +507,22 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode, String> {
         now,
     )
     .map_err(|e| e.to_string())?;
+    print_report(&report, &a)
+}
+
+/// `GET /v1/verify` on the collector: the same report, printed and judged the same way.
+fn verify_collector(url: &str, a: &VerifyArgs) -> Result<ExitCode, String> {
+    let client = CollectorClient::from_args(url, a.token_file.as_deref())?;
+    let (_, answer) = client.get_json_status("/v1/verify", &[409])?;
+    let report: VerifyReport = serde_json::from_value(answer)
+        .map_err(|e| format!("the collector's answer to /v1/verify is not a report: {e}"))?;
+    for k in &report.checkpoint_keys {
+        eprintln!("checkpoint public key {k} (the collector's own; verified by {url})");
+    }
+    print_report(&report, a)
+}
+
+fn print_report(report: &VerifyReport, a: &VerifyArgs) -> Result<ExitCode, String> {
     let failed = !report.intact || (a.strict && !report.ingest_flags.is_empty());
     if a.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

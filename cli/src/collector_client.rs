@@ -91,6 +91,21 @@ impl CollectorClient {
         }
     }
 
+    /// `GET path`, the status and JSON answer, where `also_ok` lists non-2xx statuses whose body
+    /// is an answer rather than a refusal (`GET /v1/verify` answers 409 with the report).
+    pub fn get_json_status(&self, path: &str, also_ok: &[u16]) -> Result<(u16, Value), String> {
+        match self.request("GET", path).call() {
+            Ok(resp) => {
+                let status = resp.status();
+                Ok((status, Self::answer(path, Ok(resp))?))
+            }
+            Err(ureq::Error::Status(code, resp)) if also_ok.contains(&code) => {
+                Ok((code, Self::answer(path, Ok(resp))?))
+            }
+            Err(e) => Self::answer(path, Err(e)).map(|v| (0, v)),
+        }
+    }
+
     /// `POST path` with a JSON body, the JSON answer (`null` for an empty body).
     pub fn post_json(&self, path: &str, body: &Value) -> Result<Value, String> {
         let req = self

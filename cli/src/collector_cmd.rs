@@ -19,9 +19,21 @@ use hipaa_collector::{start, system_clock, Collector, ServerConfig};
 
 #[derive(Args)]
 pub struct CollectorArgs {
-    /// Address to listen on.
+    /// Address to listen on (behind the collector's mesh sidecar).
     #[arg(long, default_value = "127.0.0.1:9100")]
     listen: String,
+    /// A separate address for the operators' reads (`GET /v1/records`, `GET /v1/verify`), never
+    /// exposed through the mesh sidecar. When set, --listen answers only `POST /v1/records` and
+    /// `GET /healthz` (reads are 404 there).
+    #[arg(long)]
+    read_listen: Option<String>,
+    /// Records a sender may post that cannot be trusted (malformed, bad MAC, unknown key), per
+    /// second, before its batches get 429 with Retry-After.
+    #[arg(long, default_value_t = hipaa_collector::ingest_limit::DEFAULT_PER_SECOND)]
+    garbage_per_second: u32,
+    /// ... and at once (the bucket's size).
+    #[arg(long, default_value_t = hipaa_collector::ingest_limit::DEFAULT_BURST)]
+    garbage_burst: u32,
     /// The audit database: sqlite:PATH or postgres://...
     #[arg(long)]
     db: String,
@@ -137,6 +149,12 @@ pub fn run(args: CollectorArgs) -> Result<ExitCode, String> {
     let mut config = ServerConfig::new(&args.listen, &args.db);
     config.checkpoint_seconds = args.checkpoint_seconds;
     config.workers = args.workers.max(1);
+    config.read_listen = args.read_listen.clone();
+    config.garbage = std::sync::Arc::new(hipaa_collector::ingest_limit::GarbageLimiter::new(
+        args.garbage_per_second,
+        args.garbage_burst,
+        hipaa_collector::ingest_limit::DEFAULT_MAX_SOURCES,
+    ));
     let readers = read_auth(&args)?;
     let reads = if readers.is_some() {
         "reads need a reader token"
@@ -185,9 +203,13 @@ pub fn run(args: CollectorArgs) -> Result<ExitCode, String> {
     })
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     let server = start(config, collector, signer, known_keys)?;
+    let read_side = match server.read_addr() {
+        Some(a) => format!("reads on http://{a} only"),
+        None => "reads on the same port".into(),
+    };
     eprintln!(
         "hipaa-collector: listening on http://{} ({backend}); checkpoint key {key_id} ({origin}); \
-         public keys in {}; {reads}; {authority}; {detection}",
+         public keys in {}; {reads}; {read_side}; {authority}; {detection}",
         server.addr(),
         pub_path.display()
     );

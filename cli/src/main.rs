@@ -12,6 +12,7 @@ mod oci;
 mod package_cmd;
 mod policy_cmd;
 mod render_cmd;
+mod render_collector;
 mod render_envoy;
 mod render_istio;
 mod report;

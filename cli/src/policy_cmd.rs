@@ -14,6 +14,9 @@ pub enum PolicyCommand {
     PluginConfig { file: PathBuf },
     /// Render a checked policy into deployable configuration (`--target istio|envoy`).
     Render(Box<crate::render_cmd::RenderArgs>),
+    /// Render the audit collector's ingest allow-list from the policies of every workload that
+    /// sends it records (`--target istio`: AuthorizationPolicy; `envoy`: its sidecar with RBAC).
+    RenderCollector(Box<crate::render_collector::RenderCollectorArgs>),
     /// Which 164.312 safeguard each setting implements, the exceptions, and the gaps.
     Report(crate::report::ReportArgs),
 }
@@ -23,6 +26,7 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
         PolicyCommand::Check { file } => check(&file),
         PolicyCommand::PluginConfig { file } => plugin_config(&file),
         PolicyCommand::Render(args) => crate::render_cmd::run(*args),
+        PolicyCommand::RenderCollector(args) => crate::render_collector::run(*args),
         PolicyCommand::Report(args) => crate::report::run(args),
     }
 }

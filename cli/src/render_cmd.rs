@@ -76,12 +76,17 @@ pub struct EnvoyArgs {
         default_value = "spiffe://cluster.local/ns/hipaa-system/sa/audit-collector"
     )]
     pub collector_identity: String,
+    /// The workload's own SPIFFE id, the only identity its collector sidecar takes records
+    /// from (default: spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/NAME from the policy's metadata and
+    /// the collector identity's trust domain).
+    #[arg(long)]
+    pub workload_identity: Option<String>,
     /// CLUSTER=HOST:PORT, repeatable: where a JWKS or vendor cluster really is.
     #[arg(long = "endpoint", value_parser = parse_endpoint)]
     pub endpoints: Vec<(String, String)>,
 }
 
-fn parse_endpoint(s: &str) -> Result<(String, String), String> {
+pub fn parse_endpoint(s: &str) -> Result<(String, String), String> {
     s.rsplit_once('=')
         .filter(|(c, a)| !c.is_empty() && a.contains(':'))
         .map(|(c, a)| (c.to_string(), a.to_string()))
@@ -130,6 +135,7 @@ fn render(doc: &PolicyDocument, args: &RenderArgs) -> Result<ExitCode, String> {
                 collector_admin: e.collector_admin.clone(),
                 collector_identity: e.collector_identity.clone(),
                 endpoints: e.endpoints.clone(),
+                workload_identity: e.workload_identity.clone(),
             };
             for w in render_envoy::warnings(doc, &opts) {
                 eprintln!("warning: {w}");

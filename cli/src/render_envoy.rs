@@ -69,6 +69,42 @@ pub struct EnvoyOptions {
     pub collector_identity: String,
     /// `CLUSTER=HOST:PORT`: where a named cluster (a JWKS, a vendor) really is.
     pub endpoints: Vec<(String, String)>,
+    /// The workload's own SPIFFE id (its audit filter's identity at the collector); default
+    /// [`workload_identity`].
+    pub workload_identity: Option<String>,
+}
+
+/// Which identities may post records to which collector path: path -> SPIFFE ids.
+pub type Senders = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+
+/// The trust domain of a SPIFFE id (`spiffe://TD/...` -> TD).
+pub fn trust_domain(spiffe_id: &str) -> Result<&str, String> {
+    spiffe_id
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|td| !td.is_empty())
+        .ok_or_else(|| format!("`{spiffe_id}` is not a SPIFFE id (spiffe://trust-domain/path)"))
+}
+
+/// The SPIFFE id a policy's workload runs as, the identity its audit filter presents to the
+/// collector: `given` when set, else Istio's form with the policy's namespace and its name as
+/// the service account, in the collector's trust domain:
+/// `spiffe://TD/ns/<metadata.namespace>/sa/<metadata.name>`.
+pub fn workload_identity(
+    doc: &PolicyDocument,
+    collector_identity: &str,
+    given: Option<&str>,
+) -> Result<String, String> {
+    if let Some(id) = given {
+        trust_domain(id)?;
+        return Ok(id.to_string());
+    }
+    Ok(format!(
+        "spiffe://{}/ns/{}/sa/{}",
+        trust_domain(collector_identity)?,
+        doc.metadata.namespace,
+        doc.metadata.name
+    ))
 }
 
 /// Warnings that do not stop rendering but that an operator must read.
@@ -221,10 +257,23 @@ pub fn render(doc: &PolicyDocument, opts: &EnvoyOptions) -> Result<Vec<Rendered>
             identity,
         );
         clusters.push(cluster(name, &address, Some(tls))?);
+        // This policy's own collector sidecar takes records from this workload only; a
+        // collector shared by several workloads is rendered from all their policies
+        // (`policy render-collector`).
+        let me = workload_identity(
+            doc,
+            &opts.collector_identity,
+            opts.workload_identity.as_deref(),
+        )?;
+        let mut senders = Senders::new();
+        senders
+            .entry(audit.collector.path.clone())
+            .or_default()
+            .insert(me);
         files.push(Rendered {
             file: "collector-sidecar.yaml".into(),
-            text: header(doc, "The audit collector's sidecar (mTLS in, records only)")
-                + &yaml_out::to_yaml(&collector_sidecar(opts, &address, &audit.collector.path)?),
+            text: header(doc, "The audit collector's sidecar (mTLS in, records only from the audit filters' identities)")
+                + &yaml_out::to_yaml(&collector_sidecar(opts, &address, &senders)?),
         });
     }
 
@@ -591,30 +640,63 @@ fn overload_manager() -> Value {
     }]})
 }
 
-/// The collector's sidecar: mTLS required, then only record batches and health checks reach
-/// the collector process.
-fn collector_sidecar(
+/// The collector's sidecar: mTLS required; then Envoy's RBAC filter lets through only
+/// `POST <path>` from the SPIFFE ids (the peer certificate's URI SAN) that `senders` lists for
+/// that path, and `GET /healthz`; everything else is 403. The sender's identity goes to the
+/// collector in `x-forwarded-client-cert` (set here, any client copy replaced), which keys the
+/// collector's per-source garbage budget. Reads never cross the mesh (the collector's
+/// `--read-listen` port is not behind this sidecar).
+pub fn collector_sidecar(
     opts: &EnvoyOptions,
     listen: &str,
-    records_path: &str,
+    senders: &Senders,
 ) -> Result<Value, String> {
-    let denied = json!({"status": 403, "body": {"inline_string": "{\"error\":\"access_denied\",\"error_description\":\"only record batches cross the mesh; query the collector on its host\"}"}});
-    let routes = json!({"virtual_hosts": [{
-        "name": "collector", "domains": ["*"],
-        "routes": [
-            {"match": {"path": records_path, "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
-             "route": {"cluster": COLLECTOR_BACKEND_CLUSTER, "timeout": "30s"}},
-            {"match": {"path": "/healthz", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
-             "route": {"cluster": COLLECTOR_BACKEND_CLUSTER, "timeout": "5s"}},
-            {"match": {"prefix": "/"}, "direct_response": denied}
-        ]
-    }]});
+    let denied = json!({"status": 403, "body": {"inline_string": "{\"error\":\"access_denied\",\"error_description\":\"only record batches cross the mesh; query the collector on its read port\"}"}});
+    let method = |m: &str| json!({"header": {"name": ":method", "string_match": {"exact": m}}});
+    let mut routes = Vec::new();
+    let mut policies = serde_json::Map::new();
+    for (i, (path, ids)) in senders.iter().enumerate() {
+        routes.push(json!({"match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
+             "route": {"cluster": COLLECTOR_BACKEND_CLUSTER, "timeout": "30s"}}));
+        let principals: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"authenticated": {"principal_name": {"exact": id}}}))
+            .collect();
+        policies.insert(
+            format!("audit-filters-{i}"),
+            json!({
+                "permissions": [{"and_rules": {"rules": [method("POST"), {"url_path": {"path": {"exact": path}}}]}}],
+                "principals": principals,
+            }),
+        );
+    }
+    routes.push(json!({"match": {"path": "/healthz", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+             "route": {"cluster": COLLECTOR_BACKEND_CLUSTER, "timeout": "5s"}}));
+    routes.push(json!({"match": {"prefix": "/"}, "direct_response": denied}));
+    policies.insert(
+        "health".into(),
+        json!({
+            "permissions": [{"and_rules": {"rules": [method("GET"), {"url_path": {"path": {"exact": "/healthz"}}}]}}],
+            "principals": [{"any": true}],
+        }),
+    );
+    let routes =
+        json!({"virtual_hosts": [{"name": "collector", "domains": ["*"], "routes": routes}]});
+    let rbac = json!({
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "ALLOW", "policies": policies}
+        }
+    });
     let router = json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
     });
-    let mut manager = hcm("collector", routes, vec![router], false);
+    let mut manager = hcm("collector", routes, vec![rbac, router], false);
     manager["typed_config"]["http_protocol_options"] = json!({});
+    manager["typed_config"]["forward_client_cert_details"] = json!("SANITIZE_SET");
+    manager["typed_config"]["set_current_client_cert_details"] = json!({"uri": true});
     Ok(json!({
         "node": {"id": "audit-collector", "cluster": "audit-collector"},
         "admin": {"address": socket_address(&opts.collector_admin)?},

@@ -783,3 +783,104 @@ fn report_shows_the_gaps_of_an_unsafe_policy() {
         "{md}"
     );
 }
+
+/// Issue #13 item 4: the collector's ingest allow-list, rendered from the three example
+/// policies, matches istio/collector and envoy/collector (scripts/render-examples.sh): only the
+/// three workloads' SPIFFE ids may POST records; Istio gets an ALLOW AuthorizationPolicy (so
+/// everything else is 403) and STRICT mTLS on the collector, Envoy an RBAC filter on the peer
+/// certificate's URI SAN and the sender's identity in a sanitised x-forwarded-client-cert.
+#[test]
+fn render_collector_allows_only_the_policies_workload_identities() {
+    let policies: Vec<String> = EXAMPLES.iter().map(|n| policy(n)).collect();
+    let istio_out = Temp::new("render-collector-istio");
+    let mut args = vec!["policy", "render-collector"];
+    args.extend(policies.iter().map(String::as_str));
+    let mut istio = args.clone();
+    istio.extend(["--target", "istio", "--out", istio_out.s()]);
+    let out = cli(&istio);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let authz = std::fs::read_to_string(istio_out.path().join("collector-authz.yaml")).unwrap();
+    golden("istio/collector/collector-authz.yaml", &authz);
+    golden_at(&root().join("istio/collector/collector-authz.yaml"), &authz);
+    assert!(authz.contains("kind: AuthorizationPolicy") && authz.contains("action: ALLOW"));
+    assert!(authz.contains("mode: STRICT"));
+    for id in [
+        "cluster.local/ns/ehr/sa/ehr-api",
+        "cluster.local/ns/clinical-ai/sa/clinical-ai",
+        "cluster.local/ns/lab/sa/lab-results",
+    ] {
+        assert!(authz.contains(&format!("- {id}\n")), "{id}: {authz}");
+    }
+    assert!(authz.contains("namespace: hipaa-system"));
+
+    let envoy_out = Temp::new("render-collector-envoy");
+    let mut envoy = args.clone();
+    envoy.extend([
+        "--target",
+        "envoy",
+        "--out",
+        envoy_out.s(),
+        "--certs",
+        "envoy/certs",
+        "--collector",
+        "127.0.0.1:9443",
+        "--collector-backend",
+        "127.0.0.1:9100",
+        "--collector-admin",
+        "127.0.0.1:15100",
+    ]);
+    let out = cli(&envoy);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let sidecar = std::fs::read_to_string(envoy_out.path().join("collector-sidecar.yaml")).unwrap();
+    golden_at(
+        &root().join("envoy/collector/collector-sidecar.yaml"),
+        &sidecar,
+    );
+    assert!(sidecar.contains("envoy.filters.http.rbac"));
+    assert!(sidecar.contains("exact: spiffe://cluster.local/ns/lab/sa/lab-results"));
+    assert!(sidecar.contains("forward_client_cert_details: SANITIZE_SET"));
+    assert!(sidecar.contains("require_client_certificate: true"));
+
+    // --identity names a workload's identity when its service account is not the policy's name.
+    let named = Temp::new("render-collector-named");
+    let mut a = args.clone();
+    a.extend([
+        "--target",
+        "istio",
+        "--out",
+        named.s(),
+        "--identity",
+        "lab-results=spiffe://hospital.example/ns/lab/sa/lab-api",
+    ]);
+    let out = cli(&a);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(named.path().join("collector-authz.yaml")).unwrap();
+    assert!(
+        text.contains("- hospital.example/ns/lab/sa/lab-api\n"),
+        "{text}"
+    );
+    assert!(!text.contains("sa/lab-results"), "{text}");
+    // An --identity for a policy not given is a mistake, not silently ignored.
+    let mut a = args.clone();
+    a.extend([
+        "--target",
+        "istio",
+        "--out",
+        named.s(),
+        "--identity",
+        "nobody=spiffe://td/ns/x/sa/y",
+    ]);
+    let out = cli(&a);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("no policy of that name"),
+        "{}",
+        out.stderr
+    );
+
+    // The per-policy collector sidecar (`policy render --target envoy`) takes records from
+    // that workload only.
+    let own = std::fs::read_to_string(root().join("envoy/ehr-api/collector-sidecar.yaml")).unwrap();
+    assert!(own.contains("exact: spiffe://cluster.local/ns/ehr/sa/ehr-api"));
+    assert!(!own.contains("sa/lab-results"));
+}

@@ -5,9 +5,10 @@
 //! 1. Already stored (same canonical bytes, or an integrity row standing in for them): a retried
 //!    duplicate; acknowledged, not stored again.
 //! 2. Not a valid v1 `access` / `chain-start` record: stored as an integrity record
-//!    (`malformed`) holding the record as received.
+//!    (`malformed`) holding the record's hash, length and a bounded excerpt
+//!    ([`crate::bounded_copy`]), never the record whole.
 //! 3. MAC fails, or names an unknown key: stored as an integrity record (`bad-mac` /
-//!    `unknown-key`) holding the record as received; never as a clean record, and the chain does
+//!    `unknown-key`) holding the same bounded copy; never as a clean record, and the chain does
 //!    not advance.
 //! 4. A different record already holds this (chain id, seq): integrity record `seq-conflict`.
 //! 5. Otherwise the record is stored, and any continuity finding against the chain's newest stored
@@ -109,6 +110,15 @@ impl PreparedBatch {
     /// (session key, last activity ms) of the batch, sorted by key, each key once.
     pub fn session_activity(&self) -> &[(String, i64)] {
         &self.sessions
+    }
+
+    /// Records that cannot be trusted (malformed, bad MAC, unknown key): what a sender's
+    /// garbage budget is charged ([`crate::ingest_limit`]).
+    pub fn untrusted(&self) -> u64 {
+        self.records
+            .iter()
+            .filter(|r| !matches!(r.check, Check::Authentic(_)))
+            .count() as u64
     }
 }
 
@@ -415,14 +425,9 @@ pub(crate) fn typed(raw: &Value) -> Option<(AuditRecord, i64, i64)> {
 fn chain_hint(raw: &Value) -> (Option<String>, Option<u64>, Option<String>) {
     let chain = raw.get("chain");
     (
-        chain
-            .and_then(|c| c.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        crate::bounded_copy::hint(chain.and_then(|c| c.get("id")).and_then(Value::as_str)),
         chain.and_then(|c| c.get("seq")).and_then(Value::as_u64),
-        raw.get("requestId")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        crate::bounded_copy::hint(raw.get("requestId").and_then(Value::as_str)),
     )
 }
 
@@ -437,20 +442,28 @@ fn decide(
         summary.duplicates += 1;
         return Ok(());
     }
-    let flag_whole = |ledger: &mut Appender<'_>, finding: FindingKind, detail: String| {
+    // An untrusted record is kept as its hash, length and a bounded excerpt (bounded_copy).
+    // A seq conflict is authentic (its MAC verified): kept whole, as evidence of two records
+    // for one position.
+    let flag_untrusted = |ledger: &mut Appender<'_>, finding: FindingKind, detail: String| {
         let (hint_chain, hint_seq, hint_request) = chain_hint(&p.raw);
+        let record = if finding == FindingKind::SeqConflict {
+            p.raw.clone()
+        } else {
+            crate::bounded_copy::bounded_copy(&p.canonical, &p.source)
+        };
         let f = IntegrityFinding {
             finding,
             chain_id: hint_chain,
             seq: hint_seq,
             detail,
-            record: Some(p.raw.clone()),
+            record: Some(record),
         };
         ledger.integrity(hint_request, f, Some(p.source.clone()))
     };
     let a = match p.check {
         Check::Malformed => {
-            flag_whole(
+            flag_untrusted(
                 ledger,
                 FindingKind::Malformed,
                 "not a valid v1 access or chain-start record".into(),
@@ -460,7 +473,7 @@ fn decide(
             return Ok(());
         }
         Check::UnknownKey(id) => {
-            flag_whole(
+            flag_untrusted(
                 ledger,
                 FindingKind::UnknownKey,
                 format!("MAC key id {id:?} is not configured"),
@@ -470,7 +483,7 @@ fn decide(
             return Ok(());
         }
         Check::BadMac => {
-            flag_whole(
+            flag_untrusted(
                 ledger,
                 FindingKind::BadMac,
                 "MAC does not verify: modified in transit or forged".into(),
@@ -489,7 +502,7 @@ fn decide(
         .get_mut(chain_id)
         .ok_or_else(|| StoreError::db("chain state", "chain not loaded"))?;
     if chain.taken.contains(&seq) {
-        flag_whole(
+        flag_untrusted(
             ledger,
             FindingKind::SeqConflict,
             format!("a different record with seq {seq} of this chain is already stored"),

@@ -4,10 +4,12 @@
 //! (a)(2)(iv) encryption at rest and (c)(1) integrity.
 
 pub mod alerts;
+pub mod bounded_copy;
 mod canonical;
 pub mod checkpoint;
 pub mod incidents;
 pub mod ingest;
+pub mod ingest_limit;
 pub mod keys;
 pub mod ledger;
 pub mod ocsf;

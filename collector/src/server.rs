@@ -27,6 +27,7 @@ use crate::alerts::webhook::{self, Webhook};
 use crate::alerts::DetectConfig;
 use crate::checkpoint::{sign_checkpoint, sign_checkpoint_if_changed};
 use crate::ingest::{ingest_prepared, prepare, Collector, IngestSummary, PreparedBatch};
+use crate::ingest_limit::{xfcc_uri, GarbageLimiter};
 use crate::keys::CheckpointSigner;
 use crate::query::{parse_query_string, query, QueryError};
 use crate::read_auth::{ReadAuth, Reader, Refusal};
@@ -70,6 +71,12 @@ pub struct ServerConfig {
     pub detect: Option<DetectConfig>,
     /// Where each stored alert is POSTed, signed.
     pub webhook: Option<Webhook>,
+    /// A separate listener for the reads (operators, not the mesh). When set, the `listen`
+    /// address answers only `POST /v1/records` and `GET /healthz` (reads are 404 there), and
+    /// this one only the reads and `GET /healthz`.
+    pub read_listen: Option<String>,
+    /// Per-source garbage budget on ingest (429 with Retry-After once spent).
+    pub garbage: Arc<GarbageLimiter>,
 }
 
 impl ServerConfig {
@@ -84,6 +91,35 @@ impl ServerConfig {
             sessions: None,
             detect: Some(DetectConfig::default()),
             webhook: None,
+            read_listen: None,
+            garbage: Arc::new(GarbageLimiter::default()),
+        }
+    }
+}
+
+/// What a listener answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Everything (no separate read listener).
+    All,
+    /// What the filters call: `POST /v1/records`, the session authority's `POST
+    /// /v1/sessions/check` and `GET /v1/revocations`, and `GET /healthz`: the mesh-facing port.
+    Ingest,
+    /// Everything else (the operators' reads and decisions: records, verify, alerts,
+    /// incidents, revocations by hand) and `GET /healthz`: the operators' port.
+    Read,
+}
+
+impl Role {
+    fn serves(self, method: &Method, path: &str) -> bool {
+        let from_filters = matches!(
+            (method, path),
+            (Method::Post, "/v1/records" | "/v1/sessions/check") | (_, "/v1/revocations")
+        );
+        match (self, path) {
+            (_, "/healthz") | (Role::All, _) => true,
+            (Role::Ingest, _) => from_filters,
+            (Role::Read, _) => !from_filters,
         }
     }
 }
@@ -99,9 +135,19 @@ struct Shared {
 /// A running collector. [`RunningServer::shutdown`] stops it and signs a final checkpoint.
 pub struct RunningServer {
     addr: SocketAddr,
+    read_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
-    server: Arc<Server>,
+    servers: Vec<Arc<Server>>,
     threads: Vec<JoinHandle<()>>,
+}
+
+fn bind(listen: &str) -> Result<(Server, SocketAddr), String> {
+    let server = Server::http(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| "listening address is not an IP address".to_string())?;
+    Ok((server, addr))
 }
 
 /// Starts the server: opens (and if needed creates) the database, binds, spawns the workers.
@@ -116,12 +162,11 @@ pub fn start(
     let mut probe = open_store(&config.db_url).map_err(|e| format!("audit database: {e}"))?;
     probe.ping().map_err(|e| format!("audit database: {e}"))?;
     drop(probe);
-    let server = Server::http(&config.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| "listening address is not an IP address".to_string())?;
+    let (server, addr) = bind(&config.listen)?;
+    let read = match &config.read_listen {
+        Some(listen) => Some(bind(listen)?),
+        None => None,
+    };
     if !checkpoint_keys.contains(&signer.verifying_key()) {
         checkpoint_keys.push(signer.verifying_key());
     }
@@ -133,18 +178,35 @@ pub fn start(
         stop: AtomicBool::new(false),
     });
     let server = Arc::new(server);
+    let read_addr = read.as_ref().map(|(_, a)| *a);
+    let mut listeners = vec![(
+        server.clone(),
+        if read.is_some() {
+            Role::Ingest
+        } else {
+            Role::All
+        },
+        shared.config.workers.max(1),
+    )];
+    if let Some((read_server, _)) = read {
+        // Reads are rare and slow (decryption, verify): two workers are plenty.
+        listeners.push((Arc::new(read_server), Role::Read, 2));
+    }
     let mut threads = Vec::new();
     // The writer ends once every worker (each holding a sender) has ended: it finishes what
     // they handed it first. Workers are joined before it (see `shutdown`).
     let (jobs, job_queue) = mpsc::channel::<IngestJob>();
-    for i in 0..shared.config.workers.max(1) {
-        let (shared, server, jobs) = (shared.clone(), server.clone(), jobs.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("collector-http-{i}"))
-                .spawn(move || worker(&shared, &server, &jobs))
-                .map_err(|e| format!("cannot start worker thread: {e}"))?,
-        );
+    for (server, role, workers) in &listeners {
+        for i in 0..*workers {
+            let (shared, server, jobs, role) =
+                (shared.clone(), server.clone(), jobs.clone(), *role);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("collector-{role:?}-{i}").to_lowercase())
+                    .spawn(move || worker(&shared, &server, &jobs, role))
+                    .map_err(|e| format!("cannot start worker thread: {e}"))?,
+            );
+        }
     }
     drop(jobs);
     if shared.config.checkpoint_seconds > 0 {
@@ -192,8 +254,9 @@ pub fn start(
     );
     Ok(RunningServer {
         addr,
+        read_addr,
         shared,
-        server,
+        servers: listeners.into_iter().map(|(s, _, _)| s).collect(),
         threads,
     })
 }
@@ -203,10 +266,17 @@ impl RunningServer {
         self.addr
     }
 
+    /// The read listener's address, when there is one.
+    pub fn read_addr(&self) -> Option<SocketAddr> {
+        self.read_addr
+    }
+
     /// Stops accepting, lets in-flight requests finish, then signs a final checkpoint.
     pub fn shutdown(self) -> Result<(), String> {
         self.shared.stop.store(true, Ordering::SeqCst);
-        self.server.unblock();
+        for server in &self.servers {
+            server.unblock();
+        }
         for t in self.threads {
             let _ = t.join();
         }
@@ -430,7 +500,7 @@ fn ingest_writer(shared: &Shared, queue: &mpsc::Receiver<IngestJob>) {
     }
 }
 
-fn worker(shared: &Shared, server: &Server, jobs: &mpsc::Sender<IngestJob>) {
+fn worker(shared: &Shared, server: &Server, jobs: &mpsc::Sender<IngestJob>, role: Role) {
     let mut store: Option<Box<dyn Store>> = None;
     while !shared.stop.load(Ordering::SeqCst) {
         let request = match server.recv_timeout(Duration::from_millis(200)) {
@@ -442,6 +512,11 @@ fn worker(shared: &Shared, server: &Server, jobs: &mpsc::Sender<IngestJob>) {
             }
         };
         let path = request.url().split('?').next().unwrap_or_default();
+        if !role.serves(request.method(), path) {
+            // Reads do not exist on the mesh-facing port (and ingest not on the read port).
+            error(request, 404, "not_found", "no such endpoint");
+            continue;
+        }
         if request.method() == &Method::Post && path == "/v1/records" {
             post_records(shared, jobs, request);
             continue;
@@ -489,6 +564,18 @@ pub(crate) fn error(request: Request, status: u16, code: &str, description: &str
 /// `POST /v1/records`: reads and prepares the batch, has the writer store it, answers once it
 /// has committed.
 fn post_records(shared: &Shared, jobs: &mpsc::Sender<IngestJob>, mut request: Request) {
+    let source = source_of(&request);
+    let now = (shared.collector.clock)();
+    if let Err(seconds) = shared.config.garbage.admit(&source, now) {
+        let retry = Header::from_bytes("retry-after", seconds.to_string()).ok();
+        respond(
+            request,
+            429,
+            &json!({"error": "rate_limited", "error_description": "too many records that could not be trusted from this sender; retry later"}),
+            retry,
+        );
+        return;
+    }
     let max = shared.config.max_body;
     if request.body_length().is_some_and(|n| n > max) {
         error(request, 413, "too_large", "batch exceeds the body limit");
@@ -510,6 +597,7 @@ fn post_records(shared: &Shared, jobs: &mpsc::Sender<IngestJob>, mut request: Re
     let batch: Vec<Value> = match serde_json::from_slice(&body) {
         Ok(Value::Array(items)) => items,
         _ => {
+            shared.config.garbage.charge(&source, 1, now);
             error(
                 request,
                 400,
@@ -521,10 +609,13 @@ fn post_records(shared: &Shared, jobs: &mpsc::Sender<IngestJob>, mut request: Re
     };
     drop(body);
     let (reply, answer) = mpsc::sync_channel(1);
-    let job = IngestJob {
-        batch: prepare(&shared.collector, batch),
-        reply,
-    };
+    let batch = prepare(&shared.collector, batch);
+    // Stored this time (as bounded integrity records); the next batch may have to wait.
+    shared
+        .config
+        .garbage
+        .charge(&source, batch.untrusted(), now);
+    let job = IngestJob { batch, reply };
     let stored = match jobs.send(job) {
         Ok(()) => answer
             .recv()
@@ -541,6 +632,22 @@ fn post_records(shared: &Shared, jobs: &mpsc::Sender<IngestJob>, mut request: Re
             "the batch was not stored; retry",
         ),
     }
+}
+
+/// Who sent a batch: the peer identity the collector's sidecar put in
+/// `x-forwarded-client-cert`, else the connection's IP address.
+fn source_of(request: &Request) -> String {
+    let xfcc = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("x-forwarded-client-cert"))
+        .and_then(|h| xfcc_uri(h.value.as_str()).map(str::to_string));
+    xfcc.unwrap_or_else(|| {
+        request
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    })
 }
 
 /// The reader a read request's bearer token names, or why it is refused.

@@ -339,6 +339,7 @@ both_backends!(
     ingest_gap_is_flagged_and_late_record_kept,
     ingest_bad_mac_is_flagged_never_clean,
     ingest_malformed_and_unknown_key_are_flagged,
+    an_untrusted_record_is_kept_bounded_not_whole,
     ingest_seq_conflict_is_flagged,
     chain_state_survives_a_restart,
     store_refuses_update_and_young_delete,
@@ -510,10 +511,11 @@ fn ingest_bad_mac_is_flagged_never_clean(b: Backend) {
     )
     .unwrap()
     .records;
-    assert_eq!(
-        flagged[0]["integrity"]["record"], batch[2],
-        "kept as received"
-    );
+    // Kept as its hash, length and a bounded excerpt, never whole.
+    let kept = &flagged[0]["integrity"]["record"]["received"];
+    assert_eq!(kept["sha256"], hipaa_core::audit::record_hash(&batch[2]));
+    assert!(kept["bytes"].as_u64().unwrap() > 0);
+    assert!(kept["excerpt"].as_str().unwrap().starts_with('{'));
     assert_eq!(flagged[0]["requestId"], batch[2]["requestId"]);
     // Retrying the forged record does not store it twice.
     assert_eq!(
@@ -523,6 +525,56 @@ fn ingest_bad_mac_is_flagged_never_clean(b: Backend) {
         1
     );
     assert!(verify_db(s.as_mut(), None).intact);
+}
+
+/// A sender without the MAC key posts a 2 MiB "record" (and one with a 1 MiB request id): the
+/// trail keeps a hash, the length and 1 KiB of it, and verify still checks the row's hash.
+fn an_untrusted_record_is_kept_bounded_not_whole(b: Backend) {
+    let db = TestDb::new(b);
+    let mut s = db.open();
+    let huge = json!({"v": 1, "kind": "access", "note": "x".repeat(2 << 20)});
+    let long_id = json!({"v": 1, "requestId": "r".repeat(1 << 20), "chain": {"id": "c".repeat(1 << 20), "seq": 3}});
+    let sum = ingest(s.as_mut(), &collector(), &[huge.clone(), long_id]).unwrap();
+    assert_eq!(sum.flagged, 2);
+    let flagged = query(
+        s.as_mut(),
+        &collector().encryption,
+        &Query {
+            kind: Some("integrity".into()),
+            ..q()
+        },
+    )
+    .unwrap()
+    .records;
+    assert_eq!(flagged.len(), 2);
+    for row in &flagged {
+        let stored = row.to_string().len();
+        assert!(
+            stored < 4096,
+            "stored {stored} bytes of an untrusted record"
+        );
+        assert_eq!(
+            row["requestId"],
+            Value::Null,
+            "a 1 MiB request id is no hint"
+        );
+        assert_eq!(row["integrity"]["chainId"], Value::Null);
+    }
+    let kept = &flagged[0]["integrity"]["record"]["received"];
+    assert_eq!(
+        kept["bytes"].as_u64().unwrap(),
+        hipaa_core::audit::canonical_bytes(&huge).len() as u64
+    );
+    assert_eq!(kept["sha256"], hipaa_core::audit::record_hash(&huge));
+    let report = verify_db(s.as_mut(), None);
+    assert!(report.intact, "{:?}", report.findings);
+    // Retried: acknowledged as a duplicate, not stored again.
+    assert_eq!(
+        ingest(s.as_mut(), &collector(), &[huge])
+            .unwrap()
+            .duplicates,
+        1
+    );
 }
 
 fn ingest_malformed_and_unknown_key_are_flagged(b: Backend) {

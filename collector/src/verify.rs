@@ -19,7 +19,7 @@ use ed25519_dalek::VerifyingKey;
 use hipaa_core::audit::{
     record_hash, verify_mac, ChainFinding, ChainVerifier, IntegrityRecord, MacCheck, MacKeyRing,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::checkpoint::check_signature;
@@ -30,7 +30,7 @@ use crate::purge::{check_signature as check_purge_signature, six_years_before};
 use crate::store::{RowFilter, Store, StoreError, StoredRow};
 
 /// What kind of damage a finding shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Problem {
     /// A stored row's content no longer matches what was stored.
@@ -50,7 +50,7 @@ pub enum Problem {
 }
 
 /// One finding, naming the record (ledger position, chain id and seq, request id) where known.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
     pub problem: Problem,
@@ -84,8 +84,8 @@ impl std::fmt::Display for Finding {
     }
 }
 
-/// The result of a verification.
-#[derive(Debug, Clone, Serialize)]
+/// The result of a verification (`GET /v1/verify` answers it as JSON; the CLI reads it back).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
     /// No finding: nothing was modified, deleted, reordered or truncated since it was stored.
@@ -576,7 +576,11 @@ fn check_record(
                     i.detail
                 ));
                 let source_ok = match (&row.source_hash, &i.record) {
-                    (Some(h), Some(orig)) => *h == record_hash(orig),
+                    // A bounded copy names the refused record's hash; older rows hold it whole.
+                    (Some(h), Some(orig)) => match crate::bounded_copy::hash_of(orig) {
+                        Some(named) => h == named,
+                        None => *h == record_hash(orig),
+                    },
                     (None, _) => true,
                     (Some(_), None) => false,
                 };

@@ -53,6 +53,10 @@ pub struct Collector {
     pg_database: Option<String>,
     /// `--detect-config FILE` (detector thresholds), when the test gives one.
     detect_config: Option<PathBuf>,
+    /// The operators' read port (`--read-listen`), when the collector has one.
+    pub read_port: Option<u16>,
+    /// Started with this file-size limit in KiB (`ulimit -f`, SIGXFSZ ignored): a full disk.
+    pub file_limit_kib: Option<u64>,
 }
 
 /// The PostgreSQL server the tests use (`make setup` makes sure one answers).
@@ -131,9 +135,48 @@ impl Collector {
             reader_token: std::sync::Mutex::new(None),
             pg_database,
             detect_config,
+            read_port: None,
+            file_limit_kib: None,
         };
         c.restart();
         c
+    }
+
+    /// A collector on a fresh SQLite database with a separate read port (`--read-listen`).
+    pub fn start_with_read_port() -> Collector {
+        let mut c = Collector::start();
+        c.stop();
+        c.read_port = Some(free_port());
+        c.restart();
+        c
+    }
+
+    /// The folder this collector keeps its database and logs in.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The port reads go to: the read port when there is one.
+    pub fn reads_port(&self) -> u16 {
+        self.read_port.unwrap_or(self.port)
+    }
+
+    /// A token of the auditors' IdP for `sub` with `roles` (e.g. a role that may not read).
+    pub fn token_for(&self, sub: &str, roles: &str) -> String {
+        self.reader_keys.token(&[
+            "--alg",
+            "EdDSA",
+            "--iss",
+            READER_ISSUER,
+            "--aud",
+            READER_AUDIENCE,
+            "--sub",
+            sub,
+            "--roles",
+            roles,
+            "--ttl",
+            "3600",
+        ])
     }
 
     /// The environment the collector and the review commands need.
@@ -156,7 +199,18 @@ impl Collector {
     pub fn restart(&mut self) {
         assert!(self.proc.is_none(), "collector already running");
         self.starts += 1;
-        let mut cmd = Command::new(cli_bin());
+        let mut cmd = match self.file_limit_kib {
+            // Ignored SIGXFSZ survives exec: a write past the limit fails with EFBIG, as on a
+            // full disk, instead of killing the process.
+            Some(kib) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""))
+                    .arg(cli_bin());
+                c
+            }
+            None => Command::new(cli_bin()),
+        };
         cmd.args([
             "collector",
             "--listen",
@@ -176,6 +230,9 @@ impl Collector {
         .envs(self.env());
         if let Some(path) = &self.detect_config {
             cmd.arg("--detect-config").arg(path);
+        }
+        if let Some(read) = self.read_port {
+            cmd.args(["--read-listen", &format!("127.0.0.1:{read}")]);
         }
         if self.pg_database.is_some() {
             // A database server is not a folder: say where the checkpoint public key goes.
@@ -264,7 +321,7 @@ impl Collector {
     /// `GET PATH` on the collector's read side, with the auditor's token.
     pub fn get(&self, path: &str) -> http::Response {
         let auth = format!("Bearer {}", self.reader_token());
-        http::get(self.port, path, &[("authorization", auth.as_str())])
+        http::get(self.reads_port(), path, &[("authorization", auth.as_str())])
     }
 
     /// `GET /v1/records?QUERY`: the records, in ingest order.

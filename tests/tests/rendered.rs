@@ -103,6 +103,9 @@ fn render(
         .args(["--collector", &a(ports.collector_mtls)])
         .args(["--collector-backend", &a(ports.collector_backend)])
         .args(["--collector-admin", &a(ports.collector_admin)])
+        // The tests' workload certificate (dev-certs.sh) is the demo workload's for every
+        // example: its collector sidecar takes records from that identity only.
+        .args(["--workload-identity", WORKLOAD])
         .args([
             "--endpoint",
             &format!("egress|{VENDOR}={}", a(ports.vendor)),

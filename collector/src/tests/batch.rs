@@ -144,14 +144,9 @@ mod reference {
     fn chain_hint(raw: &Value) -> (Option<String>, Option<u64>, Option<String>) {
         let chain = raw.get("chain");
         (
-            chain
-                .and_then(|c| c.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            crate::bounded_copy::hint(chain.and_then(|c| c.get("id")).and_then(Value::as_str)),
             chain.and_then(|c| c.get("seq")).and_then(Value::as_u64),
-            raw.get("requestId")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            crate::bounded_copy::hint(raw.get("requestId").and_then(Value::as_str)),
         )
     }
 
@@ -169,11 +164,15 @@ mod reference {
         }
         let (hint_chain, hint_seq, hint_request) = chain_hint(raw);
         let flag_whole = |finding: FindingKind, detail: String| IntegrityFinding {
+            record: Some(if finding == FindingKind::SeqConflict {
+                raw.clone()
+            } else {
+                crate::bounded_copy::bounded_copy(&hipaa_core::audit::canonical_bytes(raw), &source)
+            }),
             finding,
             chain_id: hint_chain.clone(),
             seq: hint_seq,
             detail,
-            record: Some(raw.clone()),
         };
         let Some((record, time_ms, seq)) = typed(raw) else {
             let f = flag_whole(

@@ -628,3 +628,101 @@ fn alerts_api(backend: Backend) {
     );
     server.shutdown().unwrap();
 }
+
+/// With `--read-listen`, the mesh-facing port answers only ingest and health: a read there is
+/// 404 even with an auditor's token (nothing on that port decrypts records), and the read
+/// port answers reads (with the token) but takes no records.
+#[test]
+fn a_read_listener_keeps_reads_off_the_ingest_port() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut config = config_for(&db.url);
+    config.checkpoint_seconds = 0;
+    config.read_listen = Some("127.0.0.1:0".into());
+    let server = start(config, collector(), CheckpointSigner::generate(), vec![]).unwrap();
+    let (ingest, read) = (server.addr(), server.read_addr().unwrap());
+    assert_ne!(ingest, read);
+    let payload = serde_json::to_vec(&chain("c-split", 2)).unwrap();
+    let (status, _, body) = http(ingest, "POST", "/v1/records", &payload);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    for path in ["/v1/records?kind=all", "/v1/verify"] {
+        let (status, _, _) = http(ingest, "GET", path, b"");
+        assert_eq!(status, 404, "GET {path} on the ingest port");
+    }
+    assert_eq!(http(ingest, "GET", "/healthz", b"").0, 200);
+    let (status, _, body) = http(read, "GET", "/v1/records?kind=all", b"");
+    assert_eq!(status, 200);
+    assert_eq!(json(&body).as_array().unwrap().len(), 3);
+    assert_eq!(http_as(read, "GET", "/v1/verify", b"", None).0, 401);
+    assert_eq!(http(read, "POST", "/v1/records", &payload).0, 404);
+    assert_eq!(http(read, "GET", "/healthz", b"").0, 200);
+    server.shutdown().unwrap();
+}
+
+/// A sender that floods records nobody can trust spends its own budget and then gets 429
+/// with Retry-After (before its body is read); a good sender from another identity is not
+/// slowed, and the flood's rows are bounded copies.
+#[test]
+fn a_garbage_flood_is_rate_limited_per_source() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut config = config_for(&db.url);
+    config.checkpoint_seconds = 0;
+    config.garbage = Arc::new(crate::ingest_limit::GarbageLimiter::new(1, 20, 16));
+    let server = start(config, collector(), CheckpointSigner::generate(), vec![]).unwrap();
+    let addr = server.addr();
+    let post_as = |peer: &str, body: &[u8]| -> (u16, String) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /v1/records HTTP/1.1\r\nHost: c\r\nx-forwarded-client-cert: By=spiffe://td/c;URI={peer}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        (text[9..12].parse().unwrap(), text)
+    };
+    let garbage = |batch: usize| {
+        let records: Vec<Value> = (0..10)
+            .map(|i| serde_json::json!({"v": 1, "junk": [batch, i], "pad": "x".repeat(10_000)}))
+            .collect();
+        serde_json::to_vec(&records).unwrap()
+    };
+    let mallory = "spiffe://td/ns/x/sa/mallory";
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for batch in 0..5 {
+        let (status, text) = post_as(mallory, &garbage(batch));
+        if status == 429 {
+            retry_after = text.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("retry-after: ")
+                    .map(str::to_string)
+            });
+        }
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..2], &[200, 200], "the burst is stored (flagged)");
+    assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(retry_after.is_some_and(|s| s.trim().parse::<u64>().unwrap() >= 1));
+    // A good sender with another identity is not limited.
+    let good = serde_json::to_vec(&chain("c-good", 2)).unwrap();
+    let (status, text) = post_as("spiffe://td/ns/ehr/sa/ehr-api", &good);
+    assert_eq!(status, 200, "{text}");
+    // An unreadable body counts too.
+    let (status, _) = post_as("spiffe://td/ns/x/sa/other", b"not json");
+    assert_eq!(status, 400);
+    let (_, _, body) = http(addr, "GET", "/v1/records?kind=integrity", b"");
+    let rows = json(&body);
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        20,
+        "two batches of garbage, no more"
+    );
+    assert!(
+        rows.to_string().len() < 20 * 2048,
+        "bounded copies, not 200 KB of junk"
+    );
+    server.shutdown().unwrap();
+}

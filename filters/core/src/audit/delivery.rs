@@ -686,6 +686,23 @@ mod tests {
         assert_eq!(d.poll(1000, false), Some(body_of(&[0, 1])));
     }
 
+    /// The collector's per-source garbage limit answers 429: the batch is kept whole, unsplit,
+    /// and resent after the backoff (a rate limit never loses a record).
+    #[test]
+    fn a_429_is_retry_later_never_a_split_or_a_drop() {
+        let mut d = Delivery::new(cfg(4));
+        d.push(rec(0), 0);
+        d.push(rec(1), 0);
+        assert!(d.poll(0, true).is_some());
+        assert!(!is_refusal(Some("429")));
+        let Answer::Retry { delay_ms, .. } = d.on_response(Some("429"), 1) else {
+            panic!("429 must be a retry");
+        };
+        assert!(delay_ms > 0);
+        assert_eq!(d.poll(1, false), None, "waits for the backoff");
+        assert_eq!(d.poll(1 + delay_ms as i64, false), Some(body_of(&[0, 1])));
+    }
+
     #[test]
     fn stand_in_names_the_chain_position_and_hash_and_is_bounded() {
         let sealed = format!(
