@@ -15,7 +15,6 @@ use crate::incidents::api::{handle, Answer, Call};
 use crate::incidents::ledger;
 use crate::ingest::ingest;
 use crate::keys::CheckpointSigner;
-use crate::own_records::{self, OwnRecord};
 use crate::purge::{purge, six_years_before};
 use crate::read_auth::Reader;
 use crate::server::start;
@@ -264,7 +263,7 @@ fn affected_individuals_from_records_and_scope(b: Backend) {
     assert_eq!(none["affected"]["firstAccess"], Value::Null);
 }
 
-/// An alert row exactly as the alerts contract writes it (kind `alert`, dedupe `alert:<id>`).
+/// An alert stored as the detectors store it (kind `alert`, dedupe `alert:<id>`).
 fn insert_alert(s: &mut dyn Store, id: &str, records: &[&str], truncated: bool) {
     let alert = json!({
         "id": id, "kind": "patient_volume", "severity": "high", "subject": "dr-a",
@@ -272,26 +271,12 @@ fn insert_alert(s: &mut dyn Store, id: &str, records: &[&str], truncated: bool) 
         "window": {"from": hipaa_core::calendar::rfc3339_millis(NOW),
                    "to": hipaa_core::calendar::rfc3339_millis(NOW + 60_000)},
         "count": records.len(), "threshold": 2, "records": records,
-        "recordsTruncated": truncated, "status": "open",
-        "createdAt": hipaa_core::calendar::rfc3339_millis(AT)
+        "recordsTruncated": truncated, "summary": "patients above the ceiling",
+        "status": "open", "createdAt": hipaa_core::calendar::rfc3339_millis(AT)
     });
-    let record = json!({"v": 1, "kind": "alert", "time": hipaa_core::calendar::rfc3339_millis(AT),
-        "timeMs": AT, "alert": alert});
+    let alert: crate::alerts::Alert = serde_json::from_value(alert).unwrap();
     let enc = collector().encryption;
-    own_records::append(
-        s,
-        &enc,
-        &OwnRecord {
-            kind: "alert",
-            record: &record,
-            time_ms: AT,
-            bi_subject: Some(enc.blind_index("subject", "dr-a")),
-            bi_patient: None,
-            dedupe_key: Some(format!("alert:{id}")),
-        },
-        AT,
-    )
-    .unwrap();
+    assert!(crate::alerts::ledger::append_alert(s, &enc, &alert, AT).unwrap());
 }
 
 fn open_from_an_alert_row(b: Backend) {
