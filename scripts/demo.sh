@@ -62,8 +62,16 @@ bold "4. The audit collector (SQLite in $DEMO) behind its mTLS sidecar, a sample
 # Ingest on the port behind the mesh sidecar; reads only on a separate loopback port, with an
 # auditor's token of the (demo) IdP; the checkpoint public key goes to the compliance
 # officer's own folder, not beside the database.
+# Detection runs in the collector (polling the ledger every second); the thresholds are lowered
+# so that a few requests make a scene (a hospital would start from the defaults: 10 failures in
+# 5 minutes, 50 distinct patients an hour).
 mkdir -p "$DEMO/officer"
+cat > "$DEMO/detect.yaml" <<'YAML'
+failedAuth: { threshold: 5 }
+patientVolume: { ceiling: 5 }
+YAML
 "$CLI" collector --listen "127.0.0.1:$COLLECTOR_PORT" --read-listen "127.0.0.1:$READ_PORT" --db "$DB" --checkpoint-seconds 5 \
+  --detect-config "$DEMO/detect.yaml" \
   --public-key-out "$DEMO/officer/checkpoint-keys.pem" \
   --reader-jwks "$DEMO/idp/jwks.json" --reader-issuer https://idp.demo.local --reader-audience hipaa-audit \
   > "$DEMO/collector.log" 2>&1 & collector_pid=$!; pids+=($collector_pid)
@@ -164,7 +172,65 @@ echo "Who read the trail (each read above is itself a trail-access record):"
 "$CLI" audit query --collector "$READS" --token-file "$DEMO/officer/token" --kind trail-access --format json 2>/dev/null \
   | python3 -c 'import json,sys; [print("  " + r["time"], r["trailAccess"]["subject"], r["trailAccess"]["endpoint"], r["trailAccess"]["filter"] or "-") for r in json.load(sys.stdin)]'
 
-bold "10. Is the trail intact? (every MAC, chain link, ledger link and signed checkpoint)"
+bold "10. A snooping scene: what the collector's detectors flag (164.312(b): record and examine)"
+# Twice each threshold: detection windows are aligned to the clock, so even a burst split by a
+# window boundary crosses the threshold in one of its halves.
+burst() {   # burst TITLE URL-SUFFIXES... -- CURL-ARGS: one request per suffix, statuses on one line
+  local title=$1; shift; local paths=(); while [[ $1 != -- ]]; do paths+=("$1"); shift; done; shift
+  printf '\n\033[1;34m▸ %s\033[0m\n  ' "$title"
+  for p in "${paths[@]}"; do curl -s -o /dev/null -w '%{http_code} ' "$@" "$URL$p" || printf 'ERR '; done; echo
+}
+NINA=$(token --sub nina --roles nurse --amr pwd --sid s-nina)
+BOB_PWD=$(token --sub bob --roles clinician --amr pwd --sid s-bob)
+burst "Nurse nina opens 12 charts she has no reason to see (ceiling: 5 distinct patients an hour)" \
+  $(printf '/fhir/Patient/%s ' 201 202 203 204 205 206 207 208 209 210 211 212) -- "${WEB[@]}" -H "authorization: Bearer $NINA"
+burst "Account bob fails to sign in 10 times (no second factor; threshold: 5 in 5 minutes)" \
+  $(printf '/fhir/Patient/123 %.0s' {1..10}) -- "${WEB[@]}" -H "authorization: Bearer $BOB_PWD"
+show "Clinician alice breaks the glass on the billing route (every break-glass access gets a review item)" "${WEB[@]}" -H "authorization: Bearer $ALICE" -H "x-break-glass: disaster" "$URL/billing/claims/212"
+show "The app sends a note to an LLM API without a BAA (refused egress)" -x "http://127.0.0.1:$OUTBOUND_PORT" -d '{"note":"..."}' http://api.unlisted-llm.example/v1/chat
+
+bold "11. The alerts, an incident opened from the snooping alert, and its breach report"
+OFFICER=(--collector "$READS" --token-file "$DEMO/officer/token")
+# The trail reaches the collector within 200 ms and the detectors poll every second: wait until
+# the scene's four alerts are there (with the break-glass and the two refused calls of steps
+# 6 and 7), at most 20 s.
+scene_seen() {
+  python3 - "$DEMO/alerts.json" <<'PY' 2>/dev/null
+import json, sys
+alerts = json.load(open(sys.argv[1]))
+has = lambda kind, word: any(a["kind"] == kind and word in (a["subject"] or "") + a["summary"] for a in alerts)
+sys.exit(0 if has("patient_volume", "nina") and has("failed_auth_burst", "bob") and has("break_glass", "disaster")
+         and sum(a["kind"] == "exfiltration" for a in alerts) >= 3 else 1)
+PY
+}
+for _ in $(seq 1 40); do
+  "$CLI" alerts list "${OFFICER[@]}" --format json > "$DEMO/alerts.json" 2>/dev/null || true
+  scene_seen && break
+  sleep 0.5
+done
+"$CLI" alerts list "${OFFICER[@]}" 2>&1 | sed 's/^/  /'
+# The alert lists the reads up to the one that crossed the ceiling; the officer scopes the
+# incident to all of nina's reads from the alert's window on, so every patient she opened counts.
+read -r ALERT SINCE < <(python3 -c 'import json,sys; a=next(a for a in json.load(open(sys.argv[1])) if a["kind"] == "patient_volume" and a["subject"] == "nina"); print(a["id"], a["window"]["from"])' "$DEMO/alerts.json")
+echo
+OPENED=$("$CLI" incident open "${OFFICER[@]}" --alert "$ALERT" --subject nina --from "$SINCE" --to "$(date -u -d '+1 min' +%Y-%m-%dT%H:%M:%SZ)" \
+  --summary "Nurse nina opened 12 charts of patients outside her care")
+echo "  $OPENED"
+INCIDENT=$(awk '{ print $2 }' <<<"$OPENED")   # "opened <id> [open]: ..."
+"$CLI" incident assess "$INCIDENT" "${OFFICER[@]}" \
+  --nature "Demographics and clinical notes of 12 patients" --nature-rating medium \
+  --person "A workforce member without a treatment relationship" --person-rating medium \
+  --acquired "Viewed on screen (the audit trail shows the reads)" --acquired-rating high \
+  --mitigation "Access suspended; attestation of non-disclosure pending" --mitigation-rating medium \
+  --type "Unauthorized Access/Disclosure" --location "Electronic Medical Record" \
+  --safeguards "Unique user IDs, MFA for clinicians, audit controls with detection" \
+  --actions "Access suspended; sanctions under the workforce policy" | sed 's/^/  /'
+"$CLI" incident close "$INCIDENT" "${OFFICER[@]}" --outcome breach \
+  --reason "PHI viewed without authorization; low probability of compromise not shown" | sed 's/^/  /'
+echo
+"$CLI" incident report "$INCIDENT" "${OFFICER[@]}" --format md | sed 's/^/  /'
+
+bold "12. Is the trail intact? (every MAC, chain link, ledger link and signed checkpoint)"
 kill -TERM "$collector_pid" 2>/dev/null; wait "$collector_pid" 2>/dev/null || true   # signs a last checkpoint
 # With the public key from the officer's folder (kept apart from the database): the
 # fingerprint printed is the one to compare with the copy the officer filed.
