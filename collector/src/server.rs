@@ -576,24 +576,17 @@ fn post_records(shared: &Shared, jobs: &mpsc::Sender<IngestJob>, mut request: Re
         );
         return;
     }
-    let max = shared.config.max_body;
-    if request.body_length().is_some_and(|n| n > max) {
-        error(request, 413, "too_large", "batch exceeds the body limit");
-        return;
-    }
-    let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(max as u64 + 1)
-        .read_to_end(&mut body);
-    if read.is_err() {
-        error(request, 400, "bad_request", "cannot read the body");
-        return;
-    }
-    if body.len() > max {
-        error(request, 413, "too_large", "batch exceeds the body limit");
-        return;
-    }
+    let body = match read_body(&mut request, shared.config.max_body) {
+        Ok(body) => body,
+        Err((413, code)) => {
+            error(request, 413, code, "batch exceeds the body limit");
+            return;
+        }
+        Err((status, code)) => {
+            error(request, status, code, "cannot read the body");
+            return;
+        }
+    };
     let batch: Vec<Value> = match serde_json::from_slice(&body) {
         Ok(Value::Array(items)) => items,
         _ => {
@@ -841,8 +834,10 @@ fn header_bytes(request: &Request, name: &'static str) -> Option<Vec<u8>> {
         .map(|h| h.value.as_bytes().to_vec())
 }
 
-/// Reads at most `max` bytes of body; None (and the 413/400 sent) when it cannot.
-fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, (u16, &'static str)> {
+/// Reads at most `max` bytes of body (refused early on a larger Content-Length): the body, or
+/// the status and code to answer (413 `too_large`, 400 `bad_request`). Every endpoint that
+/// takes a body reads it through here.
+pub(crate) fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>, (u16, &'static str)> {
     if request.body_length().is_some_and(|n| n > max) {
         return Err((413, "too_large"));
     }
@@ -1129,24 +1124,17 @@ fn incidents_call(shared: &Shared, store: &mut dyn Store, mut request: Request) 
             return true;
         }
     };
-    if request.body_length().is_some_and(|n| n > api::MAX_BODY) {
-        error(request, 413, "too_large", "body exceeds the limit");
-        return true;
-    }
-    let mut body = Vec::new();
-    if request
-        .as_reader()
-        .take(api::MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .is_err()
-    {
-        error(request, 400, "bad_request", "cannot read the body");
-        return true;
-    }
-    if body.len() > api::MAX_BODY {
-        error(request, 413, "too_large", "body exceeds the limit");
-        return true;
-    }
+    let body = match read_body(&mut request, api::MAX_BODY) {
+        Ok(body) => body,
+        Err((413, code)) => {
+            error(request, 413, code, "body exceeds the limit");
+            return true;
+        }
+        Err((status, code)) => {
+            error(request, status, code, "cannot read the body");
+            return true;
+        }
+    };
     let url = request.url().to_string();
     let (path, qs) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let method = request.method().as_str().to_string();

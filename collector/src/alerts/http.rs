@@ -5,8 +5,6 @@
 //! * `POST /v1/alerts/{id}/status` `{"status":"acknowledged"|"closed","note":".."}`: stores an
 //!   `alert-status` row naming the operator; answers the alert with its new status.
 
-use std::io::Read;
-
 use serde_json::{json, Value};
 use tiny_http::{Method, Request};
 
@@ -15,7 +13,7 @@ use super::model::{is_alert_id, AlertKind, Status};
 use crate::keys::EncryptionKey;
 use crate::query::{parse_time, percent_decode};
 use crate::read_auth::Reader;
-use crate::server::{error, respond};
+use crate::server::{error, read_body, respond};
 use crate::store::Store;
 
 /// The path prefix this family answers.
@@ -144,14 +142,7 @@ pub fn handle(mut ctx: Context<'_>, mut request: Request, path: &str, qs: &str) 
             Err(e) => read_failed(request, &e),
         },
         (Method::Post, [id, "status"]) => {
-            let mut body = Vec::new();
-            if request
-                .as_reader()
-                .take(MAX_BODY + 1)
-                .read_to_end(&mut body)
-                .is_err()
-                || body.len() as u64 > MAX_BODY
-            {
+            let Ok(body) = read_body(&mut request, MAX_BODY as usize) else {
                 error(
                     request,
                     400,
@@ -159,7 +150,7 @@ pub fn handle(mut ctx: Context<'_>, mut request: Request, path: &str, qs: &str) 
                     "the body must be at most 8 KiB of JSON",
                 );
                 return true;
-            }
+            };
             let parsed: Option<(Status, String)> =
                 serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
                     let status = v.get("status")?.as_str().and_then(Status::parse)?;
