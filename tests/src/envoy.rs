@@ -17,6 +17,28 @@ pub struct Filter {
     pub config: String,
 }
 
+/// How the suites that exercise the audit/authn chain load it: `HIPAA_E2E_CHAIN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainMode {
+    /// `mesh` (the default, what users deploy): the one combined filter, root id `hipaa-mesh`,
+    /// on a listener that terminates TLS; the client speaks mTLS with the test PKI.
+    Mesh,
+    /// `stages`: one filter per stage (`hipaa-audit`, `hipaa-authn`, `hipaa-transport`, in the
+    /// order the suite gives), on a plaintext listener as before the combined filter.
+    Stages,
+}
+
+impl ChainMode {
+    /// `HIPAA_E2E_CHAIN`: `mesh` (default) or `stages`; any other value is a test failure.
+    pub fn from_env() -> ChainMode {
+        match std::env::var("HIPAA_E2E_CHAIN").as_deref() {
+            Err(_) | Ok("") | Ok("mesh") => ChainMode::Mesh,
+            Ok("stages") => ChainMode::Stages,
+            Ok(other) => panic!("HIPAA_E2E_CHAIN={other}: expected `mesh` or `stages`"),
+        }
+    }
+}
+
 /// The pieces of a standard local topology.
 pub struct Topology {
     pub listener_port: u16,
@@ -28,9 +50,55 @@ pub struct Topology {
     /// Environment variables for the Wasm VMs.
     pub vm_env: Vec<(String, String)>,
     pub concurrency: u32,
+    /// The listener terminates TLS with the test PKI ([`crate::tls`]); the request helpers
+    /// speak TLS to it (with the test client certificate when `Some(Client::Mtls)`).
+    pub tls: Option<crate::tls::Client>,
 }
 
 impl Topology {
+    /// The audit/authn chain of a suite, `stages` in the order it names them (`audit`,
+    /// `transport`, `authn`; every stage gets `config`), as [`ChainMode::from_env`] says: the
+    /// one combined filter `hipaa-mesh` over mTLS, or one filter per stage over plaintext.
+    /// A chain without both audit and authn is always loaded stage by stage.
+    pub fn chain(upstream_port: u16, stages: &[&'static str], config: &str) -> Topology {
+        Topology::chain_in(ChainMode::from_env(), upstream_port, stages, config)
+    }
+
+    pub fn chain_in(
+        mode: ChainMode,
+        upstream_port: u16,
+        stages: &[&'static str],
+        config: &str,
+    ) -> Topology {
+        let combinable = stages.contains(&"audit") && stages.contains(&"authn");
+        if mode == ChainMode::Mesh && combinable {
+            let mut t = Topology::new(
+                upstream_port,
+                vec![Filter {
+                    name: "mesh",
+                    config: config.to_string(),
+                }],
+            );
+            t.tls = Some(crate::tls::Client::Mtls);
+            return t;
+        }
+        Topology::new(
+            upstream_port,
+            stages
+                .iter()
+                .map(|name| Filter {
+                    name,
+                    config: config.to_string(),
+                })
+                .collect(),
+        )
+    }
+
+    /// The chain is the combined filter (one `hipaa-mesh`).
+    pub fn is_mesh(&self) -> bool {
+        self.filters.iter().any(|f| f.name == "mesh")
+    }
+
     pub fn new(upstream_port: u16, filters: Vec<Filter>) -> Topology {
         Topology {
             listener_port: free_port(),
@@ -40,6 +108,7 @@ impl Topology {
             clusters: Vec::new(),
             vm_env: Vec::new(),
             concurrency: 2,
+            tls: None,
         }
     }
 
@@ -56,7 +125,7 @@ impl Topology {
                 .iter()
                 .map(|(name, port)| cluster(name, *port)),
         );
-        json!({
+        let mut config = json!({
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
             "static_resources": {
                 "listeners": [{
@@ -80,7 +149,12 @@ impl Topology {
                 }],
                 "clusters": clusters
             }
-        })
+        });
+        if self.tls.is_some() {
+            config["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] =
+                crate::tls::downstream_tls_context();
+        }
+        config
     }
 
     fn wasm_filter(&self, f: &Filter) -> Value {
@@ -126,7 +200,17 @@ pub struct Envoy {
     pub port: u16,
     pub admin_port: u16,
     pub proc: Proc,
+    /// The listener terminates TLS (registered with [`crate::tls`] while this Envoy runs).
+    pub tls: bool,
     _dir: TempDir,
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if self.tls {
+            crate::tls::unregister(self.port);
+        }
+    }
 }
 
 impl Envoy {
@@ -179,10 +263,14 @@ impl Envoy {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        if let Some(client) = topology.tls {
+            crate::tls::register(topology.listener_port, client);
+        }
         Envoy {
             port: topology.listener_port,
             admin_port: topology.admin_port,
             proc,
+            tls: topology.tls.is_some(),
             _dir: dir,
         }
     }
