@@ -202,6 +202,8 @@ pub struct Envoy {
     pub proc: Proc,
     /// The listener terminates TLS (registered with [`crate::tls`] while this Envoy runs).
     pub tls: bool,
+    /// The chain is the combined filter (root id `hipaa-mesh`).
+    pub mesh: bool,
     _dir: TempDir,
 }
 
@@ -271,6 +273,7 @@ impl Envoy {
             admin_port: topology.admin_port,
             proc,
             tls: topology.tls.is_some(),
+            mesh: topology.is_mesh(),
             _dir: dir,
         }
     }
@@ -321,5 +324,45 @@ impl Envoy {
         self.proc.alive()
             && http::try_request(self.admin_port, "GET", "/ready", &[], b"")
                 .is_ok_and(|r| r.status == 200)
+    }
+
+    /// Envoy's Wasm runtime counters that say a VM or plugin failed (`fail`, `crash`,
+    /// `reload`), the filters' own `wasmcustom.` counters left out.
+    pub fn wasm_failures(&self) -> Vec<(String, u64)> {
+        http::get(self.admin_port, "/stats?filter=wasm", &[])
+            .body
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(k, _)| !k.starts_with("wasmcustom."))
+            .filter(|(k, _)| k.contains("fail") || k.contains("crash") || k.contains("reload"))
+            .filter_map(|(k, v)| v.trim().parse::<u64>().ok().map(|v| (k.to_string(), v)))
+            .collect()
+    }
+
+    /// Envoy is up, the chain's VM (`hipaa-mesh`, or `hipaa-authn` stage by stage) is there in
+    /// Envoy's Wasm stats, no VM failed, and no filter trapped or panicked in the log.
+    pub fn assert_no_wasm_failure(&mut self) {
+        assert!(self.healthy(), "Envoy died:\n{}", self.log());
+        let failures = self.wasm_failures();
+        let vm = if self.mesh { "hipaa-mesh" } else { "hipaa-authn" };
+        assert!(
+            failures
+                .iter()
+                .any(|(k, _)| *k == format!("wasm.{vm}.vm_reload")),
+            "Envoy's Wasm VM stats for {vm} are missing: {failures:?}"
+        );
+        assert!(
+            failures.iter().all(|(_, v)| *v == 0),
+            "Wasm failures: {failures:?}"
+        );
+        // A trap in a filter VM is logged as `Function: proxy_on_... failed: Uncaught
+        // RuntimeError` (faults.rs shows it with a module that traps on demand).
+        let log = self.log();
+        assert!(
+            !log.contains("panicked")
+                && !log.contains("Function: proxy_on")
+                && !log.contains("Uncaught RuntimeError"),
+            "a filter VM failed:\n{log}"
+        );
     }
 }
