@@ -33,7 +33,8 @@ pub fn audit(timeout_ms: u64, flush_ms: u64, max_batch: u32, max_buffered: u32) 
 
 /// The chain `stages` (e.g. `["audit", "authn"]`) with `policy`, the sample upstream at
 /// `upstream`, audit delivering to `collector_port` (the collector itself, or a proxy in front
-/// of it) with `collector`'s VM environment.
+/// of it) with `collector`'s VM environment (and the body-signing keys for the combined
+/// filter).
 pub fn topology(
     stages: &[&'static str],
     policy: &Value,
@@ -44,6 +45,12 @@ pub fn topology(
     let mut t = Topology::chain(upstream, stages, &policy.to_string());
     t.clusters.push((CLUSTER.to_string(), collector_port));
     t.vm_env = collector.vm_env();
+    if t.is_mesh() {
+        // The combined filter's transport stage signs the responses of the routes that ask for
+        // it (inference routes by default) and verifies signed requests: it refuses to start
+        // without those keys, as a deployment would.
+        t.vm_env.extend(crate::body_signing_env());
+    }
     t
 }
 

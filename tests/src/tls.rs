@@ -90,7 +90,7 @@ pub fn downstream_tls_context() -> serde_json::Value {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
             "require_client_certificate": false,
             "common_tls_context": {
-                "alpn_protocols": ["http/1.1"],
+                "alpn_protocols": ["h2", "http/1.1"],
                 "tls_certificates": [{
                     "certificate_chain": {"filename": pki.cert().display().to_string()},
                     "private_key": {"filename": pki.key().display().to_string()}
