@@ -344,7 +344,11 @@ impl Envoy {
     pub fn assert_no_wasm_failure(&mut self) {
         assert!(self.healthy(), "Envoy died:\n{}", self.log());
         let failures = self.wasm_failures();
-        let vm = if self.mesh { "hipaa-mesh" } else { "hipaa-authn" };
+        let vm = if self.mesh {
+            "hipaa-mesh"
+        } else {
+            "hipaa-authn"
+        };
         assert!(
             failures
                 .iter()

@@ -7,8 +7,8 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use hipaa_e2e::collector::Collector;
 use hipaa_e2e::chain::{Stack, CLUSTER};
+use hipaa_e2e::collector::Collector;
 use hipaa_e2e::faulty::{connection_manager, CountingListener};
 use hipaa_e2e::forge::{
     ecdsa_sig, good_claims, p256_n_minus_1, rsa_public_pem, scalar, sign_raw, sign_with,

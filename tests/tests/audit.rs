@@ -3,8 +3,8 @@
 //! collector outage with fail-closed 503s and full recovery, a clean `audit verify`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use hipaa_e2e::collector::{test_mac_key, Collector};
 use hipaa_e2e::chain::{self, CLUSTER};
+use hipaa_e2e::collector::{test_mac_key, Collector};
 use hipaa_e2e::envoy::{Envoy, Filter, Topology};
 use hipaa_e2e::http::{get, request, Response};
 use hipaa_e2e::idp::{self, Keys, Upstream};

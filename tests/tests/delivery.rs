@@ -8,8 +8,8 @@
 //!   records are in flight loses none of them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use hipaa_e2e::collector::Collector;
 use hipaa_e2e::chain;
+use hipaa_e2e::collector::Collector;
 use hipaa_e2e::envoy::{Envoy, Topology};
 use hipaa_e2e::faulty::{FaultyProxy, Mode};
 use hipaa_e2e::http::{request, try_request, Response};
@@ -22,7 +22,6 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
 
 fn spec(keys: &Keys, max_batch: u32, flush_ms: u32, max_buffered: u32) -> Value {
     json!({

@@ -8,8 +8,8 @@
 //! with what the collector stores — nothing lost, nothing twice — and `audit verify` is clean.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use hipaa_e2e::collector::Collector;
 use hipaa_e2e::chain;
+use hipaa_e2e::collector::Collector;
 use hipaa_e2e::envoy::{Envoy, Topology};
 use hipaa_e2e::faulty::{static_server, trap_module, EditedEnvoy, FaultyProxy, Mode};
 use hipaa_e2e::http::{request, try_request, Response};
@@ -672,7 +672,11 @@ fn a_trapping_vm_fails_closed_with_503_and_is_recorded_never_passed() {
     // failed (`response.code_details`), not the app. Stage by stage the trap sits between
     // audit and authn, so no identity was verified; the combined filter ran every stage
     // (authn verified frank) before the trap after it failed, and the record says so.
-    let subject = if envoy.mesh { json!("frank") } else { Value::Null };
+    let subject = if envoy.mesh {
+        json!("frank")
+    } else {
+        Value::Null
+    };
     for i in 2..5 {
         let r = by[&format!("vm-{i}")];
         assert_eq!(r["outcome"]["status"], 503, "{r:#}");

@@ -6,8 +6,8 @@
 //! valid request afterwards on the same worker must be served as before.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use hipaa_e2e::collector::Collector;
 use hipaa_e2e::chain;
+use hipaa_e2e::collector::Collector;
 use hipaa_e2e::envoy::Envoy;
 use hipaa_e2e::faulty::static_server;
 use hipaa_e2e::http::{connect, parse_response, read_response, Response};
@@ -16,7 +16,6 @@ use serde_json::json;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
-
 
 fn stack() -> (Keys, Collector, Envoy) {
     let keys = Keys::generate();
@@ -184,7 +183,11 @@ fn obs_text_bytes_in_headers_path_and_query_never_fail_a_vm_and_the_worker_keeps
     }
     assert!(envoy.healthy(), "Envoy died:\n{}", envoy.log());
     let failures = wasm_failures(&envoy);
-    let vm = if envoy.tls { "hipaa-mesh" } else { "hipaa-authn" };
+    let vm = if envoy.tls {
+        "hipaa-mesh"
+    } else {
+        "hipaa-authn"
+    };
     assert!(
         failures
             .iter()
