@@ -59,8 +59,17 @@ unit-wasm:
 	CARGO_TARGET_WASM32_WASIP1_RUNNER=$(CURDIR)/scripts/wasm-test-runner.py \
 	  cargo test -p hipaa-core --target wasm32-wasip1
 
+# Every suite with the audit/authn chain as the combined filter (`hipaa-mesh` over mTLS, what users
+# deploy), then the suites whose stage-by-stage behaviour (hipaa-audit + hipaa-authn handing the
+# identity over in x-hipaa-* headers, on plaintext) nothing else covers, with the chain loaded stage
+# by stage (HIPAA_E2E_CHAIN=stages). The single root ids alone are covered in the first run
+# (authn.rs, envoy_verification.rs, transport.rs, audit.rs's audit-alone case).
+E2E_STAGES_SUITES ?= audit adversarial hostile_bytes
 e2e: build
-	cargo test --release -p hipaa-e2e -- --test-threads 4
+	@echo "== e2e: every suite, chain = hipaa-mesh (combined filter over mTLS)"
+	HIPAA_E2E_CHAIN=mesh cargo test --release -p hipaa-e2e -- --test-threads 4
+	@echo "== e2e: $(E2E_STAGES_SUITES), chain = hipaa-audit + hipaa-authn (+ hipaa-transport), stage by stage"
+	HIPAA_E2E_CHAIN=stages cargo test --release -p hipaa-e2e $(addprefix --test ,$(E2E_STAGES_SUITES)) -- --test-threads 4
 
 lint:
 	cargo fmt --all -- --check

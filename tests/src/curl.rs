@@ -60,6 +60,28 @@ impl Reply {
     }
 }
 
+/// The URL base for a loopback port and the curl arguments to reach it: `https://` with the
+/// test PKI's CA and client certificate when the port is registered as TLS
+/// ([`crate::tls::register`]), else `http://`.
+pub fn base(port: u16) -> (String, Vec<String>) {
+    match crate::tls::client_for(port) {
+        None => (format!("http://127.0.0.1:{port}"), Vec::new()),
+        Some(client) => {
+            let pki = crate::tls::pki();
+            let mut args = vec!["--cacert".to_string(), pki.ca().display().to_string()];
+            if client == crate::tls::Client::Mtls {
+                args.extend([
+                    "--cert".to_string(),
+                    pki.cert().display().to_string(),
+                    "--key".to_string(),
+                    pki.key().display().to_string(),
+                ]);
+            }
+            (format!("https://127.0.0.1:{port}"), args)
+        }
+    }
+}
+
 /// Run curl; Err(exit code, stderr) when no HTTP response came back (e.g. a failed handshake).
 pub fn curl(args: &[&str]) -> Result<Reply, (i32, String)> {
     let dir = TempDir::new("curl");

@@ -17,6 +17,28 @@ pub struct Filter {
     pub config: String,
 }
 
+/// How the suites that exercise the audit/authn chain load it: `HIPAA_E2E_CHAIN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainMode {
+    /// `mesh` (the default, what users deploy): the one combined filter, root id `hipaa-mesh`,
+    /// on a listener that terminates TLS; the client speaks mTLS with the test PKI.
+    Mesh,
+    /// `stages`: one filter per stage (`hipaa-audit`, `hipaa-authn`, `hipaa-transport`, in the
+    /// order the suite gives), on a plaintext listener as before the combined filter.
+    Stages,
+}
+
+impl ChainMode {
+    /// `HIPAA_E2E_CHAIN`: `mesh` (default) or `stages`; any other value is a test failure.
+    pub fn from_env() -> ChainMode {
+        match std::env::var("HIPAA_E2E_CHAIN").as_deref() {
+            Err(_) | Ok("") | Ok("mesh") => ChainMode::Mesh,
+            Ok("stages") => ChainMode::Stages,
+            Ok(other) => panic!("HIPAA_E2E_CHAIN={other}: expected `mesh` or `stages`"),
+        }
+    }
+}
+
 /// The pieces of a standard local topology.
 pub struct Topology {
     pub listener_port: u16,
@@ -28,9 +50,55 @@ pub struct Topology {
     /// Environment variables for the Wasm VMs.
     pub vm_env: Vec<(String, String)>,
     pub concurrency: u32,
+    /// The listener terminates TLS with the test PKI ([`crate::tls`]); the request helpers
+    /// speak TLS to it (with the test client certificate when `Some(Client::Mtls)`).
+    pub tls: Option<crate::tls::Client>,
 }
 
 impl Topology {
+    /// The audit/authn chain of a suite, `stages` in the order it names them (`audit`,
+    /// `transport`, `authn`; every stage gets `config`), as [`ChainMode::from_env`] says: the
+    /// one combined filter `hipaa-mesh` over mTLS, or one filter per stage over plaintext.
+    /// A chain without both audit and authn is always loaded stage by stage.
+    pub fn chain(upstream_port: u16, stages: &[&'static str], config: &str) -> Topology {
+        Topology::chain_in(ChainMode::from_env(), upstream_port, stages, config)
+    }
+
+    pub fn chain_in(
+        mode: ChainMode,
+        upstream_port: u16,
+        stages: &[&'static str],
+        config: &str,
+    ) -> Topology {
+        let combinable = stages.contains(&"audit") && stages.contains(&"authn");
+        if mode == ChainMode::Mesh && combinable {
+            let mut t = Topology::new(
+                upstream_port,
+                vec![Filter {
+                    name: "mesh",
+                    config: config.to_string(),
+                }],
+            );
+            t.tls = Some(crate::tls::Client::Mtls);
+            return t;
+        }
+        Topology::new(
+            upstream_port,
+            stages
+                .iter()
+                .map(|name| Filter {
+                    name,
+                    config: config.to_string(),
+                })
+                .collect(),
+        )
+    }
+
+    /// The chain is the combined filter (one `hipaa-mesh`).
+    pub fn is_mesh(&self) -> bool {
+        self.filters.iter().any(|f| f.name == "mesh")
+    }
+
     pub fn new(upstream_port: u16, filters: Vec<Filter>) -> Topology {
         Topology {
             listener_port: free_port(),
@@ -40,6 +108,7 @@ impl Topology {
             clusters: Vec::new(),
             vm_env: Vec::new(),
             concurrency: 2,
+            tls: None,
         }
     }
 
@@ -56,7 +125,7 @@ impl Topology {
                 .iter()
                 .map(|(name, port)| cluster(name, *port)),
         );
-        json!({
+        let mut config = json!({
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
             "static_resources": {
                 "listeners": [{
@@ -80,7 +149,12 @@ impl Topology {
                 }],
                 "clusters": clusters
             }
-        })
+        });
+        if self.tls.is_some() {
+            config["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] =
+                crate::tls::downstream_tls_context();
+        }
+        config
     }
 
     fn wasm_filter(&self, f: &Filter) -> Value {
@@ -126,7 +200,19 @@ pub struct Envoy {
     pub port: u16,
     pub admin_port: u16,
     pub proc: Proc,
+    /// The listener terminates TLS (registered with [`crate::tls`] while this Envoy runs).
+    pub tls: bool,
+    /// The chain is the combined filter (root id `hipaa-mesh`).
+    pub mesh: bool,
     _dir: TempDir,
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if self.tls {
+            crate::tls::unregister(self.port);
+        }
+    }
 }
 
 impl Envoy {
@@ -179,10 +265,15 @@ impl Envoy {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        if let Some(client) = topology.tls {
+            crate::tls::register(topology.listener_port, client);
+        }
         Envoy {
             port: topology.listener_port,
             admin_port: topology.admin_port,
             proc,
+            tls: topology.tls.is_some(),
+            mesh: topology.is_mesh(),
             _dir: dir,
         }
     }
@@ -233,5 +324,49 @@ impl Envoy {
         self.proc.alive()
             && http::try_request(self.admin_port, "GET", "/ready", &[], b"")
                 .is_ok_and(|r| r.status == 200)
+    }
+
+    /// Envoy's Wasm runtime counters that say a VM or plugin failed (`fail`, `crash`,
+    /// `reload`), the filters' own `wasmcustom.` counters left out.
+    pub fn wasm_failures(&self) -> Vec<(String, u64)> {
+        http::get(self.admin_port, "/stats?filter=wasm", &[])
+            .body
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(k, _)| !k.starts_with("wasmcustom."))
+            .filter(|(k, _)| k.contains("fail") || k.contains("crash") || k.contains("reload"))
+            .filter_map(|(k, v)| v.trim().parse::<u64>().ok().map(|v| (k.to_string(), v)))
+            .collect()
+    }
+
+    /// Envoy is up, the chain's VM (`hipaa-mesh`, or `hipaa-authn` stage by stage) is there in
+    /// Envoy's Wasm stats, no VM failed, and no filter trapped or panicked in the log.
+    pub fn assert_no_wasm_failure(&mut self) {
+        assert!(self.healthy(), "Envoy died:\n{}", self.log());
+        let failures = self.wasm_failures();
+        let vm = if self.mesh {
+            "hipaa-mesh"
+        } else {
+            "hipaa-authn"
+        };
+        assert!(
+            failures
+                .iter()
+                .any(|(k, _)| *k == format!("wasm.{vm}.vm_reload")),
+            "Envoy's Wasm VM stats for {vm} are missing: {failures:?}"
+        );
+        assert!(
+            failures.iter().all(|(_, v)| *v == 0),
+            "Wasm failures: {failures:?}"
+        );
+        // A trap in a filter VM is logged as `Function: proxy_on_... failed: Uncaught
+        // RuntimeError` (faults.rs shows it with a module that traps on demand).
+        let log = self.log();
+        assert!(
+            !log.contains("panicked")
+                && !log.contains("Function: proxy_on")
+                && !log.contains("Uncaught RuntimeError"),
+            "a filter VM failed:\n{log}"
+        );
     }
 }

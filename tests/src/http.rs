@@ -1,8 +1,10 @@
 //! A raw HTTP/1.1 client: exact control over what is sent (duplicate headers, odd paths),
-//! one connection per request.
+//! one connection per request. A port registered with [`crate::tls::register`] (an Envoy
+//! listener that terminates TLS) is spoken to over TLS by every helper here, raw bytes
+//! included ([`connect`]); any other port in plaintext.
 
+use crate::tls::Conn;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -50,8 +52,7 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut stream = connect(port)?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -65,10 +66,18 @@ pub fn try_request(
     parse(&read_response(&mut stream)?)
 }
 
+/// A connection to `port` on 127.0.0.1 (TLS when the port is registered as TLS), with a 20 s
+/// read timeout: for tests that write the bytes themselves.
+pub fn connect(port: u16) -> std::io::Result<Conn> {
+    let stream = Conn::connect(port)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    Ok(stream)
+}
+
 /// Reads one response: up to the end of its body when its length is known (content-length, or
 /// the last chunk and trailers), else up to EOF. Waiting for EOF after a complete answer costs
 /// a second per Envoy local reply (Envoy delays its close, `delayed_close_timeout`, 1 s).
-pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+pub fn read_response(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {

@@ -3,6 +3,7 @@
 //! to them. Every process is killed when its guard is dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod chain;
 pub mod collector;
 pub mod curl;
 pub mod envoy;
@@ -11,6 +12,7 @@ pub mod forge;
 pub mod http;
 pub mod idp;
 pub mod process;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

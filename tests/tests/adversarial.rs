@@ -7,20 +7,19 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use hipaa_e2e::chain::{Stack, CLUSTER};
 use hipaa_e2e::collector::Collector;
-use hipaa_e2e::envoy::{Filter, Topology};
-use hipaa_e2e::faulty::{connection_manager, CountingListener, EditedEnvoy};
+use hipaa_e2e::faulty::{connection_manager, CountingListener};
 use hipaa_e2e::forge::{
     ecdsa_sig, good_claims, p256_n_minus_1, rsa_public_pem, scalar, sign_raw, sign_with,
     with_signature, P256_N,
 };
 use hipaa_e2e::http::{request, try_request, Response};
-use hipaa_e2e::idp::{self, Keys, Upstream};
+use hipaa_e2e::idp::{self, Keys};
+use hipaa_e2e::tls;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-
-const CLUSTER: &str = "audit-collector";
 
 fn spec() -> Value {
     json!({
@@ -48,46 +47,33 @@ fn spec() -> Value {
     })
 }
 
-struct Stack {
-    keys: Keys,
-    collector: Collector,
-    envoy: EditedEnvoy,
-    _upstream: Upstream,
+/// The chain `stages` on the spec above, delivering to the collector; `plaintext` keeps the
+/// listener plaintext even for the combined filter (the plaintext-refusal cases).
+fn stack_with(stages: &[&'static str], plaintext: bool) -> Stack {
+    Stack::start(
+        stages,
+        |keys| {
+            let mut policy = spec();
+            policy["identity"]["providers"][0]["jwks"]["inline"] = json!(keys.jwks());
+            policy
+        },
+        |t| {
+            if plaintext {
+                t.tls = None;
+            }
+        },
+        // As `policy render --target envoy` configures an inbound listener: Envoy takes the
+        // client address from the connection. With Envoy's default (`use_remote_address:
+        // false`, no trusted hops, as in the plain test Topology) the downstream address — the
+        // `source.address` attribute the audit filter records as `source.ip` — is the last
+        // X-Forwarded-For entry, so a client could write its own; the spoofing tests below
+        // would catch that.
+        |c| connection_manager(c)["use_remote_address"] = json!(true),
+    )
 }
 
-fn stack(filters: &[&'static str]) -> Stack {
-    let keys = Keys::generate();
-    let collector = Collector::start();
-    let upstream = Upstream::start();
-    let mut policy = spec();
-    policy["identity"]["providers"][0]["jwks"]["inline"] = json!(keys.jwks());
-    let config = policy.to_string();
-    let mut t = Topology::new(
-        upstream.port,
-        filters
-            .iter()
-            .map(|name| Filter {
-                name,
-                config: config.clone(),
-            })
-            .collect(),
-    );
-    t.clusters.push((CLUSTER.to_string(), collector.port));
-    t.vm_env = collector.vm_env();
-    // As `policy render --target envoy` configures an inbound listener: Envoy takes the client
-    // address from the connection. With Envoy's default (`use_remote_address: false`, no trusted
-    // hops, as in the plain test Topology) the downstream address — the `source.address`
-    // attribute the audit filter records as `source.ip` — is the last X-Forwarded-For entry, so
-    // a client could write its own; the spoofing tests below would catch that.
-    let envoy = EditedEnvoy::start_edited(&t, |c| {
-        connection_manager(c)["use_remote_address"] = json!(true);
-    });
-    Stack {
-        keys,
-        collector,
-        envoy,
-        _upstream: upstream,
-    }
+fn stack(stages: &[&'static str]) -> Stack {
+    stack_with(stages, false)
 }
 
 /// One attack: a request on its own patient id (so its record can be found), and what must
@@ -658,8 +644,7 @@ fn upload(
     body: &[u8],
 ) -> std::io::Result<Response> {
     use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut stream = hipaa_e2e::http::connect(port)?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -704,19 +689,6 @@ fn check_reply(case: &Case, r: &Response) {
     }
 }
 
-/// Envoy's Wasm runtime counters: any VM or plugin failure shows here.
-fn wasm_failures(envoy: &EditedEnvoy) -> Vec<(String, u64)> {
-    let stats = hipaa_e2e::http::get(envoy.admin_port, "/stats?filter=wasm", &[]);
-    stats
-        .body
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .filter(|(k, _)| !k.starts_with("wasmcustom."))
-        .filter(|(k, _)| k.contains("fail") || k.contains("crash") || k.contains("reload"))
-        .filter_map(|(k, v)| v.trim().parse::<u64>().ok().map(|v| (k.to_string(), v)))
-        .collect()
-}
-
 fn assert_still_serving(s: &mut Stack, patient: &str) {
     assert!(
         s.envoy.healthy(),
@@ -732,26 +704,7 @@ fn assert_still_serving(s: &mut Stack, patient: &str) {
         b"",
     );
     assert_eq!(r.status, 200, "valid traffic no longer served: {}", r.body);
-    let failures = wasm_failures(&s.envoy);
-    assert!(
-        failures
-            .iter()
-            .any(|(k, _)| k == "wasm.hipaa-authn.vm_reload"),
-        "Envoy's Wasm VM stats are missing: {failures:?}"
-    );
-    assert!(
-        failures.iter().all(|(_, v)| *v == 0),
-        "Wasm failures: {failures:?}"
-    );
-    // A trap in a filter VM is logged as `Function: proxy_on_... failed: Uncaught RuntimeError`
-    // (faults.rs shows it with a module that traps on demand).
-    let log = s.envoy.log();
-    assert!(
-        !log.contains("panicked")
-            && !log.contains("Function: proxy_on")
-            && !log.contains("Uncaught RuntimeError"),
-        "a filter VM failed:\n{log}"
-    );
+    s.envoy.assert_no_wasm_failure();
 }
 
 /// The collector's records, one per patient id (none twice).
@@ -839,7 +792,8 @@ const SPOOFS: [(&str, &str); 12] = [
 #[test]
 fn spoofed_identity_tls_and_forwarding_headers_over_plaintext_are_refused_and_recorded_truthfully()
 {
-    let mut s = stack(&["audit", "transport", "authn"]);
+    // Plaintext on purpose, for the combined filter too: its transport stage refuses it.
+    let mut s = stack_with(&["audit", "transport", "authn"], true);
     let token = s.keys.clinician("alice");
     let auth = format!("Bearer {token}");
     let mut headers: Vec<(&str, &str)> = SPOOFS.to_vec();
@@ -899,9 +853,7 @@ fn spoofed_identity_tls_and_forwarding_headers_over_plaintext_are_refused_and_re
         );
     }
     assert!(s.envoy.stat("wasmcustom.hipaa_audit.spoofed_headers") >= 3);
-    assert!(s.envoy.healthy());
-    let failures = wasm_failures(&s.envoy);
-    assert!(failures.iter().all(|(_, v)| *v == 0), "{failures:?}");
+    s.envoy.assert_no_wasm_failure();
     let (code, text) = s.collector.verify();
     assert_eq!(code, 0, "audit verify:\n{text}");
 }
@@ -940,8 +892,14 @@ fn spoofed_identity_headers_with_a_valid_token_are_replaced_in_the_record() {
     assert_eq!(ok["actor"]["subject"], "nina", "{ok:#}");
     assert_eq!(ok["actor"]["roles"], json!(["clinician"]), "{ok:#}");
     assert_eq!(ok["emergency"], Value::Null, "{ok:#}");
-    assert_eq!(ok["source"]["tls"], Value::Null, "{ok:#}");
-    assert_eq!(ok["actor"]["peer"], Value::Null, "{ok:#}");
+    if s.envoy.tls {
+        // Over mTLS the record has the connection's own facts, never the spoofed ones.
+        assert_eq!(ok["source"]["tls"], "TLSv1.3", "{ok:#}");
+        assert_eq!(ok["actor"]["peer"], tls::CLIENT_SPIFFE_ID, "{ok:#}");
+    } else {
+        assert_eq!(ok["source"]["tls"], Value::Null, "{ok:#}");
+        assert_eq!(ok["actor"]["peer"], Value::Null, "{ok:#}");
+    }
     assert_eq!(ok["source"]["ip"], "127.0.0.1", "{ok:#}");
     let denied = &by["spoof-4"];
     assert_eq!(denied["outcome"]["reason"], "missing_token", "{denied:#}");

@@ -3,6 +3,7 @@
 //! collector outage with fail-closed 503s and full recovery, a clean `audit verify`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use hipaa_e2e::chain::{self, CLUSTER};
 use hipaa_e2e::collector::{test_mac_key, Collector};
 use hipaa_e2e::envoy::{Envoy, Filter, Topology};
 use hipaa_e2e::http::{get, request, Response};
@@ -10,10 +11,8 @@ use hipaa_e2e::idp::{self, Keys, Upstream};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
-
-const CLUSTER: &str = "audit-collector";
 
 fn spec(jwks: &str, max_buffered: u32, max_batch: u32) -> Value {
     json!({
@@ -58,23 +57,13 @@ fn topology(
     max_buffered: u32,
     max_batch: u32,
 ) -> Topology {
-    let config = spec(&keys.jwks(), max_buffered, max_batch).to_string();
-    let mut t = Topology::new(
+    chain::topology(
+        &["audit", "authn"],
+        &spec(&keys.jwks(), max_buffered, max_batch),
+        collector,
+        collector.port,
         upstream_port,
-        vec![
-            Filter {
-                name: "audit",
-                config: config.clone(),
-            },
-            Filter {
-                name: "authn",
-                config,
-            },
-        ],
-    );
-    t.clusters.push((CLUSTER.to_string(), collector.port));
-    t.vm_env = collector.vm_env();
-    t
+    )
 }
 
 fn stack(max_buffered: u32, max_batch: u32) -> Stack {
@@ -374,7 +363,7 @@ fn a_client_that_leaves_first_is_still_recorded() {
     };
     let alice = s.keys.clinician("alice");
 
-    let mut stream = TcpStream::connect(("127.0.0.1", s.envoy.port)).unwrap();
+    let mut stream = hipaa_e2e::http::connect(s.envoy.port).unwrap();
     let req = format!(
         "GET /fhir/Patient/gone-1 HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {alice}\r\n\r\n"
     );
@@ -676,4 +665,63 @@ fn detectors_raise_alerts_from_what_envoy_records() {
     assert_eq!(emergency[0]["requestId"], rid.as_str());
     // The alerts are in the signed ledger: verify checks them too.
     assert_verify_clean(c);
+}
+
+/// The single-filter root id `hipaa-audit` alone (audit without authn is a common
+/// deployment), whatever `HIPAA_E2E_CHAIN` says: every request is recorded, with no identity —
+/// audit alone believes neither the unverified token nor a client's `x-hipaa-subject` (it
+/// removes the client's `x-hipaa-*` headers, so the upstream never sees them either).
+#[test]
+fn the_audit_root_id_alone_records_every_request_without_believing_the_client() {
+    let keys = Keys::generate();
+    let collector = Collector::start();
+    let upstream = Upstream::start();
+    let policy = spec(&keys.jwks(), 20_000, 50);
+    let mut t = Topology::new(
+        upstream.port,
+        vec![Filter {
+            name: "audit",
+            config: policy.to_string(),
+        }],
+    );
+    t.clusters.push((CLUSTER.to_string(), collector.port));
+    t.vm_env = collector.vm_env();
+    let envoy = Envoy::start(&t);
+    let token = keys.clinician("alice");
+    let r = request(
+        envoy.port,
+        "GET",
+        "/fhir/Patient/solo-1",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("x-hipaa-subject", "mallory"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.echoed_header("x-hipaa-subject"), None);
+    let r = get(envoy.port, "/fhir/Patient/solo-2", &[]);
+    assert_eq!(r.status, 200, "audit alone refuses nothing: {}", r.body);
+    let records = collector.wait_for("", 2, Duration::from_secs(20));
+    assert_eq!(records.len(), 2, "{records:#?}");
+    for p in ["solo-1", "solo-2"] {
+        let rec = records
+            .iter()
+            .find(|r| r["resource"]["patient"] == p)
+            .unwrap_or_else(|| panic!("no record for {p}: {records:#?}"));
+        assert_eq!(rec["outcome"]["decision"], "allow", "{rec:#}");
+        assert_eq!(rec["outcome"]["status"], 200, "{rec:#}");
+        assert_eq!(rec["actor"]["subject"], Value::Null, "{rec:#}");
+    }
+    assert!(envoy.counter("wasmcustom.hipaa_audit.spoofed_headers") >= 1);
+    assert_eq!(envoy.stat("wasm.hipaa-audit.vm_reload"), 0);
+    assert!(
+        http_stats(&envoy).contains("wasm.hipaa-audit."),
+        "the hipaa-audit VM is not there"
+    );
+    assert_verify_clean(&collector);
+}
+
+fn http_stats(envoy: &Envoy) -> String {
+    get(envoy.admin_port, "/stats?filter=wasm", &[]).body
 }

@@ -8,11 +8,12 @@
 //!   records are in flight loses none of them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use hipaa_e2e::chain;
 use hipaa_e2e::collector::Collector;
-use hipaa_e2e::envoy::{Envoy, Filter, Topology};
+use hipaa_e2e::envoy::{Envoy, Topology};
 use hipaa_e2e::faulty::{FaultyProxy, Mode};
 use hipaa_e2e::http::{request, try_request, Response};
-use hipaa_e2e::idp::{self, Keys, Upstream};
+use hipaa_e2e::idp::{Keys, Upstream};
 use hipaa_e2e::process::{wait_for_port, Proc};
 use hipaa_e2e::{envoy_bin, TempDir};
 use serde_json::{json, Value};
@@ -22,45 +23,26 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const CLUSTER: &str = "audit-collector";
-
 fn spec(keys: &Keys, max_batch: u32, flush_ms: u32, max_buffered: u32) -> Value {
     json!({
-        "identity": {
-            "providers": [{
-                "name": "demo-idp", "issuer": idp::ISSUER, "audiences": [idp::AUDIENCE],
-                "jwks": {"inline": keys.jwks()}, "algorithms": ["RS256", "ES256", "EdDSA"]
-            }]
-        },
+        "identity": {"providers": [chain::provider(&keys.jwks())]},
         "routes": [
             {"name": "health", "match": {"path": "/healthz"}, "public": true},
             {"name": "patient-record", "match": {"pathPrefix": "/fhir/Patient/"}, "phi": true,
              "allowRoles": ["clinician"], "patientFrom": {"pathTemplate": "/fhir/Patient/{patient}"}}
         ],
-        "audit": {
-            "collector": {"cluster": CLUSTER, "path": "/v1/records", "timeoutMs": 2000},
-            "flushIntervalMs": flush_ms, "maxBatch": max_batch, "maxBuffered": max_buffered
-        }
+        "audit": chain::audit(2000, flush_ms.into(), max_batch, max_buffered)
     })
 }
 
 fn topology(policy: &Value, collector: &Collector, collector_port: u16, upstream: u16) -> Topology {
-    let config = policy.to_string();
-    let mut t = Topology::new(
+    let mut t = chain::topology(
+        &["audit", "authn"],
+        policy,
+        collector,
+        collector_port,
         upstream,
-        vec![
-            Filter {
-                name: "audit",
-                config: config.clone(),
-            },
-            Filter {
-                name: "authn",
-                config,
-            },
-        ],
     );
-    t.clusters.push((CLUSTER.to_string(), collector_port));
-    t.vm_env = collector.vm_env();
     // One worker: one chain, so the flood and the later reads share one delivery queue.
     t.concurrency = 1;
     t
@@ -355,6 +337,9 @@ impl LdsEnvoy {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        if let Some(client) = topo.tls {
+            hipaa_e2e::tls::register(topo.listener_port, client);
+        }
         LdsEnvoy {
             port: topo.listener_port,
             admin_port: topo.admin_port,
@@ -370,6 +355,12 @@ impl LdsEnvoy {
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
+    }
+}
+
+impl Drop for LdsEnvoy {
+    fn drop(&mut self) {
+        hipaa_e2e::tls::unregister(self.port);
     }
 }
 

@@ -6,17 +6,16 @@
 //! valid request afterwards on the same worker must be served as before.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use hipaa_e2e::chain;
 use hipaa_e2e::collector::Collector;
-use hipaa_e2e::envoy::{Envoy, Filter, Topology};
+use hipaa_e2e::envoy::Envoy;
 use hipaa_e2e::faulty::static_server;
-use hipaa_e2e::http::{parse_response, read_response, Response};
-use hipaa_e2e::idp::{self, Keys};
+use hipaa_e2e::http::{connect, parse_response, read_response, Response};
+use hipaa_e2e::idp::Keys;
 use serde_json::json;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
-
-const CLUSTER: &str = "audit-collector";
 
 fn stack() -> (Keys, Collector, Envoy) {
     let keys = Keys::generate();
@@ -26,11 +25,7 @@ fn stack() -> (Keys, Collector, Envoy) {
     let upstream = static_server("{\"ok\":true}".to_string());
     let spec = json!({
         "identity": {
-            "providers": [{
-                "name": "demo-idp", "issuer": idp::ISSUER, "audiences": [idp::AUDIENCE],
-                "jwks": {"inline": keys.jwks()}, "algorithms": ["RS256", "ES256", "EdDSA"],
-                "maxTokenLifetimeSeconds": 3600
-            }],
+            "providers": [chain::provider(&keys.jwks())],
             "breakGlass": {"header": "x-break-glass", "reasonCodes": ["patient-emergency"], "eligibleRoles": ["clinician"]}
         },
         "routes": [
@@ -39,26 +34,17 @@ fn stack() -> (Keys, Collector, Envoy) {
              "phi": true, "allowRoles": ["clinician"],
              "patientFrom": {"pathTemplate": "/fhir/Patient/{patient}"}}
         ],
-        "audit": {
-            "collector": {"cluster": CLUSTER, "path": "/v1/records", "timeoutMs": 1000},
-            "flushIntervalMs": 100, "maxBatch": 100, "maxBuffered": 20000
-        },
+        "audit": chain::audit(1000, 100, 100, 20_000),
         "transport": {"minTlsVersion": "TLSv1.2", "requireMtls": true}
     });
-    let config = spec.to_string();
-    let mut t = Topology::new(
+    let mut t = chain::topology(
+        &["audit", "authn", "transport"],
+        &spec,
+        &collector,
+        collector.port,
         upstream,
-        ["audit", "authn", "transport"]
-            .into_iter()
-            .map(|name| Filter {
-                name,
-                config: config.clone(),
-            })
-            .collect(),
     );
-    t.clusters.push((CLUSTER.to_string(), collector.port));
-    t.vm_env = collector.vm_env();
-    // One worker: every request below reaches the same three VMs.
+    // One worker: every request below reaches the same VM(s).
     t.concurrency = 1;
     let envoy = Envoy::start(&t);
     (keys, collector, envoy)
@@ -67,10 +53,7 @@ fn stack() -> (Keys, Collector, Envoy) {
 /// One request written byte for byte (`head` is the request line and headers, without the
 /// blank line); None when Envoy closed the connection without an answer.
 fn raw(port: u16, head: &[u8]) -> Option<Response> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let mut stream = connect(port).unwrap();
     let mut req = head.to_vec();
     req.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
     stream.write_all(&req).unwrap();
@@ -190,15 +173,25 @@ fn obs_text_bytes_in_headers_path_and_query_never_fail_a_vm_and_the_worker_keeps
         ),
     )
     .expect("an answer");
-    // Authn lets it through; transport refuses plaintext on a PHI route (not a 503).
-    assert_eq!(r.status, 403, "{}", r.body);
-    assert!(r.header("x-hipaa-denial").is_some(), "{:?}", r.headers);
+    if envoy.tls {
+        // The combined filter over mTLS: every stage lets it through to the upstream.
+        assert_eq!(r.status, 200, "{}", r.body);
+    } else {
+        // Authn lets it through; transport refuses plaintext on a PHI route (not a 503).
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert_eq!(r.header("x-hipaa-denial"), Some("plaintext_refused"));
+    }
     assert!(envoy.healthy(), "Envoy died:\n{}", envoy.log());
     let failures = wasm_failures(&envoy);
+    let vm = if envoy.tls {
+        "hipaa-mesh"
+    } else {
+        "hipaa-authn"
+    };
     assert!(
         failures
             .iter()
-            .any(|(k, _)| k == "wasm.hipaa-authn.vm_reload"),
+            .any(|(k, _)| *k == format!("wasm.{vm}.vm_reload")),
         "Envoy's Wasm VM stats are missing: {failures:?}"
     );
     assert!(

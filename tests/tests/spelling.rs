@@ -7,14 +7,11 @@
 //! echoes what it receives) when refused, and every refusal is recorded with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use hipaa_e2e::collector::Collector;
+use hipaa_e2e::chain::{self, Stack};
 use hipaa_e2e::curl::{curl, Reply};
-use hipaa_e2e::envoy::{Envoy, Filter, Topology};
-use hipaa_e2e::idp::{self, Keys, Upstream};
+use hipaa_e2e::idp::{self, Keys};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-const CLUSTER: &str = "audit-collector";
 
 /// The routes, with `unmatchedRoutes` left at its default.
 fn spec() -> Value {
@@ -37,46 +34,21 @@ fn spec() -> Value {
              "phi": true, "allowRoles": ["clinician", "nurse"], "softDeleteOnly": true,
              "patientFrom": {"pathTemplate": "/fhir/Patient/{patient}"}}
         ],
-        "audit": {
-            "collector": {"cluster": CLUSTER, "path": "/v1/records", "timeoutMs": 1000},
-            "flushIntervalMs": 100, "maxBatch": 100, "maxBuffered": 20000
-        }
+        "audit": chain::audit(1000, 100, 100, 20_000)
     })
 }
 
-struct Stack {
-    keys: Keys,
-    collector: Collector,
-    envoy: Envoy,
-    _upstream: Upstream,
-}
-
 fn stack() -> Stack {
-    let keys = Keys::generate();
-    let collector = Collector::start();
-    let upstream = Upstream::start();
-    let mut policy = spec();
-    policy["identity"]["providers"][0]["jwks"]["inline"] = json!(keys.jwks());
-    let config = policy.to_string();
-    let mut t = Topology::new(
-        upstream.port,
-        ["audit", "authn"]
-            .into_iter()
-            .map(|name| Filter {
-                name,
-                config: config.clone(),
-            })
-            .collect(),
-    );
-    t.clusters.push((CLUSTER.to_string(), collector.port));
-    t.vm_env = collector.vm_env();
-    let envoy = Envoy::start(&t);
-    Stack {
-        keys,
-        collector,
-        envoy,
-        _upstream: upstream,
-    }
+    Stack::start(
+        &["audit", "authn"],
+        |keys| {
+            let mut policy = spec();
+            policy["identity"]["providers"][0]["jwks"]["inline"] = json!(keys.jwks());
+            policy
+        },
+        |_| {},
+        |_| {},
+    )
 }
 
 fn user(keys: &Keys, sub: &str, role: &str) -> String {
@@ -93,13 +65,20 @@ fn user(keys: &Keys, sub: &str, role: &str) -> String {
 }
 
 /// One request with curl, the path exactly as written (`--path-as-is`), over HTTP/1.1 or
-/// HTTP/2 without TLS (`--http2-prior-knowledge`, as a mesh peer speaking h2c would).
+/// HTTP/2: over mTLS (ALPN h2) when the listener terminates TLS, else without TLS
+/// (`--http2-prior-knowledge`, as a mesh peer speaking h2c would).
 fn send(port: u16, h2: bool, method: &str, path: &str, token: Option<&str>) -> Reply {
-    let url = format!("http://127.0.0.1:{port}{path}");
+    let (base, tls_args) = hipaa_e2e::curl::base(port);
+    let url = format!("{base}{path}");
     let auth = token.map(|t| format!("authorization: Bearer {t}"));
     let mut args: Vec<&str> = vec!["--path-as-is"];
+    args.extend(tls_args.iter().map(String::as_str));
     if h2 {
-        args.push("--http2-prior-knowledge");
+        args.push(if tls_args.is_empty() {
+            "--http2-prior-knowledge"
+        } else {
+            "--http2"
+        });
     }
     if method == "HEAD" {
         args.push("--head");
