@@ -1109,7 +1109,7 @@ def markdown(res: dict, targets: list[dict]) -> str:
               "Ratios and differences are taken within this run. CPU time, p99 and ready time are "
               "wall-clock figures on a machine that may be shared (2 cores, other work "
               "running): read them with the spreads above; decisions about the filter's own "
-              "cost are made on instruction counts (callgrind, `filters/core/benches`, DESIGN.md).",
+              "cost are made on instruction counts (`bench/callgrind.sh`, DESIGN.md).",
               "", "| target | measured | target | met |", "|---|---:|---|---|"]
     for t in targets:
         v = t["measured"]
