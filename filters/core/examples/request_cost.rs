@@ -53,19 +53,19 @@ impl SessionStore for MemShared {
     }
 }
 
-fn main() {
+fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     let [_, config, token_file, mac_key, stage, iterations] = &args[..] else {
-        eprintln!("usage: request_cost PLUGIN_CONFIG TOKEN_FILE MAC_KEY STAGE ITERATIONS");
-        std::process::exit(2);
+        return Err("usage: request_cost PLUGIN_CONFIG TOKEN_FILE MAC_KEY STAGE ITERATIONS".into());
     };
-    let config = std::fs::read(config).expect("plugin config");
-    let policy = Policy::from_plugin_config(&config).expect("policy");
-    let token = std::fs::read_to_string(token_file).expect("token");
+    let config = std::fs::read(config).map_err(|e| format!("plugin config: {e}"))?;
+    let policy = Policy::from_plugin_config(&config).map_err(|e| e.summary())?;
+    let token = std::fs::read_to_string(token_file).map_err(|e| format!("token: {e}"))?;
     let token = token.trim();
-    let iterations: u64 = iterations.parse().expect("iterations");
-    let key = MacKey::parse(mac_key).expect("mac key");
-    let (mut chain, _) = ChainWriter::start("0123456789abcdef", key, 1_800_000_000_000).unwrap();
+    let iterations: u64 = iterations.parse().map_err(|e| format!("iterations: {e}"))?;
+    let key = MacKey::parse(mac_key).map_err(|e| format!("mac key: {e}"))?;
+    let (mut chain, _) = ChainWriter::start("0123456789abcdef", key, 1_800_000_000_000)
+        .map_err(|e| e.to_string())?;
     let mut auth = Authenticator::new(&policy);
     // The token was minted just now with an hour to live.
     let start = std::time::SystemTime::now()
@@ -114,7 +114,9 @@ fn main() {
     // The first request verifies the token (a miss); every counted one is a hit.
     let warm = authn_facts(&headers);
     let first = authn::decide(&warm, &policy, &mut auth, &mut sessions, start);
-    assert!(first.allowed(), "the token is refused: {:?}", first.denial);
+    if let Some(denial) = first.denial {
+        return Err(format!("the token is refused: {}", denial.reason()));
+    }
     let mut allowed = 0u64;
     for i in 0..iterations {
         // One request per 1,000 falls in a new second (1,000 req/s).
@@ -153,7 +155,9 @@ fn main() {
                 authority: authority.as_deref(),
             };
             let d = transport::decide(&conn, &line, &policy, Some(now as i64));
-            assert!(d.is_allowed());
+            if !d.is_allowed() {
+                return Err("transport refused the request".into());
+            }
             annotations.extend(d.annotations);
         }
         if do_authn {
@@ -183,7 +187,7 @@ fn main() {
             );
             if build::should_record(request.class(), resp.denied(), false) {
                 let record = build::build_record(&request, &resp);
-                black_box(chain.seal_to_json(record).unwrap());
+                black_box(chain.seal_to_json(record).map_err(|e| e.to_string())?);
             }
         }
     }
@@ -191,6 +195,7 @@ fn main() {
         "{stage}: {iterations} requests, {allowed} allowed by authn, {} session writes",
         sessions.writes
     );
+    Ok(())
 }
 
 /// What authn's shell gathers from the header map.
