@@ -7,13 +7,18 @@ Everything runs in one invocation, on this machine:
   b      what a platform team would use instead: native jwt_authn (RS256, jwt_cache_config) + RBAC
          requiring a clinician role and an MFA `amr` (what Istio RequestAuthentication +
          AuthorizationPolicy render to)
-  c      the hipaa-mesh chain (audit + authn, collector running), one RS256 token, so cached
+  c      the hipaa-mesh chain on plaintext: the `hipaa-audit` and `hipaa-authn` root ids of
+         hipaa_mesh.wasm sharing one vm_id (one VM per worker), collector running, one RS256
+         token, so cached. (The combined root id `hipaa-mesh` runs transport too, which refuses
+         plaintext on every non-public route; plaintext is what a team that terminates TLS in
+         front of the filter, or loads audit + authn alone, deploys: these two root ids.)
   d-*    the chain with a new token on every request (cache misses): RS256, ES256, EdDSA
   d-envoy-*  d with `verification: envoy`: Envoy's native jwt_authn checks the signature, authn
          requires its verified payload (dynamic metadata) and enforces the rest: RS256, ES256
   a-tls  bare Envoy on an mTLS listener (the baseline of e)
-  e      the full chain, audit + transport + authn, on an mTLS listener (client certificate
-         with a SPIFFE id)
+  e      the combined filter (root id `hipaa-mesh`: audit + transport + authn in one HTTP
+         context, what `policy render` emits and what an Istio sidecar runs, whose inbound
+         traffic is always mTLS) on an mTLS listener (client certificate with a SPIFFE id)
 
 Every Envoy runs with --concurrency 1, pinned to CPU 0 (taskset); the load generators, the
 collector and the upstream run on CPU 1. Closed-loop maximum throughput is measured with wrk
@@ -80,16 +85,18 @@ CPU_LOAD = "1"
 HAVE_TASKSET = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# Issue #15 item 7: the chain's cost as ratios of bare Envoy measured in the same run.
 TARGETS = {
-    "chain_vs_bare": 0.80,
-    "chain_vs_native": 1.0,
-    "added_p99_us_at_2000": 150.0,
+    "chain_cpu_vs_bare": 2.0,          # c / a, Envoy CPU per request
+    "mtls_chain_cpu_vs_bare_mtls": 2.0,  # e / a-tls
+    "added_p99_us_at_1000": 150.0,     # c - a
+    "added_p99_us_at_1000_mtls": 300.0,  # e - a-tls
     "sig_us": {"RS256": 250.0, "ES256": 300.0, "EdDSA": 60.0},
     "flood_fraction": 0.50,
     "collector_records_per_s": 20000.0,
-    "rss_added_mb_2_workers": 60.0,
+    "rss_added_mb_2_workers": 25.0,
     "wasm_bytes": 1_500_000,
-    "ready_s": 1.5,
+    "ready_s": 0.6,
 }
 
 
@@ -287,7 +294,10 @@ def cluster(name: str, port: int) -> dict:
 HACK_ENV: dict = {}
 
 
-def wasm_filter(name: str, config: str, mac_key: str, wasm_dir: Path | None = None) -> dict:
+def wasm_filter(name: str, config: str, mac_key: str, wasm_dir: Path | None = None,
+                vm_id: str | None = None) -> dict:
+    """One filter of hipaa_mesh.wasm, root id `hipaa-NAME`. Filters with the same `vm_id` (and
+    the same code, environment and VM configuration) share one VM per worker."""
     wasm_dir = wasm_dir or WASM
     return {"name": f"hipaa-{name}", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -295,7 +305,7 @@ def wasm_filter(name: str, config: str, mac_key: str, wasm_dir: Path | None = No
             "name": f"hipaa-{name}", "root_id": f"hipaa-{name}", "fail_open": False,
             "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                               "value": config},
-            "vm_config": {"vm_id": f"hipaa-{name}", "runtime": "envoy.wasm.runtime.v8",
+            "vm_config": {"vm_id": vm_id or f"hipaa-{name}", "runtime": "envoy.wasm.runtime.v8",
                           "code": {"local": {"filename": str(wasm_dir / "hipaa_mesh.wasm")}},
                           "environment_variables": {"key_values": {
                               "HIPAA_AUDIT_HMAC_KEY": mac_key, **HACK_ENV}}}}}}
@@ -595,15 +605,20 @@ class Stack:
             return []
         if kind == "native":
             return native_filters(self.jwks)
-        with_transport = kind == "chain-tls"
+        with_transport = kind in ("chain-tls", "chain3-tls")
         cache = MISS_CACHE_SIZE if kind.startswith("chain-miss") else None
         verification = "envoy" if kind == "chain-miss-envoy" else "wasm"
         cfg = plugin_config(kind, policy_spec(self.jwks, with_transport, cache, verification))
-        names = ["audit", "transport", "authn"] if with_transport else ["audit", "authn"]
+        # The single-filter root ids of the one module in one VM per worker (one vm_id).
+        names, vm_id = ["audit", "authn"], "hipaa-mesh"
+        if kind == "chain-tls":  # the combined filter, as rendered
+            names = ["mesh"]
+        if kind == "chain3-tls":  # profiling aid: the three single root ids, one VM
+            names = ["audit", "transport", "authn"]
         if kind.startswith("only-"):  # profiling aid: one filter alone
             names = [kind[5:]]
-        filters = [wasm_filter(n, cfg, self.mac_key, wasm_dir) for n in names]
-        if verification == "envoy":  # jwt_authn right before authn, as rendered
+        filters = [wasm_filter(n, cfg, self.mac_key, wasm_dir, vm_id) for n in names]
+        if verification == "envoy" and "authn" in names:  # jwt_authn right before authn
             filters.insert(names.index("authn"), envoy_verification_filter(self.jwks))
         return filters
 
@@ -629,7 +644,8 @@ CONFIGS = [
     # name, kind, tls, token set, label
     ("a", "bare", False, None, "bare Envoy (direct_response)"),
     ("b", "native", False, "cached", "native jwt_authn + RBAC (RS256, jwt_cache_config)"),
-    ("c", "chain", False, "cached", "hipaa-mesh audit + authn, RS256, cached"),
+    ("c", "chain", False, "cached",
+     "hipaa-mesh audit + authn root ids, one VM, plaintext, RS256, cached"),
     ("d-RS256", "chain-miss", False, "RS256", "chain, new RS256 token per request"),
     ("d-ES256", "chain-miss", False, "ES256", "chain, new ES256 token per request"),
     ("d-EdDSA", "chain-miss", False, "EdDSA", "chain, new EdDSA token per request"),
@@ -638,7 +654,8 @@ CONFIGS = [
     ("d-envoy-ES256", "chain-miss-envoy", False, "ES256",
      "d-ES256 with verification: envoy (native jwt_authn checks the signature)"),
     ("a-tls", "bare", True, None, "bare Envoy, mTLS listener"),
-    ("e", "chain-tls", True, "cached", "audit + transport + authn, mTLS listener, cached"),
+    ("e", "chain-tls", True, "cached",
+     "combined filter hipaa-mesh (audit + transport + authn), mTLS listener, cached"),
 ]
 LATENCY_CONFIGS = ["a", "b", "c", "a-tls", "e"]
 
@@ -747,9 +764,13 @@ def run_bench() -> dict:
 
     # Memory with 2 workers (as a sidecar runs), after some load, and ready time again.
     mem = {}
-    for name, kind in [("bare", "bare"), ("chain", "chain")]:
-        e = stack.envoy(f"mem-{name}", kind, concurrency=2, cpu=None)
-        wrk(e.port, tok, 2)
+    for name, kind, tls in [("bare", "bare", False), ("chain", "chain", False),
+                            ("bare-tls", "bare", True), ("mesh-tls", "chain-tls", True)]:
+        e = stack.envoy(f"mem-{name}", kind, tls, concurrency=2, cpu=None)
+        if tls:
+            oha(e.port, tok, 2, None, WORK / "pki")
+        else:
+            wrk(e.port, tok, 2)
         time.sleep(0.5)
         mem[name] = {"rss_mb": e.rss_mb(), "ready_s": e.ready_s}
         e.stop()
@@ -869,6 +890,9 @@ def machine() -> dict:
 
 
 def evaluate(res: dict) -> list[dict]:
+    """The targets, each as measured in this run (ratios to bare Envoy of the same run where the
+    target is a ratio). Wall-clock figures (CPU time, p99, ready time) are noisy on a shared
+    machine: the spread is in the tables above."""
     C = res["configs"]
     rps = {n: C[n]["throughput"]["rps"]["median"] for n in C}
     cpu = {n: C[n]["throughput"]["cpu_us"]["median"] for n in C}
@@ -877,18 +901,36 @@ def evaluate(res: dict) -> list[dict]:
     def target(name: str, value, limit, ok: bool, unit: str = "") -> None:
         out.append({"target": name, "measured": value, "limit": limit, "unit": unit, "met": ok})
 
-    r = rps["c"] / rps["a"]
-    target("chain (cached) throughput vs bare", round(r, 3), ">= 0.80x", r >= 0.80, "x")
-    r = rps["c"] / rps["b"]
-    target("chain (cached) throughput vs native jwt_authn + RBAC", round(r, 3), ">= 1.0x",
-           r >= 1.0, "x")
-    if 2000 in RATES:
-        d = (C["c"]["latency"]["2000"]["p99"]["median"]
-             - C["a"]["latency"]["2000"]["p99"]["median"])
-        name = "added p99 at 2,000 req/s (chain - bare)"
-        if rps["c"] < 2000:
-            name += f" — the chain saturates at {rps['c']:,.0f} req/s"
-        target(name, round(d), "<= 150 µs", d <= 150, "µs")
+    r = cpu["c"] / cpu["a"]
+    target("chain (audit + authn, cached, plaintext): Envoy CPU per request vs bare Envoy "
+           f"({cpu['c']:.1f} / {cpu['a']:.1f} µs)", round(r, 2), "<= 2.0x",
+           r <= TARGETS["chain_cpu_vs_bare"], "x")
+    r = cpu["e"] / cpu["a-tls"]
+    target("combined filter (audit + transport + authn) on mTLS: Envoy CPU per request vs "
+           f"bare mTLS ({cpu['e']:.1f} / {cpu['a-tls']:.1f} µs)", round(r, 2), "<= 2.0x",
+           r <= TARGETS["mtls_chain_cpu_vs_bare_mtls"], "x")
+    if 1000 in RATES:
+        for n, base, key, label in [("c", "a", "added_p99_us_at_1000", "plaintext"),
+                                    ("e", "a-tls", "added_p99_us_at_1000_mtls", "mTLS")]:
+            p, b = (C[n]["latency"]["1000"]["p99"]["median"],
+                    C[base]["latency"]["1000"]["p99"]["median"])
+            limit = TARGETS[key]
+            target(f"added p99 at 1,000 req/s, {label} ({n} {p:,.0f} - {base} {b:,.0f} µs)",
+                   round(p - b), f"<= {limit:.0f} µs", p - b <= limit, "µs")
+    m = res["memory_2_workers"]
+    d = max(m["chain"]["rss_mb"] - m["bare"]["rss_mb"],
+            m["mesh-tls"]["rss_mb"] - m["bare-tls"]["rss_mb"])
+    target("RSS the chain adds with 2 workers (worse of c over a and e over a-tls)",
+           round(d, 1), "<= 25 MB", d <= TARGETS["rss_added_mb_2_workers"], "MB")
+    rd = max(C["c"]["ready_s"], C["e"]["ready_s"], m["chain"]["ready_s"],
+             m["mesh-tls"]["ready_s"])
+    target("Envoy ready with the chain (worst of its four starts)", round(rd, 3), "<= 0.6 s",
+           rd <= TARGETS["ready_s"], "s")
+    for f_, size in res["wasm_bytes"].items():
+        target(f"hipaa_{f_}.wasm size", size, "<= 1.5 MB", size <= TARGETS["wasm_bytes"], "bytes")
+    # Not targets of issue #15, kept for comparison: throughput ratios.
+    target("(info) chain throughput vs bare / vs native jwt_authn + RBAC",
+           f"{rps['c'] / rps['a']:.2f}x / {rps['c'] / rps['b']:.2f}x", "—", True, "")
     for alg, limit in TARGETS["sig_us"].items():
         d = cpu[f"d-{alg}"] - cpu["c"]
         target(f"one {alg} signature check in the VM (CPU/request, miss - hit)", round(d),
@@ -910,14 +952,6 @@ def evaluate(res: dict) -> list[dict]:
         target(f"collector ingest, {backend}, detection on vs off",
                ratio if ratio else "not measured", ">= 0.90x", bool(ratio and ratio >= 0.90),
                "x")
-    m = res["memory_2_workers"]
-    d = m["chain"]["rss_mb"] - m["bare"]["rss_mb"]
-    target("RSS the chain adds (2 workers)", round(d, 1), "<= 60 MB", d <= 60, "MB")
-    for f_, size in res["wasm_bytes"].items():
-        target(f"hipaa_{f_}.wasm size", size, "<= 1.5 MB", size <= TARGETS["wasm_bytes"], "bytes")
-    rd = max(C["c"]["ready_s"], C["e"]["ready_s"], m["chain"]["ready_s"])
-    target("Envoy ready with the chain (worst of its starts)", round(rd, 3), "<= 1.5 s",
-           rd <= 1.5, "s")
     return out
 
 
@@ -1050,9 +1084,12 @@ def markdown(res: dict, targets: list[dict]) -> str:
     mem = res["memory_2_workers"]
     lines += ["## Memory, sizes, start", "",
               f"Envoy RSS with 2 workers after load: bare {mem['bare']['rss_mb']:.1f} MB, "
-              f"with the chain {mem['chain']['rss_mb']:.1f} MB "
-              f"(+{mem['chain']['rss_mb'] - mem['bare']['rss_mb']:.1f} MB); ready in "
-              f"{mem['bare']['ready_s']*1000:.0f} / {mem['chain']['ready_s']*1000:.0f} ms.", "",
+              f"with the chain (c) {mem['chain']['rss_mb']:.1f} MB "
+              f"(+{mem['chain']['rss_mb'] - mem['bare']['rss_mb']:.1f} MB); bare mTLS "
+              f"{mem['bare-tls']['rss_mb']:.1f} MB, with the combined filter (e) "
+              f"{mem['mesh-tls']['rss_mb']:.1f} MB "
+              f"(+{mem['mesh-tls']['rss_mb'] - mem['bare-tls']['rss_mb']:.1f} MB); ready in "
+              + " / ".join(f"{k} {v['ready_s']*1000:.0f}" for k, v in mem.items()) + " ms.", "",
               "Modules: " + ", ".join(f"hipaa_{k}.wasm {v:,} bytes"
                                       for k, v in res["wasm_bytes"].items()) + ".", ""]
     ing = res["collector_ingest"]
@@ -1068,7 +1105,12 @@ def markdown(res: dict, targets: list[dict]) -> str:
             else:
                 lines.append(f"- {backend}: failed: {v.get('error', '')}")
     lines += ["", f"Audit records stored during the run: {res['audit_records_stored']:,}.", "",
-              "## Targets", "", "| target | measured | target | met |", "|---|---:|---|---|"]
+              "## Targets", "",
+              "Ratios and differences are taken within this run. CPU time, p99 and ready time are "
+              "wall-clock figures on a machine that may be shared (2 cores, other work "
+              "running): read them with the spreads above; decisions about the filter's own "
+              "cost are made on instruction counts (`bench/callgrind.sh`, DESIGN.md).",
+              "", "| target | measured | target | met |", "|---|---:|---|---|"]
     for t in targets:
         v = t["measured"]
         v = f"{v:,}" if isinstance(v, (int, float)) else v
@@ -1302,11 +1344,55 @@ def run_cpu(specs: list[str]) -> None:
             time.sleep(60)
 
 
+def run_latency(specs: list[str]) -> None:
+    """`bench.py latency KIND[@WASM_DIR] ...`: open-loop p50/p99/p99.9 (oha, latency correction,
+    16 connections) at BENCH_RATES of each configuration (kinds as for `cpu`; `bare-tls` and
+    `chain-tls` on the mTLS listener), interleaved, BENCH_REPEATS x BENCH_LAT_SECONDS; medians
+    with (min-max). For before/after comparisons of the tail (issue #15: the mTLS chain's p99)."""
+    ensure_tools()
+    global OHA_JSON
+    OHA_JSON = ["--output-format", "json"] if "--output-format" in oha_help() else ["-j"]
+    stack = Stack()
+    tok = token("RS256")
+    envoys: dict[str, tuple[Envoy, bool]] = {}
+    for spec in specs:
+        kind, _, wasm_dir = spec.partition("@")
+        tls = kind.endswith("-tls")
+        kind = "bare" if kind == "bare-tls" else kind
+        e = stack.envoy(spec.replace("/", "_"), kind, tls,
+                        wasm_dir=Path(wasm_dir) if wasm_dir else None)
+        assert request(e.port, PATH, tok, WORK / "pki" if tls else None)[0] == 200, spec
+        envoys[spec] = (e, tls)
+    for e, tls in envoys.values():
+        oha(e.port, tok, 2, None, WORK / "pki" if tls else None)  # warm-up
+    res = {s: {r: {"p50": [], "p99": [], "p999": []} for r in RATES} for s in specs}
+    for rep in range(REPEATS):
+        for spec in (specs if rep % 2 == 0 else specs[::-1]):
+            e, tls = envoys[spec]
+            for rate in RATES:
+                lr = oha(e.port, tok, LAT_SECONDS, rate, WORK / "pki" if tls else None,
+                         connections=16)
+                for k in ("p50", "p99", "p999"):
+                    res[spec][rate][k].append(lr[f"{k}_us"])
+        log(f"repeat {rep + 1}/{REPEATS}: " + ", ".join(
+            f"{s} p99@{RATES[0]} {res[s][RATES[0]]['p99'][-1]:.0f} µs" for s in specs))
+    for spec in specs:
+        for rate in RATES:
+            log(f"{spec:32s} {rate:6d}/s  p50 {fmt_spread(summary(res[spec][rate]['p50']))}  "
+                f"p99 {fmt_spread(summary(res[spec][rate]['p99']))}  "
+                f"p99.9 {fmt_spread(summary(res[spec][rate]['p999']))} µs")
+    for e, _ in envoys.values():
+        e.stop()
+
+
 def main() -> int:
     mode = sys.argv[1] if len(sys.argv) > 1 else "bench"
     try:
         if mode == "cpu":
             run_cpu(sys.argv[2:] or ["bare", "chain"])
+            return 0
+        if mode == "latency":
+            run_latency(sys.argv[2:] or ["bare-tls", "chain-tls"])
             return 0
         if mode == "ingest":
             # Just the collector's ingest, detection on and off (`python3 bench/bench.py ingest`).

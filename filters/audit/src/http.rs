@@ -166,10 +166,11 @@ impl HttpContext for AuditHttp {
         // Last on the response path: an upstream's `x-hipaa-*` headers go here, on every
         // listener, and only a local reply's denial is believed.
         let details = host::string_property(&["response", "code_details"]);
-        let names: Vec<String> = host::header_pairs(RESP)
-            .names()
-            .map(str::to_string)
-            .collect();
+        // One host call for the map; the status and the denial are looked up in it (the
+        // denial as read before the removal below: it is removed only from an answer that is
+        // not a local reply, and only a local reply's is believed).
+        let pairs = host::header_pairs(RESP);
+        let names: Vec<String> = pairs.names().map(str::to_string).collect();
         for name in response::headers_to_remove(&names, details.as_deref(), self.route_signs) {
             host::remove_header(RESP, &name);
         }
@@ -177,11 +178,11 @@ impl HttpContext for AuditHttp {
             return Action::Continue;
         }
         self.response_seen = true;
-        self.response.status = host::header(RESP, ":status")
+        self.response.status = host::lookup(&pairs, ":status")
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         self.response_denial =
-            response::trusted_denial(host::header(RESP, headers::DENIAL), details.as_deref());
+            response::trusted_denial(host::lookup(&pairs, headers::DENIAL), details.as_deref());
         Action::Continue
     }
 

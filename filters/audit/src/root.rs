@@ -49,12 +49,24 @@ use std::hash::BuildHasher;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// Records kept in the VM before the host's queue takes them: this many batches (`maxBatch`).
+const LOCAL_BATCHES: usize = 2;
+
 /// What the root context shares with the HTTP contexts of its VM.
 pub struct Shared {
     pub policy: Rc<Policy>,
     pub audit: Audit,
     /// This VM's chain: requests seal their records into it as they log them.
     chain: RefCell<ChainWriter>,
+    /// Sealed records kept in the VM, in front of the queue, while few wait: at most
+    /// `local_max`, and only while the queue and the fallback list are empty, so every record
+    /// here precedes every record there. Putting a record in the host's queue makes Envoy post
+    /// an `on_queue_ready` callback to this worker for each one (another entry into the VM and
+    /// a dequeue host call per request); kept here, the records are taken at the next tick.
+    /// The queue still takes them once more wait (the collector slow or down), outside the
+    /// VM's memory as before.
+    local: RefCell<VecDeque<Vec<u8>>>,
+    local_max: usize,
     /// This VM's queue; None if the host refused to register it.
     queue: Option<u32>,
     /// Records in the queue (this VM is its only producer and consumer): no dequeue call is
@@ -73,6 +85,13 @@ impl Shared {
     pub fn seal_and_enqueue(&self, record: AuditRecord) -> Result<(), AuditError> {
         let sealed = self.chain.borrow_mut().seal_to_json(record)?;
         let mut fallback = self.fallback.borrow_mut();
+        if self.queued.get() == 0 && fallback.is_empty() {
+            let mut local = self.local.borrow_mut();
+            if local.len() < self.local_max {
+                local.push_back(sealed);
+                return Ok(());
+            }
+        }
         if fallback.is_empty() {
             if let Some(queue) = self.queue {
                 if hostcalls::enqueue_shared_queue(queue, Some(&sealed)).is_ok() {
@@ -87,6 +106,9 @@ impl Shared {
 
     /// The next sealed record, in seq order.
     fn take(&self) -> Option<Vec<u8>> {
+        if let Some(record) = self.local.borrow_mut().pop_front() {
+            return Some(record);
+        }
         if let (Some(queue), true) = (self.queue, self.queued.get() > 0) {
             match hostcalls::dequeue_shared_queue(queue) {
                 Ok(Some(record)) => {
@@ -205,6 +227,8 @@ impl AuditRoot {
                 policy,
                 audit: audit.clone(),
                 chain: RefCell::new(writer),
+                local: RefCell::new(VecDeque::new()),
+                local_max: LOCAL_BATCHES.saturating_mul(audit.max_batch as usize),
                 queue,
                 queued: Cell::new(0),
                 fallback: RefCell::new(VecDeque::new()),
@@ -235,10 +259,9 @@ impl AuditRoot {
 
     /// Whether every record this context was handed is acknowledged.
     fn all_delivered(&self) -> bool {
-        let waiting = self
-            .shared
-            .as_ref()
-            .is_some_and(|s| s.queued.get() > 0 || !s.fallback.borrow().is_empty());
+        let waiting = self.shared.as_ref().is_some_and(|s| {
+            s.queued.get() > 0 || !s.fallback.borrow().is_empty() || !s.local.borrow().is_empty()
+        });
         !waiting && self.delivery.as_ref().is_none_or(Delivery::is_empty)
     }
 
@@ -455,7 +478,8 @@ impl Context for AuditRoot {
             unacked = unacked.saturating_sub(1);
         }
         if let Some(shared) = &self.shared {
-            unacked += shared.queued.get() + shared.fallback.borrow().len();
+            unacked +=
+                shared.queued.get() + shared.fallback.borrow().len() + shared.local.borrow().len();
         }
         // Out of the Envoy-wide count now: should the VM go away with them, the other VMs must
         // not refuse requests for records that no longer exist.

@@ -41,7 +41,11 @@ impl SessionStore for SharedSessions {
             let (bytes, cas) =
                 hipaa_host::shared_read(&bucket_key).map_err(|_| SessionStoreUnavailable)?;
             let (state, updated) =
-                session::touch(bytes.as_deref().unwrap_or(&[]), key, now, idle_timeout);
+                session::touch_update(bytes.as_deref().unwrap_or(&[]), key, now, idle_timeout);
+            // Unchanged (same second): nothing to write.
+            let Some(updated) = updated else {
+                return Ok(state);
+            };
             match hipaa_host::shared_set(&bucket_key, &updated, cas) {
                 Ok(()) => return Ok(state),
                 Err(Status::CasMismatch) => continue,

@@ -80,9 +80,12 @@ impl AuthnStage {
     }
 }
 
+/// The prefix of the per-reason denial counters (`hipaa_authn.deny.<reason>`).
+const DENY: &str = "hipaa_authn.deny";
+
 fn count_denial(denial: &Denial) {
     host::count("hipaa_authn.deny");
-    host::count(&format!("hipaa_authn.deny.{}", denial.reason()));
+    hipaa_host::count_reason(DENY, denial.reason());
 }
 
 /// Sets (or removes) one request header; the host refuses only outside the headers callback.

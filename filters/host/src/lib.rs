@@ -349,6 +349,29 @@ pub fn count(name: &str) {
     count_n(name, 1);
 }
 
+thread_local! {
+    static REASON_METRICS: RefCell<HashMap<(&'static str, &'static str), u32>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Add one to the counter `<prefix>.<reason>` (e.g. `hipaa_authn.deny` and core's reason code
+/// `missing_token`): the name is built and the metric defined on the first count only; every
+/// later count finds its id by the two static strings, with no string built per request.
+pub fn count_reason(prefix: &'static str, reason: &'static str) {
+    let id = REASON_METRICS.with(|m| {
+        let mut m = m.try_borrow_mut().ok()?;
+        if let Some(id) = m.get(&(prefix, reason)) {
+            return Some(*id);
+        }
+        let id = define_counter(&format!("{prefix}.{reason}"))?;
+        m.insert((prefix, reason), id);
+        Some(id)
+    });
+    if let Some(id) = id {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

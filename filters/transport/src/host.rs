@@ -10,8 +10,11 @@ pub const SIGNED: &str = "hipaa_transport.integrity.signed";
 pub const VERIFIED: &str = "hipaa_transport.integrity.verified";
 pub const COUNTERS: [&str; 4] = [ALLOW_INBOUND, ALLOW_EGRESS, SIGNED, VERIFIED];
 
+/// The prefix of the per-reason denial counters (`hipaa_transport.deny.<code>`).
+pub const DENY: &str = "hipaa_transport.deny";
+
 pub fn denial_counter(code: &str) -> String {
-    format!("hipaa_transport.deny.{code}")
+    format!("{DENY}.{code}")
 }
 
 pub use hipaa_host::{

@@ -122,7 +122,7 @@ impl TransportHttp {
             host::set_header(REQ, HEADER_DENIAL, denial.code());
         }
         self.denied = Some(denial.code());
-        host::count(&host::denial_counter(denial.code()));
+        hipaa_host::count_reason(host::DENY, denial.code());
         host::send_reply(
             denial.status(),
             denial.code(),

@@ -19,7 +19,7 @@ use crate::policy::{Identity, Policy, Verification};
 use crate::routes::{RouteClass, RouteMatch};
 use failure_budget::FailureBudget;
 use session::{SessionKey, SessionState};
-use token_cache::{token_hash, TokenCache};
+use token_cache::TokenCache;
 
 /// What the shell read from the request.
 #[derive(Debug, Clone, Default)]
@@ -155,8 +155,8 @@ impl Authenticator {
         envoy_payload: Option<&EnvoyPayload>,
         now: u64,
     ) -> (Result<VerifiedToken, TokenError>, CacheOutcome) {
-        let hash = token_hash(token);
-        if let Some(hit) = self.cache.get(&hash, now) {
+        let key = self.cache.key(token);
+        if let Some(hit) = self.cache.get(&key, token, now) {
             // Envoy's proof is asked for on every request, cached or not.
             let by_envoy = identity
                 .providers
@@ -192,7 +192,8 @@ impl Authenticator {
                 .get(verified.provider)
                 .map_or(0, |p| p.clock_skew_seconds);
             self.cache.insert(
-                hash,
+                key,
+                token,
                 verified.clone(),
                 verified.exp.saturating_add(skew),
                 now,

@@ -141,6 +141,25 @@ pub fn touch(
     (SessionState::New, encode(&entries))
 }
 
+/// [`touch`], with the bucket's new bytes only when they differ from `bucket`: a session active
+/// again within the second of its recorded activity changes nothing (nor does a refusal of an
+/// already expired session, or a clock at 0), so the shell skips the shared-data write and its
+/// compare-and-swap on most requests of a busy session. `Some` whenever anything changed: a new
+/// second, a new session, an eviction, an expiry.
+pub fn touch_update(
+    bucket: &[u8],
+    key: &SessionKey,
+    now: u64,
+    idle_timeout: u64,
+) -> (SessionState, Option<Vec<u8>>) {
+    let (state, updated) = touch(bucket, key, now, idle_timeout);
+    if updated == bucket {
+        (state, None)
+    } else {
+        (state, Some(updated))
+    }
+}
+
 /// The session authority found `key` active (`crate::authn::authority`): its entry is no longer
 /// expired and its last activity is at least `last_seen` (seconds). The bucket's new bytes to
 /// store (with CAS); a session the bucket does not hold is added as [`touch`] would.
@@ -172,6 +191,46 @@ mod tests {
         assert_eq!(s, SessionState::Expired);
         let (s, _) = touch(&b, &k, 1000 + 2 * IDLE + 2, IDLE);
         assert_eq!(s, SessionState::Expired, "an expired session stays refused");
+    }
+
+    #[test]
+    fn the_write_is_skipped_only_when_nothing_changed() {
+        let k = SessionKey::new("iss", "s1", 1);
+        let (s, b) = touch_update(&[], &k, 1000, IDLE);
+        assert_eq!(s, SessionState::New);
+        let b = b.expect("a new session is written");
+        // Same second again: the bucket would not change, so no write.
+        assert_eq!(
+            touch_update(&b, &k, 1000, IDLE),
+            (SessionState::Active, None)
+        );
+        // A new second is recorded: written, and the bucket says the new second.
+        let (s, b2) = touch_update(&b, &k, 1001, IDLE);
+        assert_eq!(s, SessionState::Active);
+        let b2 = b2.expect("a new second is written");
+        assert_eq!(b2, touch(&b, &k, 1001, IDLE).1);
+        assert_eq!(decode(&b2)[0].last_seen, 1001);
+        // An older second (another worker's clock) keeps the newer one: nothing to write.
+        assert_eq!(
+            touch_update(&b2, &k, 1000, IDLE),
+            (SessionState::Active, None)
+        );
+        // Idle past the timeout: the expiry is written; the expired session then changes nothing.
+        let (s, b3) = touch_update(&b2, &k, 1001 + IDLE + 1, IDLE);
+        assert_eq!(s, SessionState::Expired);
+        let b3 = b3.expect("the expiry is written");
+        assert_eq!(
+            touch_update(&b3, &k, 1001 + IDLE + 2, IDLE),
+            (SessionState::Expired, None)
+        );
+        // Another session in the same bucket is a change.
+        let other = SessionKey::new("iss", "s2", 1);
+        assert!(touch_update(&b2, &other, 1001, IDLE).1.is_some());
+        // No clock: refused, bucket untouched.
+        assert_eq!(
+            touch_update(&b2, &k, 0, IDLE),
+            (SessionState::Expired, None)
+        );
     }
 
     #[test]
