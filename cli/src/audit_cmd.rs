@@ -327,7 +327,7 @@ fn query_database(db: &str, a: &QueryArgs) -> Result<Vec<Value>, String> {
     Ok(records)
 }
 
-const COLUMNS: [&str; 17] = [
+const COLUMNS: [&str; 19] = [
     "time",
     "kind",
     "subject",
@@ -338,6 +338,8 @@ const COLUMNS: [&str; 17] = [
     "operation",
     "model",
     "version",
+    "response_sha256",
+    "response_key",
     "emergency",
     "tls",
     "peer",
@@ -394,6 +396,8 @@ fn columns(r: &Value) -> Vec<String> {
         s(r, "/action/operation"),
         s(r, "/inference/model"),
         s(r, "/inference/version"),
+        s(r, "/inference/responseSha256"),
+        s(r, "/inference/responseSignatureKeyId"),
         s(r, "/emergency/reason"),
         s(r, "/source/tls"),
         s(r, "/actor/peer"),
@@ -430,6 +434,16 @@ fn csv_field(v: &str) -> String {
     }
 }
 
+/// A cell is cut to this width in the table, but a hash is shown whole (a cut one proves
+/// nothing).
+fn max_width(column: &str) -> usize {
+    if column == "response_sha256" {
+        64
+    } else {
+        48
+    }
+}
+
 fn print_table(records: &[Value]) {
     let rows: Vec<Vec<String>> = records.iter().map(columns).collect();
     let widths: Vec<usize> = (0..COLUMNS.len())
@@ -439,7 +453,7 @@ fn print_table(records: &[Value]) {
                 .chain(std::iter::once(COLUMNS[i].len()))
                 .max()
                 .unwrap_or(0)
-                .min(48)
+                .min(max_width(COLUMNS[i]))
         })
         .collect();
     let line = |cells: &[String]| {
@@ -698,18 +712,26 @@ mod tests {
         assert_eq!(c.len(), COLUMNS.len());
         assert_eq!(c[2], "dr-a");
         assert_eq!(c[3], "clinician admin");
-        assert_eq!(c[10], "patient-emergency");
-        assert_eq!(c[11], "TLSv1.3");
-        assert_eq!(c[13], "api.llm-vendor.example (BAA-1)");
-        assert_eq!(c[14], "deny (role)");
-        assert_eq!(c[15], "403");
+        assert_eq!(c[12], "patient-emergency");
+        assert_eq!(c[13], "TLSv1.3");
+        assert_eq!(c[15], "api.llm-vendor.example (BAA-1)");
+        assert_eq!(c[16], "deny (role)");
+        assert_eq!(c[17], "403");
         let integrity = json!({
             "v": 1, "kind": "integrity", "time": "2026-11-23T16:37:08.123Z", "requestId": null,
             "integrity": {"finding": "gap", "chainId": "c", "seq": 4, "detail": "x", "record": null}
         });
         let c = columns(&integrity);
-        assert_eq!(c[13], "");
-        assert_eq!(c[14], "gap");
-        assert_eq!(c[15], "c seq 4");
+        assert_eq!(c[15], "");
+        assert_eq!(c[16], "gap");
+        assert_eq!(c[17], "c seq 4");
+        // An inference record: the answer's hash and signature key id, whole.
+        let mut inference = access.clone();
+        let sha = "ab".repeat(32);
+        inference["inference"] = json!({"model": "sepsis-risk", "version": "4.2.0",
+            "responseSha256": sha, "responseSignatureKeyId": "r1"});
+        let c = columns(&inference);
+        assert_eq!(&c[8..12], ["sepsis-risk", "4.2.0", sha.as_str(), "r1"]);
+        assert_eq!(max_width(COLUMNS[10]), 64);
     }
 }

@@ -238,6 +238,7 @@ pub(crate) fn access(
     r.inference = model.map(|(m, v)| Inference {
         model: Some(m.into()),
         version: Some(v.into()),
+        ..Inference::default()
     });
     r.source = Some(Source {
         ip: Some("10.1.2.3".into()),
@@ -346,6 +347,7 @@ both_backends!(
     purge_rules,
     records_are_encrypted_at_rest,
     blind_index_queries,
+    an_inference_answer_is_stored_and_returned,
     verify_catches_a_bit_flip,
     verify_catches_a_deleted_middle_row,
     verify_catches_a_deleted_tail_by_checkpoint,
@@ -923,6 +925,50 @@ fn blind_index_queries(b: Backend) {
     )
     .unwrap();
     assert_eq!(second.records[0]["requestId"], "req-dr-b-2000");
+}
+
+/// Issue #15 item 5: `inference.responseSha256` / `responseSignatureKeyId` are stored as sent
+/// (under the MAC, so a clean record) and returned by a model/version query; the blind
+/// indexes are those of the same record without them.
+fn an_inference_answer_is_stored_and_returned(b: Backend) {
+    let db = TestDb::new(b);
+    let mut s = db.open();
+    let (mut w, start) = ChainWriter::start("c1", mac_key(), NOW).unwrap();
+    let plain = access(1000, "dr-a", "p1", Some(("sepsis-risk", "4.2.0")), false);
+    let mut answered = plain.clone();
+    let sha = "659a88af9bab93095dfc32b80529411885a3cc9dd4d30165f452df2eb5bd0691";
+    if let Some(i) = answered.inference.as_mut() {
+        i.response_sha256 = Some(sha.into());
+        i.response_signature_key_id = Some("r1".into());
+    }
+    let enc = collector().encryption;
+    assert_eq!(
+        crate::ingest::blind_indexes(&enc, &plain),
+        crate::ingest::blind_indexes(&enc, &answered)
+    );
+    let batch = [
+        serde_json::to_value(start).unwrap(),
+        serde_json::to_value(w.seal(answered).unwrap()).unwrap(),
+    ];
+    let summary = ingest(s.as_mut(), &collector(), &batch).unwrap();
+    assert_eq!(summary.flagged, 0, "{summary:?}");
+    let found = query(
+        s.as_mut(),
+        &enc,
+        &Query {
+            model: Some("sepsis-risk".into()),
+            version: Some("4.2.0".into()),
+            ..q()
+        },
+    )
+    .unwrap()
+    .records;
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0]["inference"],
+        json!({"model": "sepsis-risk", "version": "4.2.0",
+               "responseSha256": sha, "responseSignatureKeyId": "r1"})
+    );
 }
 
 /// Ingests a chain and signs a checkpoint; returns the signer.

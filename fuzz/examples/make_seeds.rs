@@ -232,6 +232,7 @@ fn access(n: i64, patient: &str, model: bool, emergency: bool) -> AuditRecord {
     r.inference = model.then(|| Inference {
         model: Some("sepsis-risk".into()),
         version: Some("2.1.0".into()),
+        ..Inference::default()
     });
     r.source = Some(Source {
         ip: Some("10.1.2.3".into()),

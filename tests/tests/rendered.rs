@@ -575,27 +575,9 @@ fn counter(admin: u16, prefix: &str, suffix: &str) -> u64 {
 /// the JWKS fetched from a stand-in of the hospital IdP over the rendered TLS cluster.
 fn run_example(example: &Example, token: &[&str], request: &[&str], path: &str) {
     let mut t = Topology::start(example);
-    let mut args = vec!["--iss", "https://idp.hospital.example", "--sid", "s-1"];
-    args.extend(token);
-    let good = format!("authorization: Bearer {}", t.keys.token(&args));
+    let (ok, good) = first_allowed(&t, example, token, request, path);
     let mut extra = vec!["-H", good.as_str()];
     extra.extend(request);
-    // The first requests may race the first JWKS fetch (401 until it lands): wait for a 200.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let ok = loop {
-        let r = t.https(Some("web"), &extra, path).unwrap();
-        if r.status == 200 || Instant::now() > deadline {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(
-        ok.status,
-        200,
-        "{}: {}",
-        example.name,
-        String::from_utf8_lossy(&ok.body)
-    );
     let id = ok.echoed("x-request-id").unwrap();
     let r = t.record(&id);
     assert_eq!(r["outcome"]["decision"], "allow", "{}", example.name);
@@ -613,6 +595,131 @@ fn run_example(example: &Example, token: &[&str], request: &[&str], path: &str) 
     assert_eq!(t.record(&rid(&anon))["outcome"]["reason"], "missing_token");
 
     assert!(t.workload.alive() && t.sidecar.alive());
+    let (code, report) = t.collector.verify();
+    assert_eq!(code, 0, "{report}");
+}
+
+/// The first 200 from the web peer with a good token (the first requests may race the first
+/// JWKS fetch: 401 until it lands), and the token's `authorization` header line.
+fn first_allowed(
+    t: &Topology,
+    example: &Example,
+    token: &[&str],
+    request: &[&str],
+    path: &str,
+) -> (Reply, String) {
+    let mut args = vec!["--iss", "https://idp.hospital.example", "--sid", "s-1"];
+    args.extend(token);
+    let good = format!("authorization: Bearer {}", t.keys.token(&args));
+    let mut extra = vec!["-H", good.as_str()];
+    extra.extend(request);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ok = loop {
+        let r = t.https(Some("web"), &extra, path).unwrap();
+        if r.status == 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        ok.status,
+        200,
+        "{}: {}",
+        example.name,
+        String::from_utf8_lossy(&ok.body)
+    );
+    (ok, good)
+}
+
+const CLINICAL_AI: Example = Example {
+    name: "clinical-ai",
+    peer: "spiffe://cluster.local/ns/ehr/sa/ehr-web",
+    jwks_cluster: Some("outbound|443||idp.hospital.example"),
+};
+const CLINICIAN: &[&str] = &[
+    "--aud",
+    "clinical-ai",
+    "--sub",
+    "alice",
+    "--roles",
+    "clinician",
+    "--amr",
+    "pwd,otp",
+];
+const SEPSIS_4_2: &[&str] = &[
+    "-X",
+    "POST",
+    "-H",
+    "x-patient-id: 123",
+    "-H",
+    "x-model-name: sepsis-risk",
+    "-H",
+    "x-model-version: 4.2.0",
+];
+
+/// Lowercase hex SHA-256 of `bytes`, by coreutils (not by the code under test).
+fn sha256sum(bytes: &[u8]) -> String {
+    let dir = TempDir::new("sha256");
+    let file = dir.path().join("body");
+    std::fs::write(&file, bytes).unwrap();
+    let out = Command::new("sha256sum").arg(&file).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split_whitespace().next().unwrap().to_string()
+}
+
+/// Issue #15 item 5: the record of an inference states what the model answered — the SHA-256
+/// of the body the caller received and the key id of the response signature the caller got
+/// with it — and `hipaa-mesh audit query --model --version` prints it; the trail stays
+/// verifiable (the member is under the record's MAC).
+#[test]
+fn the_inference_record_states_the_answer_the_caller_received() {
+    let t = Topology::start(&CLINICAL_AI);
+    let path = "/v1/predict/sepsis";
+    let (ok, _) = first_allowed(&t, &CLINICAL_AI, CLINICIAN, SEPSIS_4_2, path);
+    assert!(!ok.body.is_empty());
+    let answered = sha256sum(&ok.body);
+    // The signature the caller received (a trailer, as the body streamed) names key r1.
+    let signature = ok.header("x-hipaa-signature").expect("signed response");
+    assert!(signature.starts_with("keyid=r1;"), "{signature}");
+    let id = ok.echoed("x-request-id").unwrap();
+    let r = t.record(&id);
+    assert_eq!(r["action"]["operation"], "inference");
+    assert_eq!(
+        r["inference"],
+        serde_json::json!({"model": "sepsis-risk", "version": "4.2.0",
+            "responseSha256": answered, "responseSignatureKeyId": "r1"}),
+        "{r}"
+    );
+    // A refused inference call states no answer: the denial's body is the mesh's.
+    let anon = t.https(Some("web"), SEPSIS_4_2, path).unwrap();
+    assert_eq!(anon.status, 401);
+    let denied = t.record(&rid(&anon));
+    assert!(
+        denied["inference"].get("responseSha256").is_none(),
+        "{denied}"
+    );
+
+    // The CLI by model and version: JSON carries the member, the table prints it.
+    let by_model = ["--model", "sepsis-risk", "--version", "4.2.0"];
+    let rows = t.collector.query_cli(&by_model);
+    let row = rows.iter().find(|x| x["requestId"] == id.as_str()).unwrap();
+    assert_eq!(row["inference"]["responseSha256"], answered.as_str());
+    let out = Command::new(cli_bin())
+        .args(["audit", "query", "--db", &t.collector.db])
+        .args(by_model)
+        .envs(t.collector.env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let line = table.lines().find(|l| l.contains(&id)).expect("the row");
+    assert!(line.contains(&answered) && line.contains(" r1 "), "{table}");
+    assert!(table.contains("RESPONSE_SHA256"), "{table}");
     let (code, report) = t.collector.verify();
     assert_eq!(code, 0, "{report}");
 }
@@ -642,34 +749,7 @@ fn example_ehr_api_runs_as_rendered() {
 
 #[test]
 fn example_clinical_ai_runs_as_rendered() {
-    run_example(
-        &Example {
-            name: "clinical-ai",
-            peer: "spiffe://cluster.local/ns/ehr/sa/ehr-web",
-            jwks_cluster: Some("outbound|443||idp.hospital.example"),
-        },
-        &[
-            "--aud",
-            "clinical-ai",
-            "--sub",
-            "alice",
-            "--roles",
-            "clinician",
-            "--amr",
-            "pwd,otp",
-        ],
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "x-patient-id: 123",
-            "-H",
-            "x-model-name: sepsis-risk",
-            "-H",
-            "x-model-version: 4.2.0",
-        ],
-        "/v1/predict/sepsis",
-    );
+    run_example(&CLINICAL_AI, CLINICIAN, SEPSIS_4_2, "/v1/predict/sepsis");
 }
 
 #[test]

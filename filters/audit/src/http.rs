@@ -20,13 +20,15 @@
 use crate::host;
 use crate::root::Shared;
 use hipaa_core::audit::buffer::{self, Admission};
-use hipaa_core::audit::build::{self, ConnectionFacts, RequestFacts, ResponseFacts};
+use hipaa_core::audit::build::{
+    self, BodyDigest, ConnectionFacts, RequestFacts, ResponseBody, ResponseFacts,
+};
 use hipaa_core::audit::response;
 use hipaa_core::denial::Denial;
 use hipaa_core::headers;
 use hipaa_host::Headers;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
 
 const REQ: MapType = MapType::HttpRequestHeaders;
@@ -43,6 +45,9 @@ pub struct AuditHttp {
     refused: bool,
     /// Transport signs this route's responses (its `x-hipaa-signature` is the mesh's).
     route_signs: bool,
+    /// An inference route: the response body is hashed as it passes (never kept), for the
+    /// record's `inference.responseSha256`.
+    digest: Option<BodyDigest>,
 }
 
 impl AuditHttp {
@@ -55,7 +60,22 @@ impl AuditHttp {
             response_denial: None,
             refused: false,
             route_signs: false,
+            digest: None,
         }
+    }
+
+    /// The end of the response body went by: what the caller received, hashed.
+    fn finish_digest(&mut self) {
+        if let Some(digest) = self.digest.take() {
+            self.response.body = Some(digest.finish(None));
+        }
+    }
+
+    /// The combined filter's transport stage signed the body and hashed it on the way: its
+    /// digest and key id stand in for this stage's own (the body is hashed once).
+    pub fn answered_with(&mut self, body: ResponseBody) {
+        self.digest = None;
+        self.response.body = Some(body);
     }
 
     /// Reads the annotations the other filters set, once, at log time. Envoy refuses a header
@@ -159,7 +179,7 @@ impl HttpContext for AuditHttp {
         self.request_headers(&pairs, &connection_facts(), direction)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if self.refused {
             return Action::Continue;
         }
@@ -183,6 +203,27 @@ impl HttpContext for AuditHttp {
             .unwrap_or(0);
         self.response_denial =
             response::trusted_denial(host::lookup(&pairs, headers::DENIAL), details.as_deref());
+        if end_of_stream {
+            self.finish_digest();
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // Not paused, so each call hands over the next chunk only.
+        if let Some(digest) = self.digest.as_mut() {
+            if body_size > 0 {
+                digest.update(&hipaa_host::buffer(BufferType::HttpResponseBody, body_size));
+            }
+            if end_of_stream {
+                self.finish_digest();
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.finish_digest();
         Action::Continue
     }
 
@@ -231,6 +272,9 @@ impl AuditHttp {
                 }
                 return Action::Pause;
             }
+        }
+        if facts.inference_route {
+            self.digest = Some(BodyDigest::default());
         }
         self.request = Some(facts);
         Action::Continue

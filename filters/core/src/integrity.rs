@@ -62,6 +62,7 @@ use ed25519_dalek::Signer as _;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::audit::build::{BodyDigest, ResponseBody};
 pub use crate::audit::{KeyError, MacKey, MacKeyRing};
 use crate::policy::schema::Spec;
 use crate::policy::Policy;
@@ -383,7 +384,7 @@ pub fn sign_response(key: &ResponseSigningKey, body: &[u8]) -> String {
 #[derive(Clone)]
 pub struct ResponseSigner {
     key: ResponseSigningKey,
-    hash: Sha256,
+    body: BodyDigest,
 }
 
 impl std::fmt::Debug for ResponseSigner {
@@ -398,19 +399,29 @@ impl ResponseSigner {
     pub fn new(key: &ResponseSigningKey) -> ResponseSigner {
         ResponseSigner {
             key: key.clone(),
-            hash: Sha256::new(),
+            body: BodyDigest::default(),
         }
     }
 
     pub fn update(&mut self, chunk: &[u8]) {
-        self.hash.update(chunk);
+        self.body.update(chunk);
     }
 
     /// The signature header (or trailer) value.
     pub fn finish(self) -> String {
-        let message = response_message(self.hash.finalize().into());
+        self.finish_with_body().0
+    }
+
+    /// The signature header (or trailer) value and the body it signs as the audit record
+    /// states it (its SHA-256 and this key's id): the body is hashed once for both.
+    pub fn finish_with_body(self) -> (String, ResponseBody) {
+        let body = self.body.finish(Some(self.key.id.clone()));
+        let message = response_message(body.sha256);
         let sig = URL_SAFE_NO_PAD.encode(self.key.key.sign(&message).to_bytes());
-        format!("keyid={}; alg={RESPONSE_ALG}; sig={sig}", self.key.id)
+        (
+            format!("keyid={}; alg={RESPONSE_ALG}; sig={sig}", self.key.id),
+            body,
+        )
     }
 }
 
@@ -593,6 +604,21 @@ mod tests {
         }
         assert!(!format!("{:?}", ResponseSigner::new(&key)).contains(SEED));
         assert!(!format!("{key:?}").contains(SEED));
+    }
+
+    #[test]
+    fn the_signed_body_as_the_record_states_it() {
+        let body = b"{\"risk\":0.42,\"model\":\"sepsis\"}";
+        let key = response_key();
+        let mut s = ResponseSigner::new(&key);
+        s.update(&body[..3]);
+        s.update(&body[3..]);
+        let (header, stated) = s.finish_with_body();
+        // One hash serves both: the signature is the one-shot one, the digest the body's.
+        assert_eq!(header, sign_response(&key, body));
+        assert_eq!(stated.sha256, <[u8; 32]>::from(Sha256::digest(body)));
+        assert_eq!(stated.bytes, body.len() as u64);
+        assert_eq!(stated.signature_key_id.as_deref(), Some("r1"));
     }
 
     #[test]

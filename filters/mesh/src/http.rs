@@ -11,7 +11,9 @@
 //!   record. Only the identity headers the application reads (`x-hipaa-subject`, `-roles`,
 //!   `-session`, `-amr`, `-break-glass`) are set on the request.
 //! - Body and response callbacks go to transport (verification, signing), then the response
-//!   headers to audit; `on_log` seals the record.
+//!   headers to audit; `on_log` seals the record. On an inference route the record states the
+//!   response body by its SHA-256: transport's signing hash when it signs (with its key id),
+//!   else audit's own streaming hash — the body is hashed once, never held.
 
 use crate::root::Stages;
 use hipaa_audit::http::{Annotations, AuditHttp};
@@ -117,16 +119,32 @@ impl HttpContext for MeshHttp {
         action
     }
 
+    // An inference route's body is hashed once: by transport when it signs it (its digest and
+    // key id go to the record at `on_log`), else by audit.
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.transport
-            .on_http_response_body(body_size, end_of_stream)
+        let signing = self.transport.hashing_response();
+        let action = self
+            .transport
+            .on_http_response_body(body_size, end_of_stream);
+        if !signing {
+            self.audit.on_http_response_body(body_size, end_of_stream);
+        }
+        action
     }
 
     fn on_http_response_trailers(&mut self, num_trailers: usize) -> Action {
-        self.transport.on_http_response_trailers(num_trailers)
+        let signing = self.transport.hashing_response();
+        let action = self.transport.on_http_response_trailers(num_trailers);
+        if !signing {
+            self.audit.on_http_response_trailers(num_trailers);
+        }
+        action
     }
 
     fn on_log(&mut self) {
+        if let Some(body) = self.transport.take_signed_response() {
+            self.audit.answered_with(body);
+        }
         // A refusal after the request headers (a body whose signature failed) is transport's.
         if let Some(code) = self.transport.denied() {
             self.annotations.set(headers::DENIAL, code.to_string());

@@ -27,6 +27,7 @@
 
 use crate::host;
 use crate::root::Config;
+use hipaa_core::audit::build::ResponseBody;
 use hipaa_core::integrity::{MacKeyRing, ResponseSigner, ResponseSigningKey, SIGNATURE_HEADER};
 use hipaa_core::transport::{
     self, BodyPlan, ConnectionFacts, Denial, Direction, RequestLine, Verdict, HEADER_DENIAL,
@@ -52,6 +53,8 @@ pub struct TransportHttp {
     request_body_size: usize,
     /// Signing the response body as it passes.
     signer: Option<ResponseSigner>,
+    /// The body that was signed, to its end (its SHA-256 and key id, for the audit record).
+    signed: Option<ResponseBody>,
     /// A local reply was sent; nothing more to do.
     replied: bool,
     /// Hand the annotations and the denial on as request headers (the single-filter chain);
@@ -81,6 +84,7 @@ impl TransportHttp {
             verifying: false,
             request_body_size: 0,
             signer: None,
+            signed: None,
             replied: false,
             annotate: true,
             denied: None,
@@ -99,6 +103,16 @@ impl TransportHttp {
     /// The code of this stage's refusal, if it refused (request or body phase).
     pub fn denied(&self) -> Option<&'static str> {
         self.denied
+    }
+
+    /// Whether this stage is hashing the response body as it passes (it signs it).
+    pub fn hashing_response(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// The response body this stage signed, once its end went by (for the audit record).
+    pub fn take_signed_response(&mut self) -> Option<ResponseBody> {
+        self.signed.take()
     }
 
     /// The decision's annotations about the connection (for the audit record).
@@ -228,8 +242,10 @@ impl TransportHttp {
     /// The end of a signed response: the signature as a trailer.
     fn finish_signing(&mut self) {
         if let Some(signer) = self.signer.take() {
-            host::set_header(RESP_TRAILERS, SIGNATURE_HEADER, &signer.finish());
+            let (signature, body) = signer.finish_with_body();
+            host::set_header(RESP_TRAILERS, SIGNATURE_HEADER, &signature);
             host::count(host::SIGNED);
+            self.signed = Some(body);
         }
     }
 }
@@ -278,16 +294,17 @@ impl HttpContext for TransportHttp {
         if self.replied || !self.plan.sign_response {
             return Action::Continue;
         }
-        let mut signer = match transport::response_signer(self.response_key()) {
+        let signer = match transport::response_signer(self.response_key()) {
             Ok(s) => s,
             Err(denial) => return self.deny(&denial, Phase::Later),
         };
         // An upstream's own signature is never passed off as the mesh's.
         host::remove_header(RESP, SIGNATURE_HEADER);
         if end_of_stream {
-            signer.update(b"");
-            host::set_header(RESP, SIGNATURE_HEADER, &signer.finish());
+            let (signature, body) = signer.finish_with_body();
+            host::set_header(RESP, SIGNATURE_HEADER, &signature);
             host::count(host::SIGNED);
+            self.signed = Some(body);
             return Action::Continue;
         }
         // The signature follows the body as a trailer. Without a length, HTTP/1.1 goes

@@ -6,7 +6,8 @@
 //!   agent, source address, TLS version, peer, request id — before any other filter runs;
 //! * at response / log time ([`ResponseFacts`]): the `x-hipaa-*` request headers the other
 //!   filters set (subject, roles, session, amr, break-glass, denial), the status sent (0 when the
-//!   client left first), bytes and duration.
+//!   client left first), bytes and duration, and on an inference route the SHA-256 of the
+//!   response body the caller received ([`BodyDigest`], streamed; [`ResponseBody`]).
 //!
 //! # What is recorded ([`should_record`])
 //!
@@ -183,6 +184,51 @@ pub struct ResponseFacts {
     pub status: u16,
     pub bytes: u64,
     pub end_ms: i64,
+    /// The response body that went through to the end of the stream on an inference route
+    /// (None: not an inference route, or the body never ended: the client left, a reset).
+    pub body: Option<ResponseBody>,
+}
+
+/// A response body as the record states it: its SHA-256, its length, and the key id of the
+/// signature the mesh sent with it (None when the stage that hashed it did not sign it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseBody {
+    pub sha256: [u8; 32],
+    pub bytes: u64,
+    pub signature_key_id: Option<String>,
+}
+
+/// SHA-256 over a body that arrives in chunks, without keeping it: constant memory whatever
+/// the body's size (no buffer, so no buffer limit applies to what the record states).
+#[derive(Clone, Default)]
+pub struct BodyDigest {
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for BodyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyDigest")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BodyDigest {
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.hash.update(chunk);
+        let n = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+        self.bytes = self.bytes.saturating_add(n);
+    }
+
+    /// The body as hashed so far, with the key id of its signature if the caller signs it.
+    pub fn finish(self, signature_key_id: Option<String>) -> ResponseBody {
+        ResponseBody {
+            sha256: self.hash.finalize().into(),
+            bytes: self.bytes,
+            signature_key_id,
+        }
+    }
 }
 
 impl ResponseFacts {
@@ -334,9 +380,16 @@ pub fn build_record(req: &RequestFacts, resp: &ResponseFacts) -> AuditRecord {
         resource_type: resource_type(&req.path),
     });
     record.inference = (req.inference_route || req.model.is_some() || req.model_version.is_some())
-        .then(|| Inference {
-            model: req.model.clone(),
-            version: req.model_version.clone(),
+        .then(|| {
+            // What the model answered: only the body of an allowed request that reached its
+            // end; an empty body, or a refusal's body, is no answer.
+            let answer = resp.body.as_ref().filter(|b| b.bytes > 0 && !resp.denied());
+            Inference {
+                model: req.model.clone(),
+                version: req.model_version.clone(),
+                response_sha256: answer.map(|b| crate::audit::canonical::hex(&b.sha256)),
+                response_signature_key_id: answer.and_then(|b| b.signature_key_id.clone()),
+            }
         });
     record.egress = req.egress.clone();
     record.source = Some(Source {
@@ -649,6 +702,92 @@ mod tests {
             v["outcome"],
             json!({"decision": "allow", "status": 200, "reason": null, "bytes": 512, "durationMs": 12})
         );
+    }
+
+    fn inference_call() -> RequestFacts {
+        gather(
+            &[
+                (":method", "POST"),
+                (":path", "/ai/risk"),
+                ("x-model-name", "sepsis-risk"),
+                ("x-model-version", "4.2.0"),
+            ],
+            &ConnectionFacts::default(),
+        )
+    }
+
+    #[test]
+    fn an_inference_record_states_the_answer_by_its_sha256() {
+        let answer = br#"{"risk":0.42}"#;
+        let mut digest = BodyDigest::default();
+        // In chunks, as Envoy hands a body over: the same hash as the whole body at once.
+        digest.update(&answer[..5]);
+        digest.update(b"");
+        digest.update(&answer[5..]);
+        let mut resp = ResponseFacts {
+            status: 200,
+            body: Some(digest.finish(Some("r1".into()))),
+            ..ResponseFacts::default()
+        };
+        let v = serde_json::to_value(build_record(&inference_call(), &resp)).unwrap();
+        // printf '{"risk":0.42}' | sha256sum
+        let expected = "659a88af9bab93095dfc32b80529411885a3cc9dd4d30165f452df2eb5bd0691";
+        assert_eq!(
+            v["inference"],
+            json!({"model": "sepsis-risk", "version": "4.2.0",
+                   "responseSha256": expected, "responseSignatureKeyId": "r1"})
+        );
+        // Hashed by a stage that did not sign it: no key id, the hash alone.
+        let mut digest = BodyDigest::default();
+        digest.update(answer);
+        resp.body = Some(digest.finish(None));
+        let v = serde_json::to_value(build_record(&inference_call(), &resp)).unwrap();
+        assert_eq!(v["inference"]["responseSha256"], json!(expected));
+        assert!(v["inference"].get("responseSignatureKeyId").is_none());
+    }
+
+    #[test]
+    fn no_answer_no_hash_member() {
+        let empty = BodyDigest::default().finish(Some("r1".into()));
+        let mut some = BodyDigest::default();
+        some.update(b"{}");
+        let some = some.finish(Some("r1".into()));
+        let cases = [
+            // The body never reached its end (the client left): nothing to state.
+            (None, None),
+            // An empty body is no answer.
+            (Some(empty), None),
+            // A refusal's body is the mesh's, not the model's.
+            (Some(some), Some("bad_signature")),
+        ];
+        for (body, denial) in cases {
+            let resp = ResponseFacts {
+                status: 200,
+                body,
+                denial: denial.map(String::from),
+                ..ResponseFacts::default()
+            };
+            let v = serde_json::to_value(build_record(&inference_call(), &resp)).unwrap();
+            // Absent, not null: such a record is byte for byte what it was before the member.
+            assert_eq!(
+                v["inference"],
+                json!({"model": "sepsis-risk", "version": "4.2.0"})
+            );
+        }
+        // Not an inference route: no inference section, whatever the body.
+        let mut some = BodyDigest::default();
+        some.update(b"{}");
+        let resp = ResponseFacts {
+            status: 200,
+            body: Some(some.finish(None)),
+            ..ResponseFacts::default()
+        };
+        let req = gather(
+            &[(":method", "GET"), (":path", "/fhir/Patient/42")],
+            &ConnectionFacts::default(),
+        );
+        let v = serde_json::to_value(build_record(&req, &resp)).unwrap();
+        assert_eq!(v["inference"], json!(null));
     }
 
     #[test]

@@ -122,8 +122,17 @@ pub(crate) fn write_record_without_mac(record: &AuditRecord, out: &mut Vec<u8>) 
     match &record.inference {
         None => out.extend_from_slice(b"null"),
         Some(i) => {
+            // Sorted: model, (responseSha256,) (responseSignatureKeyId,) version.
             out.extend_from_slice(b"{\"model\":");
             write_opt_string(i.model.as_deref(), out);
+            if let Some(sha) = &i.response_sha256 {
+                out.extend_from_slice(b",\"responseSha256\":");
+                write_string(sha, out);
+            }
+            if let Some(key_id) = &i.response_signature_key_id {
+                out.extend_from_slice(b",\"responseSignatureKeyId\":");
+                write_string(key_id, out);
+            }
             out.extend_from_slice(b",\"version\":");
             write_opt_string(i.version.as_deref(), out);
             out.push(b'}');

@@ -27,7 +27,8 @@ pub const MAX_USER_AGENT: usize = 512;
 pub const MAX_METHOD: usize = 32;
 /// `requestId`.
 pub const MAX_REQUEST_ID: usize = 256;
-/// Identifiers: `resource.patient`, `inference.model` / `version`, `actor.subject` / `session`,
+/// Identifiers: `resource.patient`, `inference.model` / `version` / `responseSha256` /
+/// `responseSignatureKeyId`, `actor.subject` / `session`,
 /// `egress.host`, `outcome.reason`, `emergency.reason`, `source.tls`, `source.ip`.
 pub const MAX_ID: usize = 256;
 /// `actor.peer` (a SPIFFE id).
@@ -122,6 +123,14 @@ pub fn cap_record(record: &mut AuditRecord) {
     if let Some(i) = record.inference.as_mut() {
         note(cap_opt(&mut i.model, MAX_ID), "inference.model");
         note(cap_opt(&mut i.version, MAX_ID), "inference.version");
+        note(
+            cap_opt(&mut i.response_sha256, MAX_ID),
+            "inference.responseSha256",
+        );
+        note(
+            cap_opt(&mut i.response_signature_key_id, MAX_ID),
+            "inference.responseSignatureKeyId",
+        );
     }
     if let Some(e) = record.egress.as_mut() {
         note(cap_opt(&mut e.host, MAX_ID), "egress.host");
@@ -229,6 +238,8 @@ mod tests {
         r.inference = Some(Inference {
             model: h(),
             version: h(),
+            response_sha256: h(),
+            response_signature_key_id: h(),
         });
         r.egress = Some(Egress {
             host: h(),
@@ -251,7 +262,7 @@ mod tests {
         });
         cap_record(&mut r);
         let names = r.truncated.clone().unwrap();
-        assert_eq!(names.len(), 20, "{names:?}");
+        assert_eq!(names.len(), 22, "{names:?}");
         for n in [
             "source.userAgent",
             "action.path",
@@ -260,6 +271,7 @@ mod tests {
             "requestId",
             "resource.patient",
             "inference.model",
+            "inference.responseSignatureKeyId",
         ] {
             assert!(names.iter().any(|x| x == n), "{n} not flagged: {names:?}");
         }

@@ -157,12 +157,22 @@ pub struct Resource {
     pub resource_type: Option<String>,
 }
 
-/// `inference`: which model answered.
+/// `inference`: which model answered, and what it answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inference {
     pub model: Option<String>,
     pub version: Option<String>,
+    /// Lowercase hex SHA-256 of the response body the caller received (64 characters): the
+    /// output, provable later without the trail holding it. Absent (not null) when no body
+    /// went through to its end (none, an empty one, a denial, a client that left first), so
+    /// records without it are byte for byte what they were before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_sha256: Option<String>,
+    /// The `keyid` of the response signature the mesh sent with that body (the route signs);
+    /// absent when the filter that recorded it did not sign it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_signature_key_id: Option<String>,
 }
 
 /// `egress`: the external host an outbound request went to, and the Business Associate

@@ -69,6 +69,7 @@ fn record_has_exactly_the_contract_shape() {
     r.inference = Some(Inference {
         model: Some("sepsis-risk".into()),
         version: Some("4.2.0".into()),
+        ..Inference::default()
     });
     r.emergency = Some(Emergency {
         reason: "patient-emergency".into(),
@@ -527,6 +528,8 @@ fn writer_cases() -> Vec<AuditRecord> {
     full.inference = Some(Inference {
         model: Some("sepsis-risk".into()),
         version: Some("4.2.0".into()),
+        response_sha256: Some("ab".repeat(32)),
+        response_signature_key_id: Some("r1".into()),
     });
     full.emergency = Some(Emergency {
         reason: "patient-emergency".into(),
@@ -554,7 +557,10 @@ fn writer_cases() -> Vec<AuditRecord> {
     odd.resource = Some(Resource::default());
     odd.source = Some(Source::default());
     odd.egress = Some(Egress::default());
-    odd.inference = Some(Inference::default());
+    odd.inference = Some(Inference {
+        response_sha256: Some(weird.into()),
+        ..Inference::default()
+    });
     odd.outcome = Some(Outcome {
         decision: Decision::Deny,
         status: 0,
