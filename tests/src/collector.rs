@@ -278,7 +278,7 @@ impl Collector {
         if let Some(read) = self.read_port {
             cmd.args(["--read-listen", &format!("127.0.0.1:{read}")]);
         }
-        if self.pg_database.is_some() {
+        if self.db.starts_with("postgres") {
             // A database server is not a folder: say where the checkpoint public key goes.
             cmd.arg("--public-key-out").arg(self.public_key_file());
         }
@@ -435,7 +435,7 @@ impl Collector {
     pub fn verify(&self) -> (i32, String) {
         let mut cmd = Command::new(cli_bin());
         cmd.args(["audit", "verify", "--db", &self.db]);
-        if self.pg_database.is_some() {
+        if self.db.starts_with("postgres") {
             cmd.arg("--public-key").arg(self.public_key_file());
         }
         let out = cmd.envs(self.env()).output().unwrap();
