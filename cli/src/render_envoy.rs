@@ -127,6 +127,7 @@ pub fn warnings(doc: &PolicyDocument, opts: &EnvoyOptions) -> Vec<String> {
 }
 
 pub fn render(doc: &PolicyDocument, opts: &EnvoyOptions) -> Result<Vec<Rendered>, String> {
+    crate::render_istio::check_authority_cluster(doc)?;
     let spec_json = serde_json::to_string(&doc.spec).map_err(|e| e.to_string())?;
     let key_envs = crate::render_istio::module_key_envs(doc);
     let filters = || -> Vec<Value> {

@@ -76,6 +76,7 @@ fn istio_cluster_host(cluster: &str) -> Option<&str> {
 }
 
 pub fn render(doc: &PolicyDocument, opts: &IstioOptions) -> Result<Vec<Rendered>, String> {
+    check_authority_cluster(doc)?;
     let labels = doc
         .spec
         .workload
@@ -342,7 +343,29 @@ pub fn module_key_envs(doc: &PolicyDocument) -> Vec<&str> {
             envs.push(env);
         }
     }
+    // The session authority's request/answer key (issue #16), its own purpose.
+    if let Some(a) = &doc.spec.identity.session.authority {
+        if !envs.contains(&a.key_env.as_str()) {
+            envs.push(a.key_env.as_str());
+        }
+    }
     envs
+}
+
+/// The session authority is called on the audit collector's cluster, the one cluster the
+/// renderers make reachable (over mTLS) for the filter's calls; another is refused here rather
+/// than rendered unreachable.
+pub fn check_authority_cluster(doc: &PolicyDocument) -> Result<(), String> {
+    let (Some(a), Some(audit)) = (&doc.spec.identity.session.authority, &doc.spec.audit) else {
+        return Ok(());
+    };
+    if a.cluster != audit.collector.cluster {
+        return Err(format!(
+            "spec.identity.session.authority.cluster `{}` must be the audit collector's cluster `{}` (the collector is the session authority, and the only cluster rendered for the filter's calls)",
+            a.cluster, audit.collector.cluster
+        ));
+    }
+    Ok(())
 }
 
 fn metadata(resource: &str, ns: &str, policy: &str, annotations: Value) -> Value {

@@ -884,3 +884,91 @@ fn render_collector_allows_only_the_policies_workload_identities() {
     assert!(own.contains("exact: spiffe://cluster.local/ns/ehr/sa/ehr-api"));
     assert!(!own.contains("sa/lab-results"));
 }
+
+/// With `identity.session.authority` (issue #16) both renderings give the VM the authority's
+/// key variable (by name, from the host), and an authority on another cluster than the audit
+/// collector's (the only one rendered for the filter's calls) is refused.
+#[test]
+fn render_gives_the_vm_the_session_authority_key_and_refuses_an_unreachable_authority() {
+    let wasm = fake_wasm_dir();
+    let dir = Temp::new("authority");
+    let text = std::fs::read_to_string(policy("ehr-api")).unwrap();
+    let with = |cluster: &str| {
+        text.replace(
+            "    session: { idleTimeoutSeconds: 900, absoluteTimeoutSeconds: 43200, sessionClaim: sid }",
+            &format!("    session: {{ idleTimeoutSeconds: 900, absoluteTimeoutSeconds: 43200, sessionClaim: sid, authority: {{ cluster: {cluster}, keyEnv: HIPAA_SESSION_AUTHORITY_KEY }} }}"),
+        )
+    };
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, with("audit-collector")).unwrap();
+    assert!(std::fs::read_to_string(&good)
+        .unwrap()
+        .contains("authority: { cluster"));
+    let istio = dir.path().join("istio");
+    let out = cli(&[
+        "policy",
+        "render",
+        good.to_str().unwrap(),
+        "--target",
+        "istio",
+        "--out",
+        istio.to_str().unwrap(),
+        "--wasm-dir",
+        wasm.s(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plugin = std::fs::read_to_string(istio.join("wasmplugins.yaml")).unwrap();
+    assert!(plugin.contains("HIPAA_SESSION_AUTHORITY_KEY"), "{plugin}");
+    assert!(plugin.contains("HIPAA_AUDIT_HMAC_KEY"), "{plugin}");
+    let envoy = dir.path().join("envoy");
+    let flags_text = std::fs::read_to_string(root().join("envoy/render-flags")).unwrap();
+    let mut args = vec![
+        "policy",
+        "render",
+        "--target",
+        "envoy",
+        "--out",
+        envoy.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ];
+    args.extend(
+        flags_text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .flat_map(str::split_whitespace),
+    );
+    let out = cli(&args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let config = std::fs::read_to_string(envoy.join("envoy.yaml")).unwrap();
+    let keys_line = config
+        .lines()
+        .skip_while(|l| !l.contains("host_env_keys"))
+        .take(4)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        keys_line.contains("HIPAA_SESSION_AUTHORITY_KEY"),
+        "{keys_line}"
+    );
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, with("some-other-cluster")).unwrap();
+    let out = cli(&[
+        "policy",
+        "render",
+        bad.to_str().unwrap(),
+        "--target",
+        "istio",
+        "--out",
+        istio.to_str().unwrap(),
+        "--wasm-dir",
+        wasm.s(),
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("spec.identity.session.authority.cluster"),
+        "{}",
+        out.stderr
+    );
+}

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 pub const ENV_HMAC_KEY: &str = "HIPAA_AUDIT_HMAC_KEY";
 pub const ENV_ENCRYPTION_KEY_FILE: &str = "HIPAA_AUDIT_ENCRYPTION_KEY_FILE";
+/// The session authority's MAC key (collectors and authn VMs; its own purpose).
+pub const ENV_SESSION_KEY: &str = "HIPAA_SESSION_AUTHORITY_KEY";
 /// The auditors' identity provider the collector's read side trusts in the tests.
 pub const READER_ISSUER: &str = "https://auditors.e2e.test";
 pub const READER_AUDIENCE: &str = "hipaa-audit";
@@ -41,6 +43,9 @@ pub struct Collector {
     pub port: u16,
     pub db: String,
     pub mac_key: String,
+    /// The session-authority key (`HIPAA_SESSION_AUTHORITY_KEY`): every test collector is a
+    /// session authority.
+    pub session_key: String,
     enc_key_file: PathBuf,
     proc: Option<Proc>,
     starts: u32,
@@ -127,6 +132,7 @@ impl Collector {
                 None => format!("sqlite:{}", dir.path().join("audit.db").display()),
             },
             mac_key: test_mac_key(),
+            session_key: test_mac_key(),
             enc_key_file,
             proc: None,
             starts: 0,
@@ -140,6 +146,43 @@ impl Collector {
         };
         c.restart();
         c
+    }
+
+    /// A second collector on this one's PostgreSQL database with the same keys (two replicas
+    /// of the collector service); the database stays owned by `self`.
+    pub fn start_peer(&self) -> Collector {
+        assert!(
+            self.pg_database.is_some(),
+            "peers share a PostgreSQL database"
+        );
+        let dir = TempDir::new("collector-peer");
+        let enc_key_file = dir.path().join("at-rest.key");
+        std::fs::copy(&self.enc_key_file, &enc_key_file).unwrap();
+        let mut c = Collector {
+            port: free_port(),
+            db: self.db.clone(),
+            mac_key: self.mac_key.clone(),
+            session_key: self.session_key.clone(),
+            enc_key_file,
+            proc: None,
+            starts: 0,
+            dir,
+            reader_keys: crate::idp::Keys::generate(),
+            reader_token: std::sync::Mutex::new(None),
+            pg_database: None,
+            detect_config: None,
+            read_port: None,
+            file_limit_kib: None,
+        };
+        c.restart();
+        c
+    }
+
+    /// The environment of the authn VMs when the policy names a session authority.
+    pub fn session_vm_env(&self) -> Vec<(String, String)> {
+        let mut env = self.vm_env();
+        env.push((ENV_SESSION_KEY.into(), self.session_key.clone()));
+        env
     }
 
     /// A collector on a fresh SQLite database with a separate read port (`--read-listen`).
@@ -187,6 +230,7 @@ impl Collector {
                 ENV_ENCRYPTION_KEY_FILE.into(),
                 self.enc_key_file.display().to_string(),
             ),
+            (ENV_SESSION_KEY.into(), self.session_key.clone()),
         ]
     }
 
@@ -234,7 +278,7 @@ impl Collector {
         if let Some(read) = self.read_port {
             cmd.args(["--read-listen", &format!("127.0.0.1:{read}")]);
         }
-        if self.pg_database.is_some() {
+        if self.db.starts_with("postgres") {
             // A database server is not a folder: say where the checkpoint public key goes.
             cmd.arg("--public-key-out").arg(self.public_key_file());
         }
@@ -391,7 +435,7 @@ impl Collector {
     pub fn verify(&self) -> (i32, String) {
         let mut cmd = Command::new(cli_bin());
         cmd.args(["audit", "verify", "--db", &self.db]);
-        if self.pg_database.is_some() {
+        if self.db.starts_with("postgres") {
             cmd.arg("--public-key").arg(self.public_key_file());
         }
         let out = cmd.envs(self.env()).output().unwrap();

@@ -36,18 +36,30 @@ impl SessionStore for SharedSessions {
         now: u64,
         idle_timeout: u64,
     ) -> Result<SessionState, SessionStoreUnavailable> {
+        self.touch_seen(key, now, idle_timeout).map(|(state, _)| state)
+    }
+
+    /// The touch, and the bucket's last sighting of the session read in the same pass (the
+    /// session authority is told when this Envoy last saw it).
+    fn touch_seen(
+        &mut self,
+        key: &SessionKey,
+        now: u64,
+        idle_timeout: u64,
+    ) -> Result<(SessionState, Option<u64>), SessionStoreUnavailable> {
         let bucket_key = key.bucket_key();
         for _ in 0..16 {
             let (bytes, cas) =
                 hipaa_host::shared_read(&bucket_key).map_err(|_| SessionStoreUnavailable)?;
-            let (state, updated) =
-                session::touch_update(bytes.as_deref().unwrap_or(&[]), key, now, idle_timeout);
+            let bucket = bytes.as_deref().unwrap_or(&[]);
+            let last_seen = session::last_seen(bucket, key);
+            let (state, updated) = session::touch_update(bucket, key, now, idle_timeout);
             // Unchanged (same second): nothing to write.
             let Some(updated) = updated else {
-                return Ok(state);
+                return Ok((state, last_seen));
             };
             match hipaa_host::shared_set(&bucket_key, &updated, cas) {
-                Ok(()) => return Ok(state),
+                Ok(()) => return Ok((state, last_seen)),
                 Err(Status::CasMismatch) => continue,
                 Err(_) => return Err(SessionStoreUnavailable),
             }

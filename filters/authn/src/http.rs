@@ -3,7 +3,7 @@
 //! `x-hipaa-denial` for the audit filter in front).
 
 use crate::root::Shared;
-use crate::stage::{self, AuthnStage};
+use crate::stage::{self, AuthnStage, CheckSettled};
 use hipaa_core::denial::Denial;
 use hipaa_core::headers;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -22,7 +22,30 @@ impl AuthnHttp {
     }
 }
 
-impl Context for AuthnHttp {}
+impl Context for AuthnHttp {
+    /// The session authority's answer to the check this request waits for.
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body: usize,
+        _trailers: usize,
+    ) {
+        match self.stage.on_call_response(token, body) {
+            None => {}
+            Some(CheckSettled::Resume) => {
+                let _ = proxy_wasm::hostcalls::resume_http_request();
+            }
+            Some(CheckSettled::Deny(denial)) => {
+                stage::set_request_header(headers::DENIAL, Some(denial.reason()));
+                let request_id =
+                    hipaa_host::header_text(MapType::HttpRequestHeaders, headers::REQUEST_ID)
+                        .unwrap_or_default();
+                let _ = stage::send_denial(&denial, &request_id, &[]);
+            }
+        }
+    }
+}
 
 /// The HTTP context of a root context without a valid policy (Envoy asked for one anyway):
 /// every request is refused with `filter_unconfigured` rather than let through.
@@ -49,6 +72,9 @@ impl HttpContext for AuthnHttp {
         let verdict = self.stage.decide(&request_headers);
         stage::set_identity_headers(&verdict);
         let Some(denial) = &verdict.denial else {
+            if self.stage.awaiting_authority() {
+                return Action::Pause;
+            }
             return Action::Continue;
         };
         // The reason on the request, for the audit filter in front.

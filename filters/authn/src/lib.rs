@@ -4,6 +4,7 @@
 //! A thin shell: it gathers facts from Envoy, asks `hipaa_core::authn::decide`, and applies
 //! the verdict. No policy decision is made here.
 
+pub mod authority;
 mod host;
 pub mod http;
 mod jwks;

@@ -1,6 +1,7 @@
 //! Root context: load the policy (refuse to start on any error), keep the remote JWKS fresh
 //! on a timer, and hand each request to an HTTP context.
 
+use crate::authority::{Authority, RevocationPuller};
 use crate::host;
 use crate::http::{AuthnHttp, UnconfiguredHttp};
 use crate::jwks::JwksFetcher;
@@ -25,21 +26,61 @@ pub struct Shared {
     pub policy: Rc<Policy>,
     pub auth: RefCell<Authenticator>,
     pub jwks: RefCell<Option<JwksFetcher>>,
+    /// `identity.session.authority` and its key, if configured.
+    pub authority: Option<Authority>,
+    pub revocations: RefCell<RevocationPuller>,
 }
 
 impl AuthnRoot {
     /// Takes a parsed policy (the combined root parses it once for every stage); the tick
     /// period this stage needs (remote JWKS only), or None.
+    /// Without a usable session-authority key the stage is left unconfigured (one log line
+    /// naming the variable; `state()` is None and the root refuses to start).
     pub fn configure(&mut self, policy: Rc<Policy>) -> Option<Duration> {
+        let authority = match Authority::load(&policy) {
+            Ok(a) => a,
+            Err(line) => {
+                log::error!("hipaa-authn: {line}");
+                self.state = None;
+                return None;
+            }
+        };
         let auth = Authenticator::new(&policy);
         let fetcher = JwksFetcher::new(&policy);
-        let tick = fetcher.is_some().then_some(JWKS_TICK);
+        let jwks_tick = fetcher.is_some().then_some(JWKS_TICK);
+        // Revocations are pulled every `revocationsRefreshMs` (the tick may be shorter).
+        let pull_tick = authority
+            .as_ref()
+            .map(|a| Duration::from_millis(a.config.revocations_refresh_ms.min(500)));
+        let tick = match (jwks_tick, pull_tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.state = Some(Rc::new(Shared {
             auth: RefCell::new(auth),
             jwks: RefCell::new(fetcher),
+            authority,
+            revocations: RefCell::new(RevocationPuller::default()),
             policy,
         }));
         tick
+    }
+
+    /// The root's timer: the JWKS schedule and the revocation pull.
+    pub fn tick(&self) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        if let Some(fetcher) = state.jwks.borrow_mut().as_mut() {
+            fetcher.tick(host::now_secs(), &mut state.auth.borrow_mut());
+        }
+        if let Some(authority) = &state.authority {
+            state.revocations.borrow_mut().tick(
+                authority,
+                &state.auth.borrow().revocations,
+                hipaa_host::unix_millis(),
+            );
+        }
     }
 
     pub fn state(&self) -> Option<Rc<Shared>> {
@@ -56,6 +97,18 @@ impl Context for AuthnRoot {
         _trailers: usize,
     ) {
         if let Some(state) = &self.state {
+            if let Some(authority) = &state.authority {
+                let mut auth = state.auth.borrow_mut();
+                if state.revocations.borrow_mut().on_response(
+                    token,
+                    body_size,
+                    authority,
+                    &mut auth.revocations,
+                    hipaa_host::unix_millis(),
+                ) {
+                    return;
+                }
+            }
             if let Some(fetcher) = state.jwks.borrow_mut().as_mut() {
                 fetcher.on_response(token, body_size, &mut state.auth.borrow_mut());
             }
@@ -73,7 +126,11 @@ impl RootContext for AuthnRoot {
                 return false;
             }
         };
-        if let Some(period) = self.configure(Rc::new(policy)) {
+        let tick = self.configure(Rc::new(policy));
+        if self.state.is_none() {
+            return false;
+        }
+        if let Some(period) = tick {
             if !hipaa_host::set_tick_period(period) {
                 log::warn!(
                     "hipaa-authn: the host refused the tick period; remote JWKS are not refreshed"
@@ -85,11 +142,7 @@ impl RootContext for AuthnRoot {
     }
 
     fn on_tick(&mut self) {
-        if let Some(state) = &self.state {
-            if let Some(fetcher) = state.jwks.borrow_mut().as_mut() {
-                fetcher.tick(host::now_secs(), &mut state.auth.borrow_mut());
-            }
-        }
+        self.tick();
     }
 
     /// Never None (the SDK panics on None): without a valid policy, a context that refuses

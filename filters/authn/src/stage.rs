@@ -4,8 +4,10 @@
 //! each does with the verdict (headers for the next filter, or facts handed on in memory) is
 //! theirs.
 
+use crate::authority::{self, PendingCheck};
 use crate::host::{self, SharedSessions};
 use crate::root::Shared;
+use hipaa_core::authn::authority::Outcome;
 use hipaa_core::authn::{self, CacheOutcome, RequestFacts, Verdict};
 use hipaa_core::denial::Denial;
 use hipaa_core::headers;
@@ -16,16 +18,70 @@ use std::rc::Rc;
 
 pub struct AuthnStage {
     state: Rc<Shared>,
+    /// The session check this request waits for (the request is paused until its answer).
+    pending: Option<PendingCheck>,
+}
+
+/// What the answer to a session check means for the paused request.
+pub enum CheckSettled {
+    /// Resume the request.
+    Resume,
+    /// Refuse it with this denial (counted already).
+    Deny(Denial),
 }
 
 impl AuthnStage {
     pub fn new(state: Rc<Shared>) -> AuthnStage {
-        AuthnStage { state }
+        AuthnStage {
+            state,
+            pending: None,
+        }
+    }
+
+    /// Whether the verdict just returned by [`AuthnStage::decide`] waits for the session
+    /// authority: the caller pauses the request and hands the call's answer to
+    /// [`AuthnStage::on_call_response`].
+    pub fn awaiting_authority(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The answer to a call this context dispatched; None when `token` is not the pending
+    /// check's.
+    pub fn on_call_response(&mut self, token: u32, body_size: usize) -> Option<CheckSettled> {
+        if self.pending.as_ref().map(|p| p.token) != Some(token) {
+            return None;
+        }
+        let pending = self.pending.take()?;
+        Some(self.settle(&pending, Some(body_size)))
+    }
+
+    fn settle(&self, pending: &PendingCheck, answer: Option<usize>) -> CheckSettled {
+        let Some(authority) = &self.state.authority else {
+            return CheckSettled::Resume;
+        };
+        let combined = {
+            let mut auth = self.state.auth.borrow_mut();
+            authority.settle(pending, answer, &self.state.policy, &mut auth.ended)
+        };
+        match combined.outcome {
+            Outcome::Allow { revive_to_ms } => {
+                if let Some(ms) = revive_to_ms {
+                    authority::revive(&pending.check.key, u64::try_from(ms / 1000).unwrap_or(0));
+                }
+                host::count("hipaa_authn.allow");
+                CheckSettled::Resume
+            }
+            Outcome::Deny { denial, .. } => {
+                count_denial(&denial);
+                CheckSettled::Deny(denial)
+            }
+        }
     }
 
     /// The verdict for a request whose headers are `request_headers` (read before any
-    /// `x-hipaa-*` header was removed: none of them is a fact authn reads).
-    pub fn decide(&self, request_headers: &Headers) -> Verdict {
+    /// `x-hipaa-*` header was removed: none of them is a fact authn reads). With a session
+    /// check pending (see [`AuthnStage::awaiting_authority`]) the verdict has no denial yet.
+    pub fn decide(&mut self, request_headers: &Headers) -> Verdict {
         let policy = &self.state.policy;
         let bg_header = policy
             .spec
@@ -52,7 +108,7 @@ impl AuthnStage {
         facts.envoy_payload = EnvoyPayload::read(&policy.spec.identity, host::envoy_claim);
 
         let now = host::now_secs();
-        let verdict = {
+        let mut verdict = {
             let mut auth = self.state.auth.borrow_mut();
             if let Some(fetcher) = self.state.jwks.borrow_mut().as_mut() {
                 fetcher.apply_missing(&mut auth);
@@ -66,6 +122,28 @@ impl AuthnStage {
         }
         if let (true, Some(fetcher)) = (verdict.refetch_jwks, self.state.jwks.borrow().as_ref()) {
             fetcher.request_refetch_all(now);
+        }
+        // First sight or locally idle with an authority: ask it (the request is paused).
+        if let (None, Some(check), Some(authority)) = (
+            &verdict.denial,
+            verdict.consult.take(),
+            &self.state.authority,
+        ) {
+            match authority.dispatch_check(check.clone(), policy, hipaa_host::unix_millis()) {
+                Some(pending) => {
+                    self.pending = Some(pending);
+                    return verdict;
+                }
+                // Not sent: settled as an unanswered check (onUnavailable decides).
+                None => {
+                    let unsent = PendingCheck::unsent(check);
+                    if let CheckSettled::Deny(denial) = self.settle(&unsent, None) {
+                        verdict.denial = Some(denial);
+                    }
+                    // settle counted the outcome.
+                    return verdict;
+                }
+            }
         }
         match &verdict.denial {
             None => {

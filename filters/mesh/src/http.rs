@@ -17,7 +17,7 @@
 
 use crate::root::Stages;
 use hipaa_audit::http::{Annotations, AuditHttp};
-use hipaa_authn::stage::{self, AuthnStage};
+use hipaa_authn::stage::{self, AuthnStage, CheckSettled};
 use hipaa_core::headers;
 use hipaa_core::transport::Direction;
 use hipaa_host::Headers;
@@ -34,6 +34,8 @@ pub struct MeshHttp {
     annotations: Annotations,
     /// authn refused: the request is over, transport's body callbacks have nothing to do.
     authn_replied: bool,
+    /// The request id, for a refusal sent after a session check.
+    request_id: String,
 }
 
 impl MeshHttp {
@@ -45,11 +47,36 @@ impl MeshHttp {
             stages,
             annotations: Annotations::default(),
             authn_replied: false,
+            request_id: String::new(),
         }
     }
 }
 
-impl Context for MeshHttp {}
+impl Context for MeshHttp {
+    /// The session authority's answer to the check this request waits for (a call
+    /// dispatched from this context is answered here, not on the root).
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body: usize,
+        _trailers: usize,
+    ) {
+        match self.authn.on_call_response(token, body) {
+            None => {}
+            Some(CheckSettled::Resume) => {
+                let _ = proxy_wasm::hostcalls::resume_http_request();
+            }
+            Some(CheckSettled::Deny(denial)) => {
+                self.annotations
+                    .set(headers::DENIAL, denial.reason().to_string());
+                self.authn_replied = true;
+                let request_id = self.request_id.clone();
+                let _ = stage::send_denial(&denial, &request_id, &[]);
+            }
+        }
+    }
+}
 
 impl HttpContext for MeshHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -83,15 +110,20 @@ impl HttpContext for MeshHttp {
         for (name, value) in &verdict.set_headers {
             self.annotations.set(name, value.clone());
         }
+        let request_id = request_headers
+            .text(headers::REQUEST_ID)
+            .unwrap_or_default();
         let Some(denial) = &verdict.denial else {
+            if self.authn.awaiting_authority() {
+                // Paused until the session authority answers (or the call times out).
+                self.request_id = request_id;
+                return Action::Pause;
+            }
             return action;
         };
         self.annotations
             .set(headers::DENIAL, denial.reason().to_string());
         self.authn_replied = true;
-        let request_id = request_headers
-            .text(headers::REQUEST_ID)
-            .unwrap_or_default();
         stage::send_denial(denial, &request_id, &verdict.allowed_methods)
     }
 

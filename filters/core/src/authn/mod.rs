@@ -53,6 +53,17 @@ pub trait SessionStore {
         now: u64,
         idle_timeout: u64,
     ) -> Result<SessionState, SessionStoreUnavailable>;
+
+    /// As [`SessionStore::touch`], with this store's last sighting of the session before the
+    /// touch (unix seconds; None on first sight), which the session authority is told.
+    fn touch_seen(
+        &mut self,
+        key: &SessionKey,
+        now: u64,
+        idle_timeout: u64,
+    ) -> Result<(SessionState, Option<u64>), SessionStoreUnavailable> {
+        self.touch(key, now, idle_timeout).map(|s| (s, None))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +89,11 @@ pub struct Verdict {
     /// remote key sets, in case the identity provider rotated its keys.
     pub refetch_jwks: bool,
     pub emergency: Option<String>,
+    /// The session needs the mesh-wide view (`identity.session.authority`; first sight here or
+    /// locally idle): with no denial, the shell pauses the request, asks the authority and
+    /// settles it with [`authority::SessionCheck::settle`]. A denial decided later in the
+    /// request (role, patient) wins and no call is made.
+    pub consult: Option<authority::SessionCheck>,
 }
 
 impl Verdict {
@@ -90,6 +106,7 @@ impl Verdict {
             cache: CacheOutcome::NotUsed,
             refetch_jwks: false,
             emergency: None,
+            consult: None,
         }
     }
 
@@ -109,6 +126,10 @@ pub struct Authenticator {
     keys: Vec<Option<KeySet>>,
     cache: TokenCache,
     failures: FailureBudget,
+    /// What the session authority's revocation list says (pulled on the root's timer).
+    pub revocations: authority::RevocationSet,
+    /// Sessions the authority ended, refused here without a new call.
+    pub ended: authority::EndedSessions,
 }
 
 impl Authenticator {
@@ -117,6 +138,8 @@ impl Authenticator {
             keys: policy.inline_keys.clone(),
             cache: TokenCache::new(policy.spec.identity.token_cache_size as usize),
             failures: FailureBudget::new(policy.spec.identity.signature_failure_budget),
+            revocations: authority::RevocationSet::new(),
+            ended: authority::EndedSessions::default(),
         }
     }
 
@@ -268,6 +291,16 @@ pub fn decide(
             .push((headers::SESSION, sid.to_string()));
     }
 
+    // Ended by an administrator (`hipaa-mesh session revoke`): refused before anything else
+    // about the session is looked at. A lookup in this VM's copy of the list; no call.
+    if auth.revocations.is_revoked(
+        &claims.issuer,
+        Some(subject),
+        claims.session.as_deref(),
+        authority::secs_to_ms(now),
+    ) {
+        return verdict.deny(Denial::SessionRevoked);
+    }
     if is_shared_account(subject, identity) {
         return verdict.deny(Denial::SharedAccount);
     }
@@ -303,9 +336,34 @@ pub fn decide(
             return verdict.deny(Denial::MissingSession);
         };
         let key = SessionKey::new(&claims.issuer, sid, session::slots_for(session.max_tracked));
-        match sessions.touch(&key, now, session.idle_timeout_seconds) {
-            Ok(SessionState::New | SessionState::Active) => {}
-            Ok(SessionState::Expired) | Err(SessionStoreUnavailable) => {
+        match (
+            sessions.touch_seen(&key, now, session.idle_timeout_seconds),
+            &session.authority,
+        ) {
+            // The common path: active here, no call.
+            (Ok((SessionState::Active, _)), _) => {}
+            // Without an authority: the lone Envoy's view.
+            (Ok((SessionState::New, _)), None) => {}
+            (Ok((state, last_seen)), Some(_)) => {
+                // The sign-in: `auth_time`, or `iat` where the policy accepts it.
+                let auth_time_ms = claims
+                    .auth_time
+                    .or((!session.require_auth_time).then_some(claims.iat))
+                    .map(authority::secs_to_ms);
+                if let Some(denial) = auth.ended.get(key.id(), auth_time_ms) {
+                    return verdict.deny(denial);
+                }
+                verdict.consult = Some(authority::SessionCheck {
+                    key,
+                    view: state.into(),
+                    issuer: claims.issuer.clone(),
+                    session: sid.to_string(),
+                    subject: subject.to_string(),
+                    local_last_seen_ms: last_seen.map(authority::secs_to_ms),
+                    auth_time_ms,
+                });
+            }
+            (Ok((SessionState::Expired, _)), None) | (Err(SessionStoreUnavailable), _) => {
                 return verdict.deny(Denial::SessionIdle)
             }
         }

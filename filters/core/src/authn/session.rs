@@ -160,6 +160,16 @@ pub fn touch_update(
     }
 }
 
+/// The last sighting of `key` in `bucket` (unix seconds), None when the bucket does not hold
+/// it. Read before [`touch`]: the session authority is told when this Envoy last saw the
+/// session.
+pub fn last_seen(bucket: &[u8], key: &SessionKey) -> Option<u64> {
+    decode(bucket)
+        .into_iter()
+        .find(|e| e.hash == key.hash)
+        .map(|e| e.last_seen)
+}
+
 /// The session authority found `key` active (`crate::authn::authority`): its entry is no longer
 /// expired and its last activity is at least `last_seen` (seconds). The bucket's new bytes to
 /// store (with CAS); a session the bucket does not hold is added as [`touch`] would.
@@ -275,6 +285,22 @@ mod tests {
         let k = SessionKey::new("iss", "s", 1);
         let (_, b) = touch(&[], &k, 1, 0);
         assert_eq!(touch(&b, &k, 1_000_000, 0).0, SessionState::Active);
+    }
+
+    #[test]
+    fn last_seen_is_the_sighting_before_the_touch() {
+        let k = SessionKey::new("iss", "s", 1);
+        assert_eq!(last_seen(&[], &k), None);
+        let (_, b) = touch(&[], &k, 100, IDLE);
+        assert_eq!(last_seen(&b, &k), Some(100));
+        let (s, b) = touch(&b, &k, 100 + IDLE + 1, IDLE);
+        assert_eq!(s, SessionState::Expired);
+        assert_eq!(
+            last_seen(&b, &k),
+            Some(100),
+            "an idle touch keeps the old sighting"
+        );
+        assert_eq!(last_seen(&[1, 2, 3], &k), None);
     }
 
     #[test]

@@ -84,6 +84,19 @@ impl SessionStore for MemSessions {
         *bucket = bytes;
         Ok(state)
     }
+
+    fn touch_seen(
+        &mut self,
+        key: &SessionKey,
+        now: u64,
+        idle: u64,
+    ) -> Result<(SessionState, Option<u64>), SessionStoreUnavailable> {
+        let last = self
+            .buckets
+            .get(&key.bucket_key())
+            .and_then(|b| session::last_seen(b, key));
+        self.touch(key, now, idle).map(|s| (s, last))
+    }
 }
 
 struct Harness {
@@ -850,4 +863,190 @@ fn a_jwks_refresh_drops_only_identities_whose_key_left_the_set() {
     let v = h.get(&b);
     assert_eq!(v.cache, CacheOutcome::Miss);
     assert_eq!(v.denial, Some(Denial::InvalidToken("bad_signature")));
+}
+
+// ------------------------------------------------------------ the session authority (#16)
+
+fn authority_policy(on_unavailable: &str) -> Policy {
+    policy_with(|s| {
+        s["identity"]["session"] = json!({"idleTimeoutSeconds": 900,
+            "authority": {"cluster": "audit-collector", "onUnavailable": on_unavailable}});
+    })
+}
+
+fn revocation_list(target: &str, value: &str) -> authority::RevocationList {
+    authority::RevocationList::parse(
+        json!({"revocations": [{"target": target, "value": value, "issuer": null,
+            "revokedAtMs": (NOW - 10) * 1000, "expiresAtMs": (NOW + 3600) * 1000}]})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_revoked_subject_or_session_is_refused_before_the_session_logic() {
+    let mut h = Harness::new(authority_policy("local"));
+    h.auth.revocations.replace(
+        revocation_list("subject", "alice"),
+        None,
+        (NOW * 1000) as i64,
+    );
+    let v = h.get(&token(&claims()));
+    assert_eq!(v.denial, Some(Denial::SessionRevoked));
+    assert_eq!(v.consult, None, "a revoked token costs no call");
+    assert_eq!(header(&v, headers::SUBJECT).as_deref(), Some("alice"));
+    // Another user is untouched.
+    assert!(h.get(&with_claim("sub", json!("bob"))).consult.is_some());
+    // By session id.
+    h.auth
+        .revocations
+        .replace(revocation_list("session", "s-2"), None, (NOW * 1000) as i64);
+    assert_eq!(
+        h.get(&with_claim("sid", json!("s-2"))).denial,
+        Some(Denial::SessionRevoked)
+    );
+    assert!(h.get(&token(&claims())).denial.is_none());
+}
+
+#[test]
+fn with_an_authority_first_sight_and_local_idle_ask_and_the_active_path_does_not() {
+    let mut h = Harness::new(authority_policy("local"));
+    let mut c = claims();
+    c["exp"] = json!(NOW + 3000);
+    let t = format!("Bearer {}", token(&c));
+    let first = h.run("GET", "/fhir/Patient/1", &[&t], None, NOW);
+    assert!(first.allowed());
+    let check = first.consult.expect("first sight asks");
+    assert_eq!(check.view, authority::LocalView::FirstSight);
+    assert_eq!(check.local_last_seen_ms, None);
+    assert_eq!(check.auth_time_ms, Some(((NOW - 60) * 1000) as i64));
+    assert_eq!(
+        (check.subject.as_str(), check.session.as_str()),
+        ("alice", "s-1")
+    );
+    let req = check.request(&h.policy.spec.identity.session, 5);
+    assert_eq!((req.now_ms, req.idle_timeout_seconds), (5, 900));
+
+    let again = h.run("GET", "/fhir/Patient/1", &[&t], None, NOW + 10);
+    assert!(again.allowed());
+    assert_eq!(again.consult, None, "locally active: no call");
+
+    let idle = h.run("GET", "/fhir/Patient/1", &[&t], None, NOW + 10 + 901);
+    assert!(
+        idle.allowed(),
+        "locally idle is not the end: the authority decides"
+    );
+    let check = idle.consult.expect("locally idle asks");
+    assert_eq!(check.view, authority::LocalView::LocallyIdle);
+    assert_eq!(check.local_last_seen_ms, Some(((NOW + 10) * 1000) as i64));
+
+    // The authority ended it: remembered, the next request is refused without a call.
+    h.auth
+        .ended
+        .insert(check.key.id(), check.auth_time_ms, Denial::SessionIdle);
+    let v = h.run("GET", "/fhir/Patient/1", &[&t], None, NOW + 912);
+    assert_eq!((v.denial, v.consult), (Some(Denial::SessionIdle), None));
+}
+
+#[test]
+fn a_later_denial_wins_over_a_pending_check() {
+    let mut h = Harness::new(authority_policy("local"));
+    let t = token(&claims());
+    let v = h.run("GET", "/billing/1", &[&format!("Bearer {t}")], None, NOW);
+    assert_eq!(v.denial, Some(Denial::RoleNotAllowed));
+}
+
+#[test]
+fn settle_revives_on_active_and_remembers_what_the_authority_ended() {
+    use authority::wire::{seal, CheckAnswer, Purpose};
+    use authority::{AuthorityDecision, Outcome};
+    let ring =
+        crate::audit::MacKeyRing::single(crate::audit::MacKey::from_bytes("k1", &[9; 32]).unwrap());
+    let policy = authority_policy("local");
+    let a = policy.spec.identity.session.authority.clone().unwrap();
+    let mut h = Harness::new(policy);
+    let check = h.get(&token(&claims())).consult.unwrap();
+    let body = check.request(&h.policy.spec.identity.session, 1).encode();
+    let (_, tag) = seal(&ring, Purpose::CheckRequest, &[&body]);
+    let answer = |d| {
+        let body = CheckAnswer {
+            decision: d,
+            last_activity_ms: Some(7_000),
+        }
+        .encode();
+        let (mac, _) = seal(&ring, Purpose::CheckAnswer, &[&tag, &body]);
+        (mac, body)
+    };
+    let mut ended = authority::EndedSessions::default();
+    let (mac, body) = answer(AuthorityDecision::Active);
+    let c = check.settle(
+        &ring,
+        &tag,
+        200,
+        Some(mac.as_bytes()),
+        &body,
+        &a,
+        43_200,
+        &mut ended,
+    );
+    assert_eq!(
+        (c.outcome, c.counter),
+        (
+            Outcome::Allow {
+                revive_to_ms: Some(7_000)
+            },
+            "active"
+        )
+    );
+    assert!(ended.is_empty());
+    // A forged or unanswered check is `unavailable`: first sight passes with `local`.
+    let c = check.settle(
+        &ring,
+        &tag,
+        200,
+        Some(mac.as_bytes()),
+        b"{}",
+        &a,
+        43_200,
+        &mut ended,
+    );
+    assert_eq!(
+        (c.outcome, c.counter),
+        (Outcome::Allow { revive_to_ms: None }, "unavailable")
+    );
+    let c = check.settle(&ring, &tag, 0, None, b"", &a, 43_200, &mut ended);
+    assert_eq!(c.counter, "unavailable");
+    let (mac, body) = answer(AuthorityDecision::Idle);
+    let c = check.settle(
+        &ring,
+        &tag,
+        200,
+        Some(mac.as_bytes()),
+        &body,
+        &a,
+        43_200,
+        &mut ended,
+    );
+    assert_eq!(
+        c.outcome,
+        Outcome::Deny {
+            denial: Denial::SessionIdle,
+            remember_ended: true
+        }
+    );
+    assert_eq!(
+        ended.get(check.key.id(), check.auth_time_ms),
+        Some(Denial::SessionIdle)
+    );
+}
+
+#[test]
+fn call_status_reads_only_real_statuses() {
+    use authority::call_status;
+    assert_eq!(call_status(Some("200")), 200);
+    assert_eq!(call_status(Some("304")), 304);
+    assert_eq!(call_status(None), 0);
+    assert_eq!(call_status(Some("abc")), 0);
+    assert_eq!(call_status(Some("99999999999")), 0);
 }

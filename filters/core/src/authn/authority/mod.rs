@@ -17,6 +17,7 @@
 
 pub mod decision;
 pub mod ended;
+pub mod pending;
 pub mod revocations;
 pub mod wire;
 
@@ -24,6 +25,7 @@ pub use decision::{
     authority_decide, combine, must_consult, AuthorityDecision, Combined, LocalView, Outcome, Reply,
 };
 pub use ended::EndedSessions;
+pub use pending::{call_status, secs_to_ms, SessionCheck};
 pub use revocations::{PullAnswer, PullResult, RevocationSet};
 pub use wire::{
     CheckAnswer, CheckRequest, Purpose, Revocation, RevocationList, RevocationTarget, WireError,
