@@ -36,7 +36,8 @@ impl SessionStore for SharedSessions {
         now: u64,
         idle_timeout: u64,
     ) -> Result<SessionState, SessionStoreUnavailable> {
-        self.touch_seen(key, now, idle_timeout).map(|(state, _)| state)
+        self.touch_seen(key, now, idle_timeout)
+            .map(|(state, _)| state)
     }
 
     /// The touch, and the bucket's last sighting of the session read in the same pass (the
