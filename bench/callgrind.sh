@@ -7,7 +7,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-W=${CALLGRIND_WORK:-$ROOT/.bench/callgrind}
+# SESSION_AUTHORITY=1: the same policy with identity.session.authority (issue #16), to show the
+# common path (a session this Envoy knows active) costs what it did without one.
+W=${CALLGRIND_WORK:-$ROOT/.bench/callgrind${SESSION_AUTHORITY:+-authority}}
 mkdir -p "$W"
 N1=${N1:-2000}
 N2=${N2:-12000}
@@ -23,9 +25,9 @@ if [ ! -f "$W/token" ]; then
   "$CLI" dev token --keys "$W/idp" --alg RS256 --sub alice --roles clinician --amr pwd,otp \
     --sid s-alice --ttl 3600 >"$W/token"
   jwks=$(cat "$W/idp/jwks.json")
-  python3 - "$W" "$jwks" <<'PY'
+  python3 - "$W" "$jwks" "${SESSION_AUTHORITY:-}" <<'PY'
 import json, sys
-w, jwks = sys.argv[1], sys.argv[2]
+w, jwks, authority = sys.argv[1], sys.argv[2], sys.argv[3]
 spec = {
   "identity": {"providers": [{"name": "bench-idp", "issuer": "https://idp.demo.local",
       "audiences": ["ehr-api"], "jwks": {"inline": jwks}, "algorithms": ["RS256"],
@@ -38,6 +40,8 @@ spec = {
   "audit": {"collector": {"cluster": "audit-collector", "path": "/v1/records"}},
   "transport": {"minTlsVersion": "TLSv1.2", "requireMtls": True,
       "allowedPeers": ["spiffe://cluster.local/ns/bench/sa/loadgen"]}}
+if authority:
+    spec["identity"]["session"] = {"authority": {"cluster": "audit-collector"}}
 doc = {"apiVersion": "hipaa-mesh/v1", "kind": "HipaaPolicy",
        "metadata": {"name": "cg", "namespace": "bench"}, "spec": spec}
 open(f"{w}/policy.yaml", "w").write(json.dumps(doc))

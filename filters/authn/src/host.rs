@@ -53,8 +53,13 @@ impl SessionStore for SharedSessions {
             let (bytes, cas) =
                 hipaa_host::shared_read(&bucket_key).map_err(|_| SessionStoreUnavailable)?;
             let bucket = bytes.as_deref().unwrap_or(&[]);
-            let last_seen = session::last_seen(bucket, key);
             let (state, updated) = session::touch_update(bucket, key, now, idle_timeout);
+            // Only a session not active here is ever checked with the authority: the common
+            // path does not decode the bucket twice.
+            let last_seen = match state {
+                SessionState::Active => None,
+                _ => session::last_seen(bucket, key),
+            };
             // Unchanged (same second): nothing to write.
             let Some(updated) = updated else {
                 return Ok((state, last_seen));

@@ -37,9 +37,22 @@ impl SessionStore for MemShared {
         now: u64,
         idle: u64,
     ) -> Result<SessionState, SessionStoreUnavailable> {
+        self.touch_seen(key, now, idle).map(|(state, _)| state)
+    }
+
+    fn touch_seen(
+        &mut self,
+        key: &SessionKey,
+        now: u64,
+        idle: u64,
+    ) -> Result<(SessionState, Option<u64>), SessionStoreUnavailable> {
         let bucket_key = key.bucket_key();
         let bytes = self.buckets.get(&bucket_key).cloned().unwrap_or_default();
         let (state, updated) = session::touch_update(&bytes, key, now, idle);
+        let last_seen = match state {
+            SessionState::Active => None,
+            _ => session::last_seen(&bytes, key),
+        };
         // REQUEST_COST_WRITE_ALWAYS: the write of every touch, as before issue #15.
         let updated = match updated {
             None if self.write_always => Some(bytes),
@@ -49,7 +62,7 @@ impl SessionStore for MemShared {
             self.writes += 1;
             self.buckets.insert(bucket_key, updated);
         }
-        Ok(state)
+        Ok((state, last_seen))
     }
 }
 
