@@ -64,7 +64,7 @@ unit-wasm:
 # identity over in x-hipaa-* headers, on plaintext) nothing else covers, with the chain loaded stage
 # by stage (HIPAA_E2E_CHAIN=stages). The single root ids alone are covered in the first run
 # (authn.rs, envoy_verification.rs, transport.rs, audit.rs's audit-alone case).
-E2E_STAGES_SUITES ?= audit adversarial hostile_bytes
+E2E_STAGES_SUITES ?= audit adversarial hostile_bytes sessions
 e2e: build
 	@echo "== e2e: every suite, chain = hipaa-mesh (combined filter over mTLS)"
 	HIPAA_E2E_CHAIN=mesh cargo test --release -p hipaa-e2e -- --test-threads 4

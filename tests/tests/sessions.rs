@@ -5,6 +5,7 @@
 //! below means a pause of 4 s.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use hipaa_e2e::chain;
 use hipaa_e2e::cli_bin;
 use hipaa_e2e::collector::Collector;
 use hipaa_e2e::envoy::{Envoy, Filter, Topology};
@@ -55,19 +56,22 @@ struct Replicas {
 }
 
 fn replica(keys: &Keys, collector: &Collector, upstream: u16, on_unavailable: &str) -> Envoy {
-    let config = spec(&keys.jwks(), on_unavailable).to_string();
-    let mut t = Topology::new(
+    let policy = spec(&keys.jwks(), on_unavailable);
+    // The chain as CI runs it: the combined `hipaa-mesh` over mTLS (the request paused and
+    // resumed inside the one context), or audit + authn stage by stage.
+    let mut t = chain::topology(
+        &["audit", "authn"],
+        &policy,
+        collector,
+        collector.port,
         upstream,
-        ["audit", "authn"]
-            .into_iter()
-            .map(|name| Filter {
-                name,
-                config: config.clone(),
-            })
-            .collect(),
     );
-    t.clusters.push((CLUSTER.to_string(), collector.port));
-    t.vm_env = collector.session_vm_env();
+    let missing: Vec<(String, String)> = collector
+        .session_vm_env()
+        .into_iter()
+        .filter(|(name, _)| !t.vm_env.iter().any(|(n, _)| n == name))
+        .collect();
+    t.vm_env.extend(missing);
     Envoy::start(&t)
 }
 
