@@ -252,7 +252,7 @@ impl AuditHttp {
         let audit = &self.shared.audit;
         let admission = buffer::admit(
             facts.class(),
-            host::buffered(),
+            self.shared.buffered(),
             u64::from(audit.max_buffered),
             audit.when_collector_down,
         );
@@ -353,16 +353,15 @@ impl AuditHttp {
             .unwrap_or(0);
         self.response.end_ms = host::now_millis();
         let record = build::build_record(&request, &self.response);
-        // Count first: the compare-and-swap reads the count too, so no separate read is needed
-        // for the hard limit; past it, the count is taken back and the record dropped.
+        // Count first (near maxBuffered the compare-and-swap reads the shared count too); past
+        // the hard limit, the count is taken back and the record dropped.
         let max = u64::from(self.shared.audit.max_buffered);
-        if let Some(count) = host::adjust_shared(host::BUFFERED_KEY, 1) {
-            if !buffer::may_enqueue(count.saturating_sub(1), max) {
-                let _ = host::adjust_shared(host::BUFFERED_KEY, -1);
-                log::error!("hipaa-audit: buffer past its hard limit; an audit record was dropped");
-                host::count(host::DROPPED);
-                return;
-            }
+        let count = self.shared.add_buffered(1);
+        if !buffer::may_enqueue(count.saturating_sub(1), max) {
+            self.shared.add_buffered(-1);
+            log::error!("hipaa-audit: buffer past its hard limit; an audit record was dropped");
+            host::count(host::DROPPED);
+            return;
         }
         // Sealed here, in this VM's chain, and queued for the root context (same VM, same
         // thread: seqs follow the order of the calls).
@@ -370,7 +369,7 @@ impl AuditHttp {
             Ok(()) => host::count(host::ENQUEUED),
             Err(e) => {
                 // Cannot happen for an access record; never silently.
-                let _ = host::adjust_shared(host::BUFFERED_KEY, -1);
+                self.shared.add_buffered(-1);
                 log::error!("hipaa-audit: a record could not be sealed: {e}");
                 host::count(host::DROPPED);
             }

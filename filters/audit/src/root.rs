@@ -36,6 +36,7 @@
 
 use crate::host;
 use crate::http::{AuditHttp, UnconfiguredHttp};
+use hipaa_core::audit::buffer::WorkerCount;
 use hipaa_core::audit::build::chain_id_from_seed;
 use hipaa_core::audit::delivery::{Answer, Delivery, DeliveryConfig, DONE_DEADLINE_MS};
 use hipaa_core::audit::{AuditError, AuditRecord, ChainWriter, MacKeyRing};
@@ -77,9 +78,56 @@ pub struct Shared {
     /// while this list is empty, and [`Shared::take`] empties the queue first), so records
     /// leave in seq order.
     fallback: RefCell<VecDeque<Vec<u8>>>,
+    /// This worker's view of the Envoy-wide buffered count (`buffer::WorkerCount`).
+    count: RefCell<WorkerCount>,
 }
 
 impl Shared {
+    /// The Envoy-wide buffered count for admission: read from the host near `maxBuffered`,
+    /// else this worker's view (no host call).
+    pub fn buffered(&self) -> u64 {
+        let Ok(mut count) = self.count.try_borrow_mut() else {
+            return host::buffered();
+        };
+        if count.exact() {
+            Self::share(&mut count);
+        }
+        count.estimate()
+    }
+
+    /// Adds `delta` to the buffered count (shared with the other workers when due); the count
+    /// after it, as this worker knows it.
+    pub fn add_buffered(&self, delta: i64) -> u64 {
+        let Ok(mut count) = self.count.try_borrow_mut() else {
+            return host::adjust_shared(host::BUFFERED_KEY, delta).unwrap_or(0);
+        };
+        if count.add(delta) {
+            Self::share(&mut count);
+        }
+        count.estimate()
+    }
+
+    /// Shares this worker's gathered changes (or reads the count if there are none): every
+    /// tick, and before the VM stops.
+    pub fn share_buffered(&self) {
+        if let Ok(mut count) = self.count.try_borrow_mut() {
+            Self::share(&mut count);
+        }
+    }
+
+    fn share(count: &mut WorkerCount) {
+        let delta = count.take_unshared();
+        let updated = if delta == 0 {
+            Some(host::buffered())
+        } else {
+            host::adjust_shared(host::BUFFERED_KEY, delta)
+        };
+        match updated {
+            Some(shared) => count.shared(shared),
+            None => count.unshared_again(delta),
+        }
+    }
+
     /// Seals an `access` record with the next seq of this VM's chain and hands it to the root
     /// context.
     pub fn seal_and_enqueue(&self, record: AuditRecord) -> Result<(), AuditError> {
@@ -232,6 +280,7 @@ impl AuditRoot {
                 queue,
                 queued: Cell::new(0),
                 fallback: RefCell::new(VecDeque::new()),
+                count: RefCell::new(WorkerCount::new(u64::from(audit.max_buffered))),
             }));
             log::info!("hipaa-audit: policy loaded; chain {chain_id} started");
         }
@@ -254,7 +303,9 @@ impl AuditRoot {
         let skip = counted.min(self.precounted);
         self.precounted -= skip;
         counted -= skip;
-        let _ = host::adjust_shared(host::BUFFERED_KEY, -i64::try_from(counted).unwrap_or(0));
+        if let Some(shared) = &self.shared {
+            shared.add_buffered(-i64::try_from(counted).unwrap_or(0));
+        }
     }
 
     /// Whether every record this context was handed is acknowledged.
@@ -282,7 +333,10 @@ impl AuditRoot {
             log::error!("hipaa-audit: gave up {lost} audit record(s) not acknowledged by the collector by the deadline");
             host::count_n(host::DROPPED, lost.unsigned_abs());
             let counted = lost.saturating_sub(i64::try_from(self.precounted).unwrap_or(0));
-            let _ = host::adjust_shared(host::BUFFERED_KEY, -counted.max(0));
+            if let Some(shared) = &self.shared {
+                shared.add_buffered(-counted.max(0));
+                shared.share_buffered();
+            }
         }
         self.precounted = 0;
     }
@@ -483,7 +537,10 @@ impl Context for AuditRoot {
         }
         // Out of the Envoy-wide count now: should the VM go away with them, the other VMs must
         // not refuse requests for records that no longer exist.
-        let _ = host::adjust_shared(host::BUFFERED_KEY, -i64::try_from(unacked).unwrap_or(0));
+        if let Some(shared) = &self.shared {
+            shared.add_buffered(-i64::try_from(unacked).unwrap_or(0));
+            shared.share_buffered();
+        }
         self.precounted = unacked;
         log::warn!(
             "hipaa-audit: VM stopping with {unacked} audit record(s) not yet acknowledged; delivering them for up to {} s before releasing the configuration",
@@ -513,6 +570,9 @@ impl RootContext for AuditRoot {
     }
 
     fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.share_buffered();
+        }
         self.pump();
     }
 
