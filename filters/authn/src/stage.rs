@@ -187,10 +187,11 @@ pub fn set_identity_headers(verdict: &Verdict) {
     }
 }
 
-/// The denial's local reply (core builds it: status, challenge, JSON body).
+/// The denial's local reply (core builds it: status, challenge, reason, JSON body).
 pub fn send_denial(denial: &Denial, request_id: &str, allowed_methods: &[String]) -> Action {
-    let reply = denial.reply(request_id, allowed_methods);
-    let _ = hipaa_host::local_reply_owned(reply.status, &reply.headers, reply.body.as_bytes());
+    if !hipaa_host::send_reply(&denial.reply(request_id, allowed_methods)) {
+        hipaa_host::log_error("hipaa-authn: could not send the local reply");
+    }
     Action::Pause
 }
 

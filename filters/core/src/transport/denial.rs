@@ -1,4 +1,6 @@
-//! Why a transport request was refused: the reason codes, their status and their JSON body.
+//! Why a transport request was refused: the reason codes, their status and their reply.
+
+use crate::denial::LocalReply;
 
 /// Why a request was refused. Each variant is one status code and one snake_case reason (the
 /// JSON body's `error`, the audit record's `outcome.reason`, the stats counter's suffix).
@@ -148,13 +150,14 @@ impl Denial {
         }
     }
 
-    /// The contract's JSON denial body.
-    pub fn body(&self, request_id: &str) -> String {
-        serde_json::json!({
-            "error": self.error(),
-            "error_description": self.description(),
-            "request_id": request_id,
-        })
-        .to_string()
+    /// The contract's local reply, the same shape as every hipaa-mesh refusal.
+    pub fn reply(&self, request_id: &str) -> LocalReply {
+        LocalReply::refusal(
+            self.status(),
+            self.error(),
+            &self.description(),
+            self.code(),
+            request_id,
+        )
     }
 }

@@ -692,13 +692,25 @@ fn request_verification_and_response_signing() {
 }
 
 #[test]
-fn denial_body_is_the_contract_json() {
-    let body = Denial::PlaintextRefused.body("req-1");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+fn denial_reply_is_the_contract() {
+    let reply = Denial::PlaintextRefused.reply("req-1");
+    assert_eq!(reply.status, 403);
+    let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(v["error"], "access_denied");
     assert_eq!(Denial::RequestBodyTooLarge.error(), "request_too_large");
     assert_eq!(Denial::Unconfigured.error(), "temporarily_unavailable");
     assert_eq!(v["request_id"], "req-1");
     assert!(v["error_description"].as_str().unwrap().contains("TLS"));
     assert_eq!(v.as_object().unwrap().len(), 3);
+    // The headers transport's reply always had: the reason, never cached, JSON.
+    assert_eq!(
+        reply.headers,
+        [
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+            ("x-hipaa-denial", "plaintext_refused"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+    assert_eq!(Denial::RequestBodyTooLarge.reply("r").status, 413);
 }
