@@ -23,7 +23,7 @@ pub struct AuthnStage {
 }
 
 /// What the answer to a session check means for the paused request.
-pub enum CheckSettled {
+enum CheckSettled {
     /// Resume the request.
     Resume,
     /// Refuse it with this denial (counted already).
@@ -45,14 +45,34 @@ impl AuthnStage {
         self.pending.is_some()
     }
 
-    /// The answer to a call this context dispatched; None when `token` is not the pending
-    /// check's.
-    pub fn on_call_response(&mut self, token: u32, body_size: usize) -> Option<CheckSettled> {
+    /// The answer to a call this context dispatched, applied to the paused request: it resumes,
+    /// or it is refused with the denial's reply. Before the reply, `refusing` is handed the
+    /// denial (to pass its reason on: a request header, or the combined filter's record) and
+    /// gives the request id the reply names. Nothing happens when `token` is not the pending
+    /// check's (another stage's call).
+    pub fn on_call_response(
+        &mut self,
+        token: u32,
+        body_size: usize,
+        refusing: impl FnOnce(&Denial) -> String,
+    ) {
         if self.pending.as_ref().map(|p| p.token) != Some(token) {
-            return None;
+            return;
         }
-        let pending = self.pending.take()?;
-        Some(self.settle(&pending, Some(body_size)))
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        match self.settle(&pending, Some(body_size)) {
+            CheckSettled::Resume => {
+                if !hipaa_host::resume_request() {
+                    hipaa_host::log_warn("hipaa-authn: could not resume the request");
+                }
+            }
+            CheckSettled::Deny(denial) => {
+                let request_id = refusing(&denial);
+                send_denial(&denial, &request_id, &[]);
+            }
+        }
     }
 
     fn settle(&self, pending: &PendingCheck, answer: Option<usize>) -> CheckSettled {

@@ -280,6 +280,12 @@ pub fn send_reply(reply: &LocalReply) -> bool {
     hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())).is_ok()
 }
 
+/// Resumes the request this HTTP context paused (e.g. for a call's answer); false when the
+/// host refused (the stream is gone).
+pub fn resume_request() -> bool {
+    hostcalls::resume_http_request().is_ok()
+}
+
 /// The root context's tick period, clamped to what the host call carries (u32 milliseconds,
 /// at least 1; the SDK would truncate a longer period). The SDK's setters panic on any status
 /// but Ok, so the host function is called here directly. False when the host refused.
