@@ -1,7 +1,7 @@
 //! The real audit collector (`hipaa-mesh collector`) on SQLite for the end-to-end tests, with its
 //! keys made at test time, and the review commands (`hipaa-mesh audit verify`).
 
-use crate::process::{wait_for_port, Proc};
+use crate::process::{port_taken, wait_for_port, Proc, START_ATTEMPTS};
 use crate::{cli_bin, free_port, http, TempDir};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -144,7 +144,7 @@ impl Collector {
             read_port: None,
             file_limit_kib: None,
         };
-        c.restart();
+        c.first_start();
         c
     }
 
@@ -174,7 +174,7 @@ impl Collector {
             read_port: None,
             file_limit_kib: None,
         };
-        c.restart();
+        c.first_start();
         c
     }
 
@@ -190,7 +190,7 @@ impl Collector {
         let mut c = Collector::start();
         c.stop();
         c.read_port = Some(free_port());
-        c.restart();
+        c.first_start();
         c
     }
 
@@ -239,8 +239,36 @@ impl Collector {
         vec![(ENV_HMAC_KEY.into(), self.mac_key.clone())]
     }
 
+    /// The first start, before anything knows its ports: when one was taken between
+    /// `free_port()` and the bind, start again on fresh ones; any other exit fails the test.
+    fn first_start(&mut self) {
+        for attempt in 1.. {
+            match self.spawn_ready() {
+                Ok(()) => return,
+                Err(log) if attempt < START_ATTEMPTS && port_taken(&log) => {
+                    eprintln!(
+                        "the collector could not bind port {} (attempt {attempt}); starting \
+                         again on fresh ports",
+                        self.port
+                    );
+                    self.port = free_port();
+                    self.read_port = self.read_port.map(|_| free_port());
+                }
+                Err(log) => panic!("collector exited at start:\n{log}"),
+            }
+        }
+    }
+
     /// Start (again) on the same port and database.
     pub fn restart(&mut self) {
+        if let Err(log) = self.spawn_ready() {
+            panic!("collector exited at start:\n{log}");
+        }
+    }
+
+    /// Spawn the collector and wait until it answers `/healthz`; Err with its log when it
+    /// exited first.
+    fn spawn_ready(&mut self) -> Result<(), String> {
         assert!(self.proc.is_none(), "collector already running");
         self.starts += 1;
         let mut cmd = match self.file_limit_kib {
@@ -289,11 +317,9 @@ impl Collector {
         let mut proc = Proc::spawn("collector", cmd, log);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            assert!(
-                proc.alive(),
-                "collector exited at start:\n{}",
-                proc.log_text()
-            );
+            if !proc.alive() {
+                return Err(proc.log_text());
+            }
             if wait_for_port(self.port, Duration::from_millis(100))
                 && http::try_request(self.port, "GET", "/healthz", &[], b"")
                     .is_ok_and(|r| r.status == 200)
@@ -307,6 +333,7 @@ impl Collector {
             );
         }
         self.proc = Some(proc);
+        Ok(())
     }
 
     /// Stop it gracefully (SIGTERM: it signs a final checkpoint), killing it after 10 s.

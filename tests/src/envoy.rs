@@ -2,7 +2,7 @@
 //!
 //! Configs are built as JSON (which is YAML) so the policy can be embedded without quoting.
 
-use crate::process::{wait_for_port, Proc};
+use crate::process::{port_taken, wait_for_port, Proc, START_ATTEMPTS};
 use crate::{envoy_bin, free_port, http, wasm, TempDir};
 use serde_json::{json, Value};
 use std::process::Command;
@@ -184,6 +184,17 @@ impl Topology {
     }
 }
 
+/// Where [`Topology::config`] puts the inbound listener's and the admin's ports.
+const LISTENER_PORT: &str = "/static_resources/listeners/0/address/socket_address/port_value";
+const ADMIN_PORT: &str = "/admin/address/socket_address/port_value";
+
+fn set_port(config: &mut Value, pointer: &str, port: u16) {
+    match config.pointer_mut(pointer) {
+        Some(value) => *value = json!(port),
+        None => panic!("no {pointer} in the Envoy configuration"),
+    }
+}
+
 fn cluster(name: &str, port: u16) -> Value {
     json!({
         "name": name,
@@ -239,22 +250,70 @@ impl Envoy {
 
     /// Start Envoy from the topology's configuration after `edit` changed it (e.g. a
     /// `failure_policy`, an extra filter, `use_remote_address`), and wait until it is ready.
+    /// When Envoy exits because its listener or admin port was taken between `free_port()` and
+    /// its bind, it is started again on fresh ports (the returned [`Envoy`] names the ports it
+    /// serves on, which may then differ from the topology's); any other exit fails the test.
     pub fn start_edited(topology: &Topology, edit: impl FnOnce(&mut Value)) -> Envoy {
-        let dir = TempDir::new("envoy");
         let mut config = topology.config();
         edit(&mut config);
-        let mut proc = Envoy::spawn(&config, topology.concurrency, &dir);
+        let (mut listener_port, mut admin_port) = (topology.listener_port, topology.admin_port);
+        let mut attempt = 1;
+        let (proc, dir) = loop {
+            let dir = TempDir::new("envoy");
+            match Envoy::spawn_ready(
+                &config,
+                topology.concurrency,
+                &dir,
+                listener_port,
+                admin_port,
+            ) {
+                Ok(proc) => break (proc, dir),
+                Err(log) if attempt < START_ATTEMPTS && port_taken(&log) => {
+                    eprintln!(
+                        "Envoy could not bind port {listener_port} or {admin_port} (attempt \
+                         {attempt}); starting again on fresh ports"
+                    );
+                    attempt += 1;
+                    listener_port = free_port();
+                    admin_port = free_port();
+                    set_port(&mut config, LISTENER_PORT, listener_port);
+                    set_port(&mut config, ADMIN_PORT, admin_port);
+                }
+                Err(log) => panic!("Envoy exited at start:\n{log}"),
+            }
+        };
+        if let Some(client) = topology.tls {
+            crate::tls::register(listener_port, client);
+        }
+        Envoy {
+            port: listener_port,
+            admin_port,
+            proc,
+            tls: topology.tls.is_some(),
+            mesh: topology.is_mesh(),
+            _dir: dir,
+        }
+    }
+
+    /// Spawn Envoy and wait until its admin says ready and its listener accepts; Err with its
+    /// log when it exited first.
+    fn spawn_ready(
+        config: &Value,
+        concurrency: u32,
+        dir: &TempDir,
+        listener_port: u16,
+        admin_port: u16,
+    ) -> Result<Proc, String> {
+        let mut proc = Envoy::spawn(config, concurrency, dir);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if !proc.alive() {
-                panic!("Envoy exited at start:\n{}", proc.log_text());
+                return Err(proc.log_text());
             }
-            if wait_for_port(topology.admin_port, Duration::from_millis(100)) {
-                if let Ok(r) = http::try_request(topology.admin_port, "GET", "/ready", &[], b"") {
-                    if r.status == 200
-                        && wait_for_port(topology.listener_port, Duration::from_millis(100))
-                    {
-                        break;
+            if wait_for_port(admin_port, Duration::from_millis(100)) {
+                if let Ok(r) = http::try_request(admin_port, "GET", "/ready", &[], b"") {
+                    if r.status == 200 && wait_for_port(listener_port, Duration::from_millis(100)) {
+                        return Ok(proc);
                     }
                 }
             }
@@ -264,17 +323,6 @@ impl Envoy {
                 proc.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
-        }
-        if let Some(client) = topology.tls {
-            crate::tls::register(topology.listener_port, client);
-        }
-        Envoy {
-            port: topology.listener_port,
-            admin_port: topology.admin_port,
-            proc,
-            tls: topology.tls.is_some(),
-            mesh: topology.is_mesh(),
-            _dir: dir,
         }
     }
 
@@ -368,5 +416,23 @@ impl Envoy {
                 && !log.contains("Uncaught RuntimeError"),
             "a filter VM failed:\n{log}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flake this guards against: a port `free_port()` found free is taken before Envoy
+    /// binds it. Envoy exits with "Address already in use" and is started on fresh ports.
+    #[test]
+    fn a_port_taken_before_envoy_binds_it_is_replaced() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut topology = Topology::new(free_port(), Vec::new());
+        topology.listener_port = taken.local_addr().unwrap().port();
+        let mut envoy = Envoy::start(&topology);
+        assert_ne!(envoy.port, topology.listener_port);
+        assert!(envoy.healthy());
+        assert!(wait_for_port(envoy.port, Duration::from_secs(1)));
     }
 }

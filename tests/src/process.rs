@@ -62,6 +62,16 @@ impl Drop for Proc {
     }
 }
 
+/// How often a server is started with fresh ports when it could not bind one: `free_port()`
+/// only finds a port free, and under load another process may take it before the server binds.
+pub const START_ATTEMPTS: usize = 4;
+
+/// The start log of a server that exited says a port it was to bind was taken (the message of
+/// `EADDRINUSE`, as Envoy and the collector print it); any other exit is a real failure.
+pub fn port_taken(log: &str) -> bool {
+    log.contains("Address already in use") || log.contains("address already in use")
+}
+
 /// Wait until something accepts connections on `port`.
 pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let start = Instant::now();

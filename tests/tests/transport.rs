@@ -7,7 +7,7 @@
 use hipaa_e2e::curl::{curl, Reply};
 use hipaa_e2e::envoy::{Filter, Topology};
 use hipaa_e2e::idp::Upstream;
-use hipaa_e2e::process::{wait_for_port, Proc};
+use hipaa_e2e::process::{port_taken, wait_for_port, Proc, START_ATTEMPTS};
 use hipaa_e2e::{cli_bin, envoy_bin, free_port, http, wasm, TempDir};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -283,24 +283,51 @@ impl Stack {
         )
     }
 
-    /// `env`: the transport VM's environment variables.
+    /// `env`: the transport VM's environment variables. Started again on fresh ports when a
+    /// port was taken between `free_port()` and Envoy's bind; any other exit fails the test.
     fn start_with_env(pki: &Pki, policy: &Value, env: &[(&str, &str)]) -> Stack {
         let upstream = Upstream::start();
         let filter = transport_filter(policy, env);
-        let (mtls_port, plain_port, outbound_port, admin_port) =
-            (free_port(), free_port(), free_port(), free_port());
+        let mut attempt = 1;
+        let (mtls_port, plain_port, outbound_port, admin_port, proc, dir) = loop {
+            let ports = (free_port(), free_port(), free_port(), free_port());
+            match Stack::spawn_envoy(pki, &filter, ports, upstream.port) {
+                Ok((proc, dir)) => break (ports.0, ports.1, ports.2, ports.3, proc, dir),
+                Err(log) if attempt < START_ATTEMPTS && port_taken(&log) => attempt += 1,
+                Err(log) => panic!("Envoy exited at start:\n{log}"),
+            }
+        };
+        Stack {
+            mtls_port,
+            plain_port,
+            outbound_port,
+            admin_port,
+            _proc: proc,
+            _dir: dir,
+            _upstream: upstream,
+        }
+    }
+
+    /// Envoy with the three listeners on `(mtls, plain, outbound, admin)` ports, ready; Err
+    /// with its log when it exited first.
+    fn spawn_envoy(
+        pki: &Pki,
+        filter: &Value,
+        (mtls_port, plain_port, outbound_port, admin_port): (u16, u16, u16, u16),
+        upstream_port: u16,
+    ) -> Result<(Proc, TempDir), String> {
         let config = json!({
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
             "static_resources": {
                 "listeners": [
-                    listener("inbound_mtls", mtls_port, "INBOUND", Tls::Mtls(pki), &filter),
-                    listener("inbound_plain", plain_port, "INBOUND", Tls::Plain, &filter),
-                    listener("outbound", outbound_port, "OUTBOUND", Tls::Plain, &filter)
+                    listener("inbound_mtls", mtls_port, "INBOUND", Tls::Mtls(pki), filter),
+                    listener("inbound_plain", plain_port, "INBOUND", Tls::Plain, filter),
+                    listener("outbound", outbound_port, "OUTBOUND", Tls::Plain, filter)
                 ],
                 "clusters": [{
                     "name": "app", "type": "STATIC", "connect_timeout": "1s",
                     "load_assignment": {"cluster_name": "app", "endpoints": [{"lb_endpoints": [
-                        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream.port}}}}
+                        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}
                     ]}]}
                 }]
             }
@@ -321,7 +348,9 @@ impl Stack {
         let mut proc = Proc::spawn("envoy", cmd, dir.path().join("envoy.log"));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            assert!(proc.alive(), "Envoy exited at start:\n{}", proc.log_text());
+            if !proc.alive() {
+                return Err(proc.log_text());
+            }
             let ready = wait_for_port(admin_port, Duration::from_millis(100))
                 && http::try_request(admin_port, "GET", "/ready", &[], b"")
                     .is_ok_and(|r| r.status == 200)
@@ -329,7 +358,7 @@ impl Stack {
                     .iter()
                     .all(|p| wait_for_port(*p, Duration::from_millis(100)));
             if ready {
-                break;
+                return Ok((proc, dir));
             }
             assert!(
                 Instant::now() < deadline,
@@ -337,15 +366,6 @@ impl Stack {
                 proc.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
-        }
-        Stack {
-            mtls_port,
-            plain_port,
-            outbound_port,
-            admin_port,
-            _proc: proc,
-            _dir: dir,
-            _upstream: upstream,
         }
     }
 

@@ -154,8 +154,9 @@ impl HttpContext for UnconfiguredHttp {
             host::remove_header(REQ, name);
         }
         let request_id = host::lookup(&pairs, headers::REQUEST_ID).unwrap_or_default();
-        let reply = Denial::Unconfigured.reply(&request_id, &[]);
-        let _ = hipaa_host::local_reply_owned(reply.status, &reply.headers, reply.body.as_bytes());
+        if !hipaa_host::send_reply(&Denial::Unconfigured.reply(&request_id, &[])) {
+            log::error!("hipaa-audit: could not send the 503 reply");
+        }
         Action::Pause
     }
 }
@@ -263,11 +264,7 @@ impl AuditHttp {
                 host::count(host::BUFFER_FULL_503);
                 self.refused = true;
                 let reply = buffer::refusal(facts.request_id.as_deref().unwrap_or_default());
-                if !hipaa_host::local_reply_owned(
-                    reply.status,
-                    &reply.headers,
-                    reply.body.as_bytes(),
-                ) {
+                if !hipaa_host::send_reply(&reply) {
                     log::error!("hipaa-audit: could not send the 503 reply");
                 }
                 return Action::Pause;

@@ -3,7 +3,7 @@
 //! `x-hipaa-denial` for the audit filter in front).
 
 use crate::root::Shared;
-use crate::stage::{self, AuthnStage, CheckSettled};
+use crate::stage::{self, AuthnStage};
 use hipaa_core::denial::Denial;
 use hipaa_core::headers;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -31,19 +31,11 @@ impl Context for AuthnHttp {
         body: usize,
         _trailers: usize,
     ) {
-        match self.stage.on_call_response(token, body) {
-            None => {}
-            Some(CheckSettled::Resume) => {
-                let _ = proxy_wasm::hostcalls::resume_http_request();
-            }
-            Some(CheckSettled::Deny(denial)) => {
-                stage::set_request_header(headers::DENIAL, Some(denial.reason()));
-                let request_id =
-                    hipaa_host::header_text(MapType::HttpRequestHeaders, headers::REQUEST_ID)
-                        .unwrap_or_default();
-                let _ = stage::send_denial(&denial, &request_id, &[]);
-            }
-        }
+        self.stage.on_call_response(token, body, |denial| {
+            stage::set_request_header(headers::DENIAL, Some(denial.reason()));
+            hipaa_host::header_text(MapType::HttpRequestHeaders, headers::REQUEST_ID)
+                .unwrap_or_default()
+        });
     }
 }
 

@@ -23,7 +23,7 @@ pub struct AuthnStage {
 }
 
 /// What the answer to a session check means for the paused request.
-pub enum CheckSettled {
+enum CheckSettled {
     /// Resume the request.
     Resume,
     /// Refuse it with this denial (counted already).
@@ -45,14 +45,34 @@ impl AuthnStage {
         self.pending.is_some()
     }
 
-    /// The answer to a call this context dispatched; None when `token` is not the pending
-    /// check's.
-    pub fn on_call_response(&mut self, token: u32, body_size: usize) -> Option<CheckSettled> {
+    /// The answer to a call this context dispatched, applied to the paused request: it resumes,
+    /// or it is refused with the denial's reply. Before the reply, `refusing` is handed the
+    /// denial (to pass its reason on: a request header, or the combined filter's record) and
+    /// gives the request id the reply names. Nothing happens when `token` is not the pending
+    /// check's (another stage's call).
+    pub fn on_call_response(
+        &mut self,
+        token: u32,
+        body_size: usize,
+        refusing: impl FnOnce(&Denial) -> String,
+    ) {
         if self.pending.as_ref().map(|p| p.token) != Some(token) {
-            return None;
+            return;
         }
-        let pending = self.pending.take()?;
-        Some(self.settle(&pending, Some(body_size)))
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        match self.settle(&pending, Some(body_size)) {
+            CheckSettled::Resume => {
+                if !hipaa_host::resume_request() {
+                    hipaa_host::log_warn("hipaa-authn: could not resume the request");
+                }
+            }
+            CheckSettled::Deny(denial) => {
+                let request_id = refusing(&denial);
+                send_denial(&denial, &request_id, &[]);
+            }
+        }
     }
 
     fn settle(&self, pending: &PendingCheck, answer: Option<usize>) -> CheckSettled {
@@ -187,10 +207,11 @@ pub fn set_identity_headers(verdict: &Verdict) {
     }
 }
 
-/// The denial's local reply (core builds it: status, challenge, JSON body).
+/// The denial's local reply (core builds it: status, challenge, reason, JSON body).
 pub fn send_denial(denial: &Denial, request_id: &str, allowed_methods: &[String]) -> Action {
-    let reply = denial.reply(request_id, allowed_methods);
-    let _ = hipaa_host::local_reply_owned(reply.status, &reply.headers, reply.body.as_bytes());
+    if !hipaa_host::send_reply(&denial.reply(request_id, allowed_methods)) {
+        hipaa_host::log_error("hipaa-authn: could not send the local reply");
+    }
     Action::Pause
 }
 

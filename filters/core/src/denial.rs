@@ -1,6 +1,10 @@
 //! Denials: one enum variant per reason, each mapping to one status code, one OAuth error
 //! code and one audit reason. The response never echoes the token.
+//!
+//! [`LocalReply::refusal`] is the one shape of every hipaa-mesh refusal: authn's and audit's
+//! [`Denial`]s here and transport's `crate::transport::Denial` are both answered through it.
 
+use crate::headers;
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +48,6 @@ pub enum Denial {
     RoleNotAllowed,
     BreakGlassRefused,
     RouteDenied,
-    /// A transport / egress refusal; the code comes from the transport decision.
-    Transport(&'static str),
     // 405
     HardDelete,
     /// Routes cover the path but none lists the method.
@@ -75,6 +77,41 @@ pub struct LocalReply {
     pub body: String,
 }
 
+impl LocalReply {
+    /// A refusal, whichever filter or stage refused: the JSON body (the shared `error`
+    /// category, a fixed description, the request id), never cached, and the specific reason
+    /// in `x-hipaa-denial` (the audit filter believes it on a local reply; a refusal made
+    /// after the request headers went on has no other way to say it).
+    pub fn refusal(
+        status: u32,
+        error: &str,
+        description: &str,
+        reason: &str,
+        request_id: &str,
+    ) -> LocalReply {
+        let body = json!({
+            "error": error,
+            "error_description": description,
+            "request_id": request_id,
+        })
+        .to_string();
+        LocalReply {
+            status,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("cache-control".into(), "no-store".into()),
+                (headers::DENIAL.into(), reason.into()),
+            ],
+            body,
+        }
+    }
+
+    fn with_header(mut self, name: &str, value: String) -> LocalReply {
+        self.headers.push((name.into(), value));
+        self
+    }
+}
+
 const REALM: &str = "hipaa-mesh";
 
 impl Denial {
@@ -98,8 +135,7 @@ impl Denial {
             Denial::SharedAccount
             | Denial::RoleNotAllowed
             | Denial::BreakGlassRefused
-            | Denial::RouteDenied
-            | Denial::Transport(_) => 403,
+            | Denial::RouteDenied => 403,
             Denial::HardDelete | Denial::MethodNotAllowed => 405,
             Denial::VerificationShed => 429,
             Denial::AuditUnavailable
@@ -149,7 +185,6 @@ impl Denial {
             Denial::RoleNotAllowed => "role_not_allowed",
             Denial::BreakGlassRefused => "break_glass_refused",
             Denial::RouteDenied => "route_denied",
-            Denial::Transport(code) => code,
             Denial::HardDelete => "hard_delete",
             Denial::MethodNotAllowed => "method_not_allowed",
             Denial::AuditUnavailable => "audit_unavailable",
@@ -193,8 +228,6 @@ impl Denial {
                 "emergency access refused: role or reason code not allowed"
             }
             Denial::RouteDenied => "this route is not open",
-            Denial::Transport("plaintext") => "plaintext connections are refused",
-            Denial::Transport(_) => "the connection or destination is not allowed",
             Denial::HardDelete => "records on this route may only be soft-deleted",
             Denial::MethodNotAllowed => "this method is not allowed on this path",
             Denial::AuditUnavailable => "the audit trail cannot record this request right now",
@@ -228,12 +261,18 @@ impl Denial {
 
     /// The local reply for this denial. `allow` lists the methods for a 405.
     pub fn reply(&self, request_id: &str, allow: &[String]) -> LocalReply {
-        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        let mut reply = LocalReply::refusal(
+            self.status(),
+            self.error(),
+            self.description(),
+            self.reason(),
+            request_id,
+        );
         if let Some(challenge) = self.www_authenticate() {
-            headers.push(("www-authenticate".into(), challenge));
+            reply = reply.with_header("www-authenticate", challenge);
         }
         if matches!(self, Denial::HardDelete | Denial::MethodNotAllowed) {
-            headers.push(("allow".into(), allow.join(", ")));
+            reply = reply.with_header("allow", allow.join(", "));
         }
         if matches!(
             self,
@@ -242,19 +281,9 @@ impl Denial {
                 | Denial::VerificationShed
                 | Denial::ClockUnavailable
         ) {
-            headers.push(("retry-after".into(), "1".into()));
+            reply = reply.with_header("retry-after", "1".into());
         }
-        let body = json!({
-            "error": self.error(),
-            "error_description": self.description(),
-            "request_id": request_id,
-        })
-        .to_string();
-        LocalReply {
-            status: self.status(),
-            headers,
-            body,
-        }
+        reply
     }
 }
 
@@ -326,7 +355,6 @@ mod tests {
             Denial::RoleNotAllowed,
             Denial::BreakGlassRefused,
             Denial::RouteDenied,
-            Denial::Transport("plaintext"),
         ] {
             assert_eq!(d.status(), 403, "{d:?}");
             assert_eq!(d.error(), "access_denied");
@@ -340,6 +368,17 @@ mod tests {
         assert_eq!(r.status, 405);
         assert_eq!(header(&r, "allow"), Some("GET, PUT"));
         assert_eq!(Denial::AuditUnavailable.status(), 503);
+    }
+
+    #[test]
+    fn every_reply_names_its_reason_and_is_not_cached() {
+        let r = Denial::SessionIdle.reply("r", &[]);
+        assert_eq!(header(&r, "x-hipaa-denial"), Some("session_idle"));
+        assert_eq!(header(&r, "cache-control"), Some("no-store"));
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+        let r = Denial::AuditUnavailable.reply("r", &[]);
+        assert_eq!(header(&r, "x-hipaa-denial"), Some("audit_unavailable"));
+        assert_eq!(header(&r, "retry-after"), Some("1"));
     }
 
     #[test]

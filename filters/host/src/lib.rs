@@ -13,6 +13,7 @@
 //! refuses a request whose header name is not a token before any filter runs (the e2e suite
 //! `hostile_bytes` sends one), and the filters never set such a name.
 
+use hipaa_core::denial::LocalReply;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
@@ -267,18 +268,22 @@ pub fn shared_update<T>(
 
 // ---------------------------------------------------------------- replies and the tick
 
-/// The local reply; Envoy stops the filter chain for the request. False when the host refused.
-pub fn local_reply(status: u32, headers: &[(&str, &str)], body: &[u8]) -> bool {
-    hostcalls::send_http_response(status, headers.to_vec(), Some(body)).is_ok()
-}
-
-/// A local reply from owned header pairs (core's denial replies).
-pub fn local_reply_owned(status: u32, headers: &[(String, String)], body: &[u8]) -> bool {
-    let headers: Vec<(&str, &str)> = headers
+/// Sends a refusal core built (`hipaa_core::denial::LocalReply`, the one shape of every
+/// filter's and stage's refusal); Envoy stops the filter chain for the request. False when the
+/// host refused.
+pub fn send_reply(reply: &LocalReply) -> bool {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    local_reply(status, &headers, body)
+    hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())).is_ok()
+}
+
+/// Resumes the request this HTTP context paused (e.g. for a call's answer); false when the
+/// host refused (the stream is gone).
+pub fn resume_request() -> bool {
+    hostcalls::resume_http_request().is_ok()
 }
 
 /// The root context's tick period, clamped to what the host call carries (u32 milliseconds,

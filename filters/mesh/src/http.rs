@@ -17,7 +17,7 @@
 
 use crate::root::Stages;
 use hipaa_audit::http::{Annotations, AuditHttp};
-use hipaa_authn::stage::{self, AuthnStage, CheckSettled};
+use hipaa_authn::stage::{self, AuthnStage};
 use hipaa_core::headers;
 use hipaa_core::transport::Direction;
 use hipaa_host::Headers;
@@ -62,19 +62,12 @@ impl Context for MeshHttp {
         body: usize,
         _trailers: usize,
     ) {
-        match self.authn.on_call_response(token, body) {
-            None => {}
-            Some(CheckSettled::Resume) => {
-                let _ = proxy_wasm::hostcalls::resume_http_request();
-            }
-            Some(CheckSettled::Deny(denial)) => {
-                self.annotations
-                    .set(headers::DENIAL, denial.reason().to_string());
-                self.authn_replied = true;
-                let request_id = self.request_id.clone();
-                let _ = stage::send_denial(&denial, &request_id, &[]);
-            }
-        }
+        self.authn.on_call_response(token, body, |denial| {
+            self.annotations
+                .set(headers::DENIAL, denial.reason().to_string());
+            self.authn_replied = true;
+            self.request_id.clone()
+        });
     }
 }
 

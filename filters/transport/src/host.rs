@@ -1,5 +1,5 @@
 //! What this shell needs of the host, on the shared adapter `hipaa_host` (every host read as
-//! bytes, no call that can panic): its counters, its header reads and its local reply.
+//! bytes, no call that can panic): its counters and its header reads (the local reply is `hipaa_host::send_reply`).
 
 use proxy_wasm::types::MapType;
 
@@ -30,18 +30,5 @@ pub fn now_secs() -> Option<i64> {
 pub fn set_header(map: MapType, name: &str, value: &str) {
     if !hipaa_host::set_header(map, name, Some(value)) {
         log_warn(&format!("hipaa-transport: could not set header {name}"));
-    }
-}
-
-/// The local reply; Envoy stops the filter chain for the request. It carries the reason as
-/// `x-hipaa-denial` too (the body's `error` says the same to the client).
-pub fn send_reply(status: u32, reason: &str, body: &str) {
-    let headers = vec![
-        ("content-type", "application/json"),
-        ("cache-control", "no-store"),
-        ("x-hipaa-denial", reason),
-    ];
-    if !hipaa_host::local_reply(status, &headers, body.as_bytes()) {
-        log_error("hipaa-transport: could not send the local reply");
     }
 }

@@ -128,20 +128,18 @@ impl TransportHttp {
         self.config.as_deref().and_then(|c| c.response_key.as_ref())
     }
 
-    /// Refuse: mark the request for the audit filter, count, and send the contract's reply.
-    /// The reply itself also carries `x-hipaa-denial`, for refusals made after the request
-    /// headers have gone on.
+    /// Refuse: mark the request for the audit filter, count, and send the contract's reply
+    /// (core's, the same shape as authn's). The reply itself also carries `x-hipaa-denial`, for
+    /// refusals made after the request headers have gone on.
     fn deny(&mut self, denial: &Denial, phase: Phase) -> Action {
         if phase == Phase::RequestHeaders && self.annotate {
             host::set_header(REQ, HEADER_DENIAL, denial.code());
         }
         self.denied = Some(denial.code());
         hipaa_host::count_reason(host::DENY, denial.code());
-        host::send_reply(
-            denial.status(),
-            denial.code(),
-            &denial.body(&self.request_id),
-        );
+        if !hipaa_host::send_reply(&denial.reply(&self.request_id)) {
+            host::log_error("hipaa-transport: could not send the local reply");
+        }
         self.replied = true;
         self.verifying = false;
         self.signer = None;
