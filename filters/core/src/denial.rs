@@ -79,14 +79,16 @@ pub struct LocalReply {
 
 impl LocalReply {
     /// A refusal, whichever filter or stage refused: the JSON body (the shared `error`
-    /// category, a fixed description, the request id), never cached, and the specific reason
-    /// in `x-hipaa-denial` (the audit filter believes it on a local reply; a refusal made
-    /// after the request headers went on has no other way to say it).
+    /// category, a fixed description, the request id), never cached, and — when `reason` is
+    /// given — the specific reason in `x-hipaa-denial` (transport's contract: the audit filter
+    /// believes it on a local reply). authn gives none: its body says only "the access token
+    /// is invalid" so that a client learns nothing about why a forged token failed; the
+    /// reason reaches the record through the request's annotations.
     pub fn refusal(
         status: u32,
         error: &str,
         description: &str,
-        reason: &str,
+        reason: Option<&str>,
         request_id: &str,
     ) -> LocalReply {
         let body = json!({
@@ -95,13 +97,16 @@ impl LocalReply {
             "request_id": request_id,
         })
         .to_string();
+        let mut headers = vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "no-store".into()),
+        ];
+        if let Some(reason) = reason {
+            headers.push((headers::DENIAL.into(), reason.into()));
+        }
         LocalReply {
             status,
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("cache-control".into(), "no-store".into()),
-                (headers::DENIAL.into(), reason.into()),
-            ],
+            headers,
             body,
         }
     }
@@ -265,7 +270,7 @@ impl Denial {
             self.status(),
             self.error(),
             self.description(),
-            self.reason(),
+            None,
             request_id,
         );
         if let Some(challenge) = self.www_authenticate() {
@@ -371,13 +376,24 @@ mod tests {
     }
 
     #[test]
-    fn every_reply_names_its_reason_and_is_not_cached() {
-        let r = Denial::SessionIdle.reply("r", &[]);
-        assert_eq!(header(&r, "x-hipaa-denial"), Some("session_idle"));
-        assert_eq!(header(&r, "cache-control"), Some("no-store"));
-        assert_eq!(header(&r, "content-type"), Some("application/json"));
+    fn no_reply_is_cached_and_none_tells_a_client_why_its_token_failed() {
+        for d in [
+            Denial::SessionIdle,
+            Denial::InvalidToken("bad_signature"),
+            Denial::InvalidToken("unknown_kid"),
+            Denial::AuditUnavailable,
+        ] {
+            let r = d.reply("r", &[]);
+            assert_eq!(header(&r, "cache-control"), Some("no-store"), "{d:?}");
+            assert_eq!(header(&r, "content-type"), Some("application/json"));
+            assert_eq!(
+                header(&r, "x-hipaa-denial"),
+                None,
+                "{d:?}: the reason is the record's"
+            );
+            assert!(!r.body.contains(d.reason()) || d.reason() == "session_idle");
+        }
         let r = Denial::AuditUnavailable.reply("r", &[]);
-        assert_eq!(header(&r, "x-hipaa-denial"), Some("audit_unavailable"));
         assert_eq!(header(&r, "retry-after"), Some("1"));
     }
 

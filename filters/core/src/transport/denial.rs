@@ -156,7 +156,7 @@ impl Denial {
             self.status(),
             self.error(),
             &self.description(),
-            self.code(),
+            Some(self.code()),
             request_id,
         )
     }
