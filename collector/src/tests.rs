@@ -141,7 +141,7 @@ impl TestDb {
     }
 
     fn bytes_literal(&self, b: &[u8]) -> String {
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let hex = hex::encode(b);
         match self.backend {
             Backend::Sqlite => format!("X'{hex}'"),
             Backend::Postgres => format!("'\\x{hex}'::bytea"),

@@ -12,6 +12,7 @@ pub mod authn;
 pub mod calendar;
 pub mod denial;
 pub mod headers;
+pub mod hex32;
 pub mod integrity;
 pub mod jwt;
 pub mod patient;
