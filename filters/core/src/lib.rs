@@ -16,6 +16,7 @@ pub mod hex32;
 pub mod integrity;
 pub mod jwt;
 pub mod patient;
+pub mod percent;
 pub mod policy;
 pub mod routes;
 pub mod transport;
