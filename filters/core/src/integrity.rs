@@ -528,18 +528,10 @@ fn valid_key_id(id: &str) -> bool {
 mod tests {
     use super::*;
 
-    const HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    use crate::test_support::{mac_key as key, mac_ring as ring, MAC_KEY_HEX as HEX};
 
     fn raw_key() -> Vec<u8> {
         (0u8..32).collect()
-    }
-
-    fn key() -> MacKey {
-        MacKey::parse(&format!("k1:{HEX}")).unwrap()
-    }
-
-    fn ring() -> MacKeyRing {
-        MacKeyRing::single(key())
     }
 
     #[test]

@@ -19,4 +19,6 @@ pub mod patient;
 pub mod percent;
 pub mod policy;
 pub mod routes;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod transport;
