@@ -141,6 +141,7 @@ fn is_plain(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
     use serde_json::json;
 
     #[test]
@@ -153,6 +154,73 @@ mod tests {
             to_yaml(&v),
             "a:\n  b: 1\n  c:\n  - d: x\n    e:\n    - \"y\"\n    - z\n  - w\n  f: {}\ng: []\nh: true\ni: null\n"
         );
+    }
+
+    /// A YAML 1.2 reader (serde_norway) reads back exactly the value written, including the
+    /// strings YAML 1.1 readers (PyYAML, Go's yaml.v2, Envoy's yaml-cpp) would take for
+    /// booleans, numbers, dates or null, which this writer quotes and serde_norway's own
+    /// writer would leave plain (`on`, `No`, `y`, `2027-06-30`, `1_000`, `12:30`).
+    #[test]
+    fn a_yaml_reader_reads_back_the_same_value() {
+        let strings = [
+            "on",
+            "yes",
+            "No",
+            "OFF",
+            "y",
+            "n",
+            "1.0",
+            "0755",
+            "08",
+            "1_000",
+            "12:30",
+            "0x1F",
+            "1e3",
+            ".inf",
+            "null",
+            "Null",
+            "~",
+            "",
+            "true",
+            "False",
+            "2027-06-30",
+            "0.1.0",
+            "a: b",
+            "#x",
+            "*",
+            "&a",
+            "!t",
+            "-1",
+            "+1",
+            "-",
+            "=",
+            "<<",
+            " lead",
+            "trail ",
+            "multi\nline\n",
+            "tab\there",
+            "\"q\"",
+            "it's",
+            "{}",
+            "[a]",
+            "café",
+            "oci://ghcr.io/x/y:0.1.0",
+            "outbound|443||idp.hospital.example",
+        ];
+        let v = json!({
+            "a": {"b": 1, "c": [{"d": "x", "e": ["y", "z"]}, "w"], "f": {}},
+            "g": [], "h": true, "i": null, "j": -2, "k": 1.5, "l": [[1, 2], []],
+            "strings": strings.as_slice(),
+            "keys": strings.iter().map(|s| (s.to_string(), json!(s))).collect::<serde_json::Map<_, _>>(),
+        });
+        let text = to_yaml(&v);
+        let back: Value = serde_norway::from_str(&text).unwrap();
+        assert_eq!(back, v, "{text}");
+        let several = documents(&[v.clone(), json!({"b": "on"})]);
+        let docs: Vec<Value> = serde_norway::Deserializer::from_str(&several)
+            .map(|d| Value::deserialize(d).unwrap())
+            .collect();
+        assert_eq!(docs, vec![v, json!({"b": "on"})]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
 
-use crate::keys::{hex, public_key_id, unhex, CheckpointSigner};
+use crate::keys::{public_key_id, CheckpointSigner};
 use crate::ledger::GENESIS_PREV;
 use crate::store::{Checkpoint, Store, StoreError};
 
@@ -45,7 +45,7 @@ pub fn sign_checkpoint_if_changed(
             ledger_count: count,
             head_hash: head,
             key_id: signer.key_id(),
-            signature: hex(&sig.to_bytes()),
+            signature: hex::encode(sig.to_bytes()),
         };
         tx.insert_checkpoint(&cp)?;
         out = Some(cp);
@@ -62,7 +62,8 @@ pub fn check_signature(cp: &Checkpoint, keys: &[VerifyingKey]) -> Result<(), Str
             cp.key_id
         ));
     };
-    let sig = unhex(&cp.signature)
+    let sig = hex::decode(&cp.signature)
+        .ok()
         .and_then(|b| Signature::from_slice(&b).ok())
         .ok_or_else(|| "signature is not a hex Ed25519 signature".to_string())?;
     key.verify_strict(

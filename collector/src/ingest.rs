@@ -42,7 +42,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::canonical::canonical;
-use crate::keys::{hex, EncryptionKey};
+use crate::keys::EncryptionKey;
 use crate::ledger::{row_hash, GENESIS_PREV};
 use crate::store::{LedgerTx, Store, StoreError, StoredRow};
 
@@ -174,7 +174,7 @@ pub fn prepare(collector: &Collector, batch: Vec<Value>) -> PreparedBatch {
 fn prepare_one(collector: &Collector, raw: Value, size_hint: usize) -> Prepared {
     let canonical = canonical(&raw, size_hint);
     // record_hash(raw), from the bytes already made.
-    let source = hex(&Sha256::digest(&canonical));
+    let source = hex::encode(Sha256::digest(&canonical));
     let check = match typed(&raw) {
         None => Check::Malformed,
         Some((record, time_ms, seq)) => match verify_mac(&collector.mac_keys, &raw) {

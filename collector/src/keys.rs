@@ -98,12 +98,8 @@ impl EncryptionKey {
             message: message.to_string(),
         };
         let trimmed = bytes.trim_ascii();
-        let key: Vec<u8> = if trimmed.len() == 64 && trimmed.iter().all(u8::is_ascii_hexdigit) {
-            let text = std::str::from_utf8(trimmed).map_err(|_| invalid("not hex"))?;
-            (0..32)
-                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
-                .collect::<Result<_, _>>()
-                .map_err(|_| invalid("not hex"))?
+        let key: Vec<u8> = if let Some(key) = hipaa_core::hex32::decode(trimmed) {
+            key.to_vec()
         } else if bytes.len() == 32 {
             bytes.to_vec()
         } else {
@@ -176,39 +172,19 @@ impl EncryptionKey {
         mac.update(field.as_bytes());
         mac.update(&[0]);
         mac.update(value.as_bytes());
-        hex(&mac.finalize().into_bytes())
+        hex::encode(mac.finalize().into_bytes())
     }
-}
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
-}
-
-pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
 }
 
 /// The id of a checkpoint public key: hex of the first 8 bytes of SHA-256 of its 32 bytes.
 pub fn public_key_id(key: &VerifyingKey) -> String {
-    hex(&Sha256::digest(key.as_bytes())[..8])
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
 }
 
 /// The fingerprint a compliance officer compares with the copy of the public key kept apart:
 /// `SHA256:` and the hex SHA-256 of the key's 32 bytes (its key id is this hash's first 8 bytes).
 pub fn public_key_fingerprint(key: &VerifyingKey) -> String {
-    format!("SHA256:{}", hex(&Sha256::digest(key.as_bytes())))
+    format!("SHA256:{}", hex::encode(Sha256::digest(key.as_bytes())))
 }
 
 /// The Ed25519 key that signs checkpoints.

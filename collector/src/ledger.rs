@@ -8,7 +8,6 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::keys::hex;
 use crate::store::StoredRow;
 
 pub use hipaa_core::audit::GENESIS_PREV;
@@ -59,20 +58,18 @@ pub fn row_hash(row: &StoredRow) -> String {
     h.0.update(b",");
     hex_string(&mut h.0, &row.ciphertext);
     h.0.update(b"]");
-    hex(&h.0.finalize())
+    hex::encode(h.0.finalize())
 }
 
 /// `"<lowercase hex of bytes>"` into the hash, through a small stack buffer.
 fn hex_string(h: &mut Sha256, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 512];
     h.update(b"\"");
     for chunk in bytes.chunks(buf.len() / 2) {
-        for (i, b) in chunk.iter().enumerate() {
-            buf[2 * i] = DIGITS[usize::from(b >> 4)];
-            buf[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
-        }
-        h.update(&buf[..2 * chunk.len()]);
+        let digits = &mut buf[..2 * chunk.len()];
+        // Cannot fail: `digits` is exactly twice the chunk's length.
+        let _ = hex::encode_to_slice(chunk, digits);
+        h.update(digits);
     }
     h.update(b"\"");
 }

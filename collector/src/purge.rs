@@ -6,7 +6,7 @@
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use hipaa_core::calendar::Date;
 
-use crate::keys::{hex, public_key_id, unhex, CheckpointSigner, EncryptionKey};
+use crate::keys::{public_key_id, CheckpointSigner, EncryptionKey};
 use crate::store::{PurgeMark, RowFilter, Store, StoreError};
 
 /// The signed bytes of a purge mark: what it removed (rows through `through_seq`, whose
@@ -30,7 +30,8 @@ pub fn check_signature(mark: &PurgeMark, keys: &[VerifyingKey]) -> Result<(), St
             mark.key_id
         ));
     };
-    let sig = unhex(&mark.signature)
+    let sig = hex::decode(&mark.signature)
+        .ok()
         .and_then(|b| Signature::from_slice(&b).ok())
         .ok_or_else(|| "signature is not a hex Ed25519 signature".to_string())?;
     key.verify_strict(&message(mark), &sig)
@@ -135,7 +136,7 @@ pub fn purge(
         key_id: signer.key_id(),
         signature: String::new(),
     };
-    mark.signature = hex(&signer.key.sign(&message(&mark)).to_bytes());
+    mark.signature = hex::encode(signer.key.sign(&message(&mark)).to_bytes());
     let deleted = store.purge_through(&mark)?;
     Ok(PurgeOutcome {
         deleted,

@@ -163,22 +163,10 @@ pub fn parse_query_string(qs: &str) -> Result<Query, String> {
     Ok(q)
 }
 
+/// Form decoding of one query-string key or value: `+` is a space, `%XX` a byte (a `%` without
+/// two hex digits is refused), and the result must be UTF-8.
 pub(crate) fn percent_decode(s: &str) -> Result<String, String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(c) = bytes.next() {
-        match c {
-            b'+' => out.push(b' '),
-            b'%' => {
-                // Exactly two hex digits (`from_str_radix` would also take a sign: `%+1`).
-                let hex = |c: Option<u8>| c.and_then(|c| char::from(c).to_digit(16));
-                match (hex(bytes.next()), hex(bytes.next())) {
-                    (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
-                    _ => return Err("bad percent-encoding in the query string".to_string()),
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    String::from_utf8(out).map_err(|_| "query string is not UTF-8".to_string())
+    let bytes = hipaa_core::percent::decode(&s.replace('+', " "))
+        .ok_or_else(|| "bad percent-encoding in the query string".to_string())?;
+    String::from_utf8(bytes).map_err(|_| "query string is not UTF-8".to_string())
 }

@@ -141,7 +141,7 @@ impl TestDb {
     }
 
     fn bytes_literal(&self, b: &[u8]) -> String {
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let hex = hex::encode(b);
         match self.backend {
             Backend::Sqlite => format!("X'{hex}'"),
             Backend::Postgres => format!("'\\x{hex}'::bytea"),
@@ -1243,6 +1243,26 @@ fn hostile_query_parameters_are_refused_without_panicking() {
             .patient
             .as_deref(),
         Some("café x")
+    );
+}
+
+/// Form decoding of query keys and values: `+` is a space and `%2B` a plus; a `%` without two
+/// hex digits and bytes that are not UTF-8 are refused, each with its own message.
+#[test]
+fn query_percent_decoding_refuses_what_it_cannot_read() {
+    use crate::query::percent_decode;
+    assert_eq!(percent_decode("caf%C3%a9+x%2B1").unwrap(), "café x+1");
+    assert_eq!(percent_decode("%4a%4A").unwrap(), "JJ");
+    for bad in ["%", "%4", "x%", "%ZZ", "%4G", "%+1", "%%41"] {
+        assert_eq!(
+            percent_decode(bad).unwrap_err(),
+            "bad percent-encoding in the query string",
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        percent_decode("%C3%28").unwrap_err(),
+        "query string is not UTF-8"
     );
 }
 

@@ -3,8 +3,6 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::keys::hex;
-
 /// The most request ids an alert names; `recordsTruncated` says when there were more.
 pub const MAX_ALERT_RECORDS: usize = 100;
 
@@ -126,7 +124,7 @@ pub fn alert_id(kind: AlertKind, key: &str, window_from: &str) -> String {
     h.update(key.as_bytes());
     h.update(b"\n");
     h.update(window_from.as_bytes());
-    let full = hex(&h.finalize());
+    let full = hex::encode(h.finalize());
     full.get(..32).unwrap_or(&full).to_string()
 }
 

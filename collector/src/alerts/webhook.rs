@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::ledger::ALERT_KIND;
-use crate::keys::{hex, EncryptionKey};
+use crate::keys::EncryptionKey;
 use crate::store::{RowFilter, Store, StoreError};
 
 /// The `collector_state` name of the delivery cursor.
@@ -66,7 +66,7 @@ impl Webhook {
             return String::new();
         };
         mac.update(body);
-        format!("sha256={}", hex(&mac.finalize().into_bytes()))
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     }
 }
 

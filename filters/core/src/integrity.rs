@@ -272,7 +272,7 @@ fn parse_key32(text: &str) -> Result<(Option<&str>, [u8; 32]), ResponseKeyError>
         }
         None => (None, text),
     };
-    let bytes = decode_hex32(hex).ok_or(ResponseKeyError::NotHex32)?;
+    let bytes = crate::hex32::decode(hex.trim().as_bytes()).ok_or(ResponseKeyError::NotHex32)?;
     Ok((id, bytes))
 }
 
@@ -283,12 +283,10 @@ fn derived_public_id(public: &[u8; 32]) -> String {
     h.update(b"hipaa-mesh response key id v1\n");
     h.update(public);
     let digest = h.finalize();
-    let mut id = String::with_capacity(17);
-    id.push('k');
-    for b in digest.iter().take(8) {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    let first = digest
+        .first_chunk::<8>()
+        .map_or_else(String::new, hex::encode);
+    format!("k{first}")
 }
 
 impl ResponseSigningKey {
@@ -320,17 +318,17 @@ impl ResponseSigningKey {
 
     /// The private key as `KEYID:HEX` (for `integrity keygen`; never logged).
     pub fn to_secret_text(&self) -> String {
-        format!("{}:{}", self.id, hex(&self.key.to_bytes()))
+        format!("{}:{}", self.id, hex::encode(self.key.to_bytes()))
     }
 
     /// The public key as `KEYID:HEX`, what receivers hold.
     pub fn public_key_text(&self) -> String {
-        format!("{}:{}", self.id, hex(&self.key.verifying_key().to_bytes()))
+        format!(
+            "{}:{}",
+            self.id,
+            hex::encode(self.key.verifying_key().to_bytes())
+        )
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The public keys a response verifier accepts, by id.
@@ -526,46 +524,14 @@ fn valid_key_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn decode_hex32(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim().as_bytes();
-    if s.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    };
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        let (hi, lo) = match pair {
-            [hi, lo] => (*hi, *lo),
-            _ => return None,
-        };
-        *o = (nibble(hi)? << 4) | nibble(lo)?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    use crate::test_support::{mac_key as key, mac_ring as ring, MAC_KEY_HEX as HEX};
 
     fn raw_key() -> Vec<u8> {
         (0u8..32).collect()
-    }
-
-    fn key() -> MacKey {
-        MacKey::parse(&format!("k1:{HEX}")).unwrap()
-    }
-
-    fn ring() -> MacKeyRing {
-        MacKeyRing::single(key())
     }
 
     #[test]
@@ -895,9 +861,10 @@ mod tests {
         // Known answer: pure Ed25519 over the context and the body's SHA-256.
         let mut message = b"hipaa-mesh/response/v1\n".to_vec();
         message.extend_from_slice(&Sha256::digest(body));
-        let expected = ed25519_dalek::SigningKey::from_bytes(&decode_hex32(SEED).unwrap())
-            .sign(&message)
-            .to_bytes();
+        let expected =
+            ed25519_dalek::SigningKey::from_bytes(&crate::hex32::decode(SEED.as_bytes()).unwrap())
+                .sign(&message)
+                .to_bytes();
         assert_eq!(
             h.rsplit_once("sig=").unwrap().1,
             URL_SAFE_NO_PAD.encode(expected)
@@ -922,7 +889,7 @@ mod tests {
     #[test]
     fn a_verifier_cannot_forge_a_response_signature() {
         let forged = b"{\"risk\":0.01}";
-        let public = decode_hex32(PUBLIC).unwrap();
+        let public = crate::hex32::decode(PUBLIC.as_bytes()).unwrap();
         // The public key used as an HMAC key, under either algorithm name.
         let as_mac = MacKey::from_bytes("r1", &public).unwrap();
         let hmac_sig = sign(&as_mac, forged);

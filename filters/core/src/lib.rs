@@ -12,9 +12,13 @@ pub mod authn;
 pub mod calendar;
 pub mod denial;
 pub mod headers;
+pub mod hex32;
 pub mod integrity;
 pub mod jwt;
 pub mod patient;
+pub mod percent;
 pub mod policy;
 pub mod routes;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod transport;

@@ -15,6 +15,7 @@
 //!
 //! Case is kept: FHIR ids are case-sensitive.
 
+use crate::percent;
 use crate::routes::{split_query, PatientSource, RouteTable};
 
 /// Whether some route takes its patient from the header `name` (lowercase), so the authn
@@ -82,7 +83,9 @@ pub fn resolve(
             let mut found = None;
             for pair in query.split(['&', ';']) {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let Some(k) = decode(k) else { continue };
+                let Some(k) = percent::decode(k) else {
+                    continue;
+                };
                 if !k.eq_ignore_ascii_case(name.as_bytes()) {
                     continue;
                 }
@@ -98,7 +101,7 @@ pub fn resolve(
 
 /// Percent-decode and check one id.
 fn canonical(raw: &str) -> Result<String, &'static str> {
-    let bytes = decode(raw).ok_or("patient_invalid")?;
+    let bytes = percent::decode(raw).ok_or("patient_invalid")?;
     let ok = !bytes.is_empty()
         && bytes.len() <= MAX_PATIENT_ID
         && bytes
@@ -108,34 +111,6 @@ fn canonical(raw: &str) -> Result<String, &'static str> {
         return Err("patient_invalid");
     }
     String::from_utf8(bytes).map_err(|_| "patient_invalid")
-}
-
-/// Percent-decoding (RFC 3986); None for a `%` not followed by two hex digits.
-fn decode(raw: &str) -> Option<Vec<u8>> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hi = hex(*bytes.get(i + 1)?)?;
-            let lo = hex(*bytes.get(i + 2)?)?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -217,6 +192,16 @@ mod tests {
             assert_eq!(query(p), Err("patient_invalid"), "{p}");
         }
         assert_eq!(header(Some("")), Err("patient_invalid"));
+        // A `%` without two hex digits after it, anywhere.
+        for p in ["/fhir/Patient/%4", "/fhir/Patient/45%", "/fhir/Patient/%+1"] {
+            assert_eq!(resolve(&t, p, |_| None), Err("patient_invalid"), "{p}");
+        }
+        for p in ["/x?patient=%ZZ", "/x?patient=%4", "/x?patient=456%"] {
+            assert_eq!(query(p), Err("patient_invalid"), "{p}");
+        }
+        assert_eq!(header(Some("45%6")), Err("patient_invalid"));
+        // A parameter name that does not decode is not the patient parameter.
+        assert_eq!(query("/x?%7patient=1&patient=456"), Ok(Some("456".into())));
         let long = "1".repeat(MAX_PATIENT_ID + 1);
         assert_eq!(header(Some(&long)), Err("patient_invalid"));
     }

@@ -387,7 +387,7 @@ pub fn build_record(req: &RequestFacts, resp: &ResponseFacts) -> AuditRecord {
             Inference {
                 model: req.model.clone(),
                 version: req.model_version.clone(),
-                response_sha256: answer.map(|b| crate::audit::canonical::hex(&b.sha256)),
+                response_sha256: answer.map(|b| hex::encode(b.sha256)),
                 response_signature_key_id: answer.and_then(|b| b.signature_key_id.clone()),
             }
         });

@@ -28,18 +28,7 @@ pub fn mac_input(record: &Value) -> Vec<u8> {
 
 /// Lowercase hex SHA-256 of the canonical bytes including `chain.mac`: the next record's `prev`.
 pub fn record_hash(record: &Value) -> String {
-    hex(&Sha256::digest(canonical_bytes(record)))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    let digit = |n: u8| char::from(DIGITS.get(usize::from(n)).copied().unwrap_or(b'0'));
-    for b in bytes {
-        s.push(digit(b >> 4));
-        s.push(digit(b & 0x0f));
-    }
-    s
+    hex::encode(Sha256::digest(canonical_bytes(record)))
 }
 
 /// The canonical bytes of a typed record without `chain.mac` (the MAC input), written straight
@@ -339,7 +328,6 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
     // serde_json's string writer: quotes, backslash escapes, \u00XX for other control characters.
     // Byte by byte: every byte of a multi-byte UTF-8 sequence is >= 0x80 and copied as it is;
     // runs that need no escape are copied whole.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
@@ -358,9 +346,11 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
         };
         out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
         if escape.is_empty() {
+            // Two lower-case digits, as serde_json writes them; one byte always fits two.
+            let mut digits = [b'0'; 2];
+            let _ = hex::encode_to_slice([b], &mut digits);
             out.extend_from_slice(b"\\u00");
-            out.push(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'));
-            out.push(HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0'));
+            out.extend_from_slice(&digits);
         } else {
             out.extend_from_slice(escape);
         }

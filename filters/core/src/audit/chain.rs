@@ -3,7 +3,7 @@
 use hmac::Mac;
 use serde_json::Value;
 
-use super::canonical::{hex, insert_mac, mac_input, record_hash, write_record_without_mac};
+use super::canonical::{insert_mac, mac_input, record_hash, write_record_without_mac};
 use super::key::{MacKey, MacKeyRing};
 use super::record::{AuditRecord, ChainInfo, FindingKind, RecordKind, RECORD_VERSION};
 use super::AuditError;
@@ -16,7 +16,7 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 pub fn compute_mac(key: &MacKey, record: &Value) -> String {
     let mut mac = key.hmac();
     mac.update(&mac_input(record));
-    hex(&mac.finalize().into_bytes())
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The result of checking one record's MAC.
@@ -45,7 +45,7 @@ pub fn verify_mac(ring: &MacKeyRing, record: &Value) -> MacCheck {
     let Some(key) = ring.get(key_id) else {
         return MacCheck::UnknownKey(key_id.to_string());
     };
-    let Some(tag) = decode_hex32(mac_hex) else {
+    let Some(tag) = crate::hex32::decode_lower(mac_hex.as_bytes()) else {
         return MacCheck::BadMac;
     };
     let mut mac = key.hmac();
@@ -54,26 +54,6 @@ pub fn verify_mac(ring: &MacKeyRing, record: &Value) -> MacCheck {
         Ok(()) => MacCheck::Valid,
         Err(_) => MacCheck::BadMac,
     }
-}
-
-fn decode_hex32(s: &str) -> Option<[u8; 32]> {
-    let b = s.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let nib = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (slot, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-        let [hi, lo] = *pair else {
-            return None;
-        };
-        *slot = (nib(hi)? << 4) | nib(lo)?;
-    }
-    Some(out)
 }
 
 /// One filter VM's chain: seals each record with the next seq, the previous record's hash and a MAC.
@@ -122,7 +102,7 @@ impl ChainWriter {
 
     /// Lowercase hex of the given random bytes: a chain id.
     pub fn chain_id_from_random(random: &[u8]) -> String {
-        hex(random)
+        hex::encode(random)
     }
 
     /// Fills `record.chain` (id, seq, prev, keyId, mac) and advances the chain. Only `access`
@@ -165,10 +145,10 @@ impl ChainWriter {
         let mac_at = write_record_without_mac(record, &mut bytes);
         let mut mac = self.key.hmac();
         mac.update(&bytes);
-        let mac_hex = hex(&mac.finalize().into_bytes());
+        let mac_hex = hex::encode(mac.finalize().into_bytes());
         insert_mac(&mut bytes, mac_at, &mac_hex);
         record.chain.mac = mac_hex;
-        self.prev = hex(&Sha256::digest(&bytes));
+        self.prev = hex::encode(Sha256::digest(&bytes));
         self.next_seq = self.next_seq.saturating_add(1);
         bytes
     }

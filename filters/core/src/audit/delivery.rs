@@ -170,7 +170,7 @@ pub fn stand_in(sealed: &[u8], status: Option<&str>) -> Vec<u8> {
         "refused": {
             "status": status.and_then(|s| s.trim().parse::<u16>().ok()),
             "bytes": sealed.len(),
-            "sha256": super::canonical::hex(&Sha256::digest(sealed)),
+            "sha256": hex::encode(Sha256::digest(sealed)),
             "excerpt": String::from_utf8_lossy(excerpt),
         }
     });

@@ -1,17 +1,9 @@
 use super::record::Egress;
 use super::*;
+use crate::test_support::{mac_key as key, mac_ring as ring, MAC_KEY_HEX as KEY_HEX};
 use serde_json::{json, Value};
 
-const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const T0: i64 = 1_795_451_828_123; // 2026-11-23T16:37:08.123Z
-
-fn key() -> MacKey {
-    MacKey::parse(&format!("k1:{KEY_HEX}")).unwrap()
-}
-
-fn ring() -> MacKeyRing {
-    MacKeyRing::single(key())
-}
 
 fn access(n: u64) -> AuditRecord {
     let mut r = AuditRecord::access(T0 + n as i64, Some(format!("req-{n}")));

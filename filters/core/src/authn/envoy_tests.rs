@@ -3,26 +3,15 @@
 use super::*;
 use crate::jwt::envoy::{check, EnvoyPayload, PAYLOAD_KEY};
 use crate::policy::Policy;
+use crate::test_support::{
+    clinician_claims as claims, ed25519_jwks as jwks, eddsa_token as token_by, MemSessions, ISS,
+    NOW,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
-const NOW: u64 = 1_795_392_000;
-const ISS: &str = "https://idp.example";
 const WASM_ISS: &str = "https://wasm-idp.example";
-
-fn key(seed: u8) -> ed25519_dalek::SigningKey {
-    ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
-}
-
-fn jwks(seed: u8) -> String {
-    let x = B64.encode(key(seed).verifying_key().as_bytes());
-    json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA", "use": "sig"}]})
-        .to_string()
-}
 
 /// One envoy-mode provider (its JWKS remote: authn never fetches it) and one wasm-mode one.
 fn policy_with(extra: impl FnOnce(&mut Value)) -> Policy {
@@ -47,20 +36,8 @@ fn policy_with(extra: impl FnOnce(&mut Value)) -> Policy {
     Policy::from_spec_value(spec).unwrap()
 }
 
-fn claims() -> Value {
-    json!({"iss": ISS, "aud": "ehr", "sub": "alice", "roles": ["clinician"], "amr": ["pwd", "otp"],
-           "sid": "s-1", "iat": NOW - 60, "exp": NOW + 600, "auth_time": NOW - 60})
-}
-
-/// Signed with key `seed`: authn never checks it in envoy mode, so any key will do — which
-/// is exactly why the proof is required.
-fn token_by(seed: u8, claims: &Value) -> String {
-    let der = key(seed).to_pkcs8_der().unwrap();
-    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some("k1".into());
-    encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
-}
-
+/// Signed with key 9: authn never checks it in envoy mode, so any key will do — which is
+/// exactly why the proof is required.
 fn token(claims: &Value) -> String {
     token_by(9, claims)
 }
@@ -73,23 +50,6 @@ fn payload_of(claims: &Value) -> EnvoyPayload {
         subject: claims["sub"].as_str().map(|s| s.as_bytes().to_vec()),
         exp: num(&claims["exp"]),
         iat: num(&claims["iat"]),
-    }
-}
-
-#[derive(Default)]
-struct MemSessions(HashMap<String, Vec<u8>>);
-
-impl SessionStore for MemSessions {
-    fn touch(
-        &mut self,
-        key: &SessionKey,
-        now: u64,
-        idle: u64,
-    ) -> Result<SessionState, SessionStoreUnavailable> {
-        let bucket = self.0.entry(key.bucket_key()).or_default();
-        let (state, bytes) = session::touch(bucket, key, now, idle);
-        *bucket = bytes;
-        Ok(state)
     }
 }
 

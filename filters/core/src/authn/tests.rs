@@ -2,24 +2,17 @@
 
 use super::*;
 use crate::policy::Policy;
+use crate::test_support::{
+    clinician_claims as claims, ed25519_jwk as jwk_of, ed25519_jwks, eddsa_token,
+    eddsa_token_kid as token_signed, ring_of, MemSessions, ISS, NOW,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
-const NOW: u64 = 1_795_392_000;
-const ISS: &str = "https://idp.example";
-
-fn signing_key() -> ed25519_dalek::SigningKey {
-    ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
-}
-
+/// This module's token key: seed 7.
 fn jwks() -> String {
-    let x = B64.encode(signing_key().verifying_key().as_bytes());
-    json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA", "use": "sig"}]})
-        .to_string()
+    ed25519_jwks(7)
 }
 
 fn policy_with(extra: impl FnOnce(&mut Value)) -> Policy {
@@ -45,58 +38,14 @@ fn policy() -> Policy {
     policy_with(|_| {})
 }
 
-fn claims() -> Value {
-    json!({"iss": ISS, "aud": "ehr", "sub": "alice", "roles": ["clinician"], "amr": ["pwd", "otp"],
-           "sid": "s-1", "iat": NOW - 60, "exp": NOW + 600, "auth_time": NOW - 60})
-}
-
 fn token(claims: &Value) -> String {
-    let der = signing_key().to_pkcs8_der().unwrap();
-    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some("k1".into());
-    encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+    eddsa_token(7, claims)
 }
 
 fn with_claim(key: &str, value: Value) -> String {
     let mut c = claims();
     c[key] = value;
     token(&c)
-}
-
-#[derive(Default)]
-struct MemSessions {
-    buckets: HashMap<String, Vec<u8>>,
-    broken: bool,
-}
-
-impl SessionStore for MemSessions {
-    fn touch(
-        &mut self,
-        key: &SessionKey,
-        now: u64,
-        idle: u64,
-    ) -> Result<SessionState, SessionStoreUnavailable> {
-        if self.broken {
-            return Err(SessionStoreUnavailable);
-        }
-        let bucket = self.buckets.entry(key.bucket_key()).or_default();
-        let (state, bytes) = session::touch(bucket, key, now, idle);
-        *bucket = bytes;
-        Ok(state)
-    }
-
-    fn touch_seen(
-        &mut self,
-        key: &SessionKey,
-        now: u64,
-        idle: u64,
-    ) -> Result<(SessionState, Option<u64>), SessionStoreUnavailable> {
-        let last = self
-            .buckets
-            .get(&key.bucket_key())
-            .and_then(|b| session::last_seen(b, key));
-        self.touch(key, now, idle).map(|s| (s, last))
-    }
 }
 
 struct Harness {
@@ -644,15 +593,7 @@ fn remote_jwks_not_loaded_yet_refuses_with_401() {
 #[test]
 fn unknown_kid_asks_for_a_refetch() {
     let mut h = Harness::new(policy());
-    let der = signing_key().to_pkcs8_der().unwrap();
-    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some("rotated".into());
-    let t = encode(
-        &header,
-        &claims(),
-        &EncodingKey::from_ed_der(der.as_bytes()),
-    )
-    .unwrap();
+    let t = token_signed(7, "rotated", &claims());
     let v = h.get(&t);
     assert_eq!(v.denial.map(|d| d.reason()), Some("unknown_kid"));
     assert!(v.refetch_jwks);
@@ -797,26 +738,12 @@ fn a_clock_at_zero_fails_closed_on_the_idle_check() {
     assert_eq!(session::touch(&[], &other, 0, 900).0, SessionState::Expired);
 }
 
-fn jwk_of(seed: u8, kid: &str) -> Value {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
-    let x = B64.encode(key.verifying_key().as_bytes());
-    json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"})
-}
-
 fn key_set(jwks: &[Value]) -> KeySet {
     KeySet::from_jwks_json(
         &json!({ "keys": jwks }).to_string(),
         &[crate::policy::Algorithm::EdDSA],
     )
     .unwrap()
-}
-
-fn token_signed(seed: u8, kid: &str, claims: &Value) -> String {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
-    let der = key.to_pkcs8_der().unwrap();
-    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some(kid.into());
-    encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
 }
 
 /// A JWKS refresh that brings the same keys must not drop verified identities (every token
@@ -961,8 +888,7 @@ fn a_later_denial_wins_over_a_pending_check() {
 fn settle_revives_on_active_and_remembers_what_the_authority_ended() {
     use authority::wire::{seal, CheckAnswer, Purpose};
     use authority::{AuthorityDecision, Outcome};
-    let ring =
-        crate::audit::MacKeyRing::single(crate::audit::MacKey::from_bytes("k1", &[9; 32]).unwrap());
+    let ring = ring_of("k1", 9);
     let policy = authority_policy("local");
     let a = policy.spec.identity.session.authority.clone().unwrap();
     let mut h = Harness::new(policy);

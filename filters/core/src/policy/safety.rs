@@ -191,18 +191,14 @@ fn rule(m: &RouteMatch) -> Option<Rule<'_>> {
 mod tests {
     use super::*;
     use crate::policy::Policy;
+    use crate::test_support::remote_idp;
     use serde_json::{json, Value};
 
     /// A valid and safe spec.
     fn safe_spec() -> Value {
         json!({
             "identity": {
-                "providers": [{
-                    "name": "idp",
-                    "issuer": "https://idp.example",
-                    "audiences": ["ehr-api"],
-                    "jwks": {"cluster": "idp", "path": "/jwks.json"}
-                }],
+                "providers": [remote_idp()],
                 "sharedAccounts": {"denySubjects": ["admin"], "denySubjectPrefixes": ["shared-"]},
                 "breakGlass": {"reasonCodes": ["patient-emergency"], "eligibleRoles": ["clinician"]}
             },

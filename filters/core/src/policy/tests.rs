@@ -1,16 +1,12 @@
 use super::*;
+use crate::test_support::remote_idp;
 use serde_json::json;
 
 /// A valid spec with a remote JWKS (no key material needed to validate it).
 fn base_spec() -> serde_json::Value {
     json!({
         "identity": {
-            "providers": [{
-                "name": "idp",
-                "issuer": "https://idp.example",
-                "audiences": ["ehr-api"],
-                "jwks": {"cluster": "idp", "path": "/jwks.json"}
-            }],
+            "providers": [remote_idp()],
             "breakGlass": {"reasonCodes": ["patient-emergency"], "eligibleRoles": ["clinician"]}
         },
         "routes": [

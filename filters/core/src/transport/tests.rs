@@ -2,20 +2,14 @@
 
 use super::*;
 use crate::integrity::{self, MacKeyRing};
+use crate::test_support::remote_idp;
 use serde_json::json;
 
 const NOW: Option<i64> = Some(1_795_392_000 + 3600); // 2026-11-23T01:00:00Z
 
 fn policy_with(transport: serde_json::Value, egress: serde_json::Value) -> Policy {
     let mut spec = json!({
-        "identity": {
-            "providers": [{
-                "name": "idp",
-                "issuer": "https://idp.example",
-                "audiences": ["ehr-api"],
-                "jwks": {"cluster": "idp", "path": "/jwks.json"}
-            }]
-        },
+        "identity": {"providers": [remote_idp()]},
         "routes": [
             {"name": "health", "match": {"path": "/healthz"}, "public": true, "allowPlaintext": true},
             {"name": "meta", "match": {"path": "/metadata"}, "public": true},

@@ -1,14 +1,11 @@
 use super::wire::*;
 use super::*;
-use crate::audit::{MacKey, MacKeyRing};
+use crate::audit::MacKeyRing;
 use crate::denial::Denial;
 use crate::policy::schema::OnAuthorityUnavailable;
+use crate::test_support::ring_of as ring;
 
 const MIN: i64 = 60_000;
-
-fn ring(id: &str, byte: u8) -> MacKeyRing {
-    MacKeyRing::single(MacKey::from_bytes(id, &[byte; 32]).unwrap())
-}
 
 fn req(now_ms: i64) -> CheckRequest {
     CheckRequest {
@@ -297,7 +294,7 @@ fn macs_bind_purpose_key_and_request() {
         open(&k, Purpose::CheckAnswer, Some(header.as_bytes()), &[&body]),
         Err(WireError::BadMac)
     );
-    let other = MacKeyRing::single(MacKey::from_bytes("k1", &[2; 32]).unwrap());
+    let other = ring("k1", 2);
     assert_eq!(
         open(
             &other,

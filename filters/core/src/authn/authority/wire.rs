@@ -93,45 +93,12 @@ fn tag(key: &MacKey, purpose: Purpose, parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-fn hex32(bytes: &[u8; 32]) -> String {
-    hex(bytes)
-}
-
-fn unhex32(s: &[u8]) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    };
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        let [hi, lo] = pair else { return None };
-        *o = (nibble(*hi)? << 4) | nibble(*lo)?;
-    }
-    Some(out)
-}
-
 /// Seals `parts` for `purpose` with the ring's current key: the header value and the raw tag
 /// (the answer to a request is bound to the request's tag).
 pub fn seal(ring: &MacKeyRing, purpose: Purpose, parts: &[&[u8]]) -> (String, [u8; 32]) {
     let key = ring.current();
     let t = tag(key, purpose, parts);
-    (format!("keyid={}; mac={}", key.id(), hex32(&t)), t)
+    (format!("keyid={}; mac={}", key.id(), hex::encode(t)), t)
 }
 
 /// Splits `keyid=ID; mac=HEX` (either order, spaces around `;` allowed). Byte-safe.
@@ -142,7 +109,7 @@ fn parse_header(value: &[u8]) -> Option<(&str, [u8; 32])> {
         let (k, v) = part.trim().split_once('=')?;
         match k.trim() {
             "keyid" if id.is_none() => id = Some(v.trim()),
-            "mac" if mac.is_none() => mac = Some(unhex32(v.trim().as_bytes())?),
+            "mac" if mac.is_none() => mac = Some(crate::hex32::decode_lower(v.trim().as_bytes())?),
             _ => return None,
         }
     }
@@ -319,6 +286,6 @@ impl RevocationList {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(body);
         let head = digest.first_chunk::<16>().copied().unwrap_or([0; 16]);
-        format!("\"{}\"", hex(&head))
+        format!("\"{}\"", hex::encode(head))
     }
 }
