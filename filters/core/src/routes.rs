@@ -10,7 +10,7 @@
 
 use crate::denial::Denial;
 use crate::policy::schema::{Inference, Route, UnmatchedRoutes};
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathRule {
@@ -260,15 +260,28 @@ impl RouteMatch<'_> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<CompiledRoute>,
     unmatched: UnmatchedRoutes,
     /// The last request matched and its outcome: in the combined filter every stage asks for
     /// the route of the same request (audit's facts, response signing, transport, authn), and
     /// matching it once instead of four times saves ~10,000 instructions per request. One
-    /// entry, compared byte for byte; the table lives in one VM's policy (one thread).
-    last: RefCell<Option<LastMatch>>,
+    /// entry, compared byte for byte. A `Mutex` only so that a policy stays `Sync` (the fuzz
+    /// targets and the CLI keep policies in statics); it is never waited on — a table busy on
+    /// another thread is simply matched again.
+    last: Mutex<Option<LastMatch>>,
+}
+
+impl Clone for RouteTable {
+    /// A copy of the table; it remembers no request.
+    fn clone(&self) -> RouteTable {
+        RouteTable {
+            routes: self.routes.clone(),
+            unmatched: self.unmatched,
+            last: Mutex::new(None),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -293,7 +306,7 @@ impl RouteTable {
         RouteTable {
             routes: routes.iter().map(CompiledRoute::compile).collect(),
             unmatched,
-            last: RefCell::new(None),
+            last: Mutex::new(None),
         }
     }
 
@@ -322,7 +335,7 @@ impl RouteTable {
     /// unless the route it matches sets `allowPathParameters`; a dot segment hidden behind a
     /// parameter (`/..;/`, which Tomcat resolves as `..`) is refused on every route.
     pub fn find(&self, method: &str, path: &str) -> RouteMatch<'_> {
-        if let Ok(last) = self.last.try_borrow() {
+        if let Ok(last) = self.last.try_lock() {
             if let Some(last) = last.as_ref() {
                 if last.method == method && last.path == path {
                     return self.to_match(last.outcome.clone());
@@ -330,7 +343,7 @@ impl RouteTable {
             }
         }
         let outcome = self.outcome(method, path);
-        if let Ok(mut last) = self.last.try_borrow_mut() {
+        if let Ok(mut last) = self.last.try_lock() {
             *last = Some(LastMatch {
                 method: method.to_string(),
                 path: path.to_string(),

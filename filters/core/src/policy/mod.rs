@@ -25,6 +25,13 @@ pub struct Policy {
     pub inline_keys: Vec<Option<KeySet>>,
 }
 
+// A policy is shared between threads by its users (statics in the fuzz targets, the CLI): any
+// interior state it gains (the route table's memory of its last request) must keep it so.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Policy>()
+};
+
 impl Policy {
     /// The filters' entry point: plugin configuration is the policy's `spec` as JSON.
     /// A whole document (with `apiVersion`, `kind`, `metadata`) is accepted as well.
