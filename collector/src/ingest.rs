@@ -4,7 +4,7 @@
 //! Per record, in order:
 //! 1. Already stored (same canonical bytes, or an integrity row standing in for them): a retried
 //!    duplicate; acknowledged, not stored again.
-//! 2. Not a valid v1 `access` / `chain-start` record: stored as an integrity record
+//! 2. Not a valid (v1 or v2) `access` / `chain-start` record: stored as an integrity record
 //!    (`malformed`) holding the record's hash, length and a bounded excerpt
 //!    ([`crate::bounded_copy`]), never the record whole.
 //! 3. MAC fails, or names an unknown key: stored as an integrity record (`bad-mac` /
@@ -34,8 +34,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use hipaa_core::audit::{
-    parse_rfc3339_millis, verify_mac, AuditRecord, ChainFinding, ChainVerifier, FindingKind,
-    IntegrityFinding, IntegrityRecord, MacCheck, MacKeyRing, RecordKind, RECORD_VERSION,
+    authenticate, is_filter_version, parse_rfc3339_millis, AuditRecord, ChainFinding, ChainLink,
+    ChainVerifier, FindingKind, IntegrityFinding, IntegrityRecord, MacCheck, MacKeyRing,
+    RecordKind,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -139,7 +140,7 @@ enum Check {
     Malformed,
     UnknownKey(String),
     BadMac,
-    /// A valid v1 record whose MAC verifies.
+    /// A valid filter record (v1 or v2) whose MAC verifies.
     Authentic(Box<Authentic>),
 }
 
@@ -173,19 +174,28 @@ pub fn prepare(collector: &Collector, batch: Vec<Value>) -> PreparedBatch {
 
 fn prepare_one(collector: &Collector, raw: Value, size_hint: usize) -> Prepared {
     let canonical = canonical(&raw, size_hint);
-    // record_hash(raw), from the bytes already made.
-    let source = hex::encode(Sha256::digest(&canonical));
-    let check = match typed(&raw) {
-        None => Check::Malformed,
-        Some((record, time_ms, seq)) => match verify_mac(&collector.mac_keys, &raw) {
-            MacCheck::Valid => Check::Authentic(Box::new(Authentic {
-                index: blind_indexes(&collector.encryption, &record),
-                record,
-                time_ms,
-                seq,
-            })),
-            MacCheck::UnknownKey(id) => Check::UnknownKey(id),
-            MacCheck::BadMac | MacCheck::NoChain => Check::BadMac,
+    // The row's source hash: for an authentic record its chain link (v2: its MAC, a value only
+    // the key holder makes; v1: the whole record's hash), else the whole record's hash, from the
+    // bytes already made. Never the digest v2's MAC covers: that is the hash of the record
+    // without its MAC, a copy anyone could post first to take the real record's dedup key.
+    let whole = || hex::encode(Sha256::digest(&canonical));
+    let (check, source) = match typed(&raw) {
+        None => (Check::Malformed, whole()),
+        Some((record, time_ms, seq)) => match authenticate(&collector.mac_keys, &raw) {
+            Ok(link) => (
+                Check::Authentic(Box::new(Authentic {
+                    index: blind_indexes(&collector.encryption, &record),
+                    record,
+                    time_ms,
+                    seq,
+                })),
+                match link {
+                    ChainLink::WholeRecord => whole(),
+                    ChainLink::Mac(mac) => mac,
+                },
+            ),
+            Err(MacCheck::UnknownKey(id)) => (Check::UnknownKey(id), whole()),
+            Err(_) => (Check::BadMac, whole()),
         },
     };
     Prepared {
@@ -411,10 +421,11 @@ pub fn blind_indexes(enc: &EncryptionKey, r: &AuditRecord) -> [Option<String>; 4
     ]
 }
 
-/// A typed, checked view of a record: None when it is not a valid v1 record a filter may send.
+/// A typed, checked view of a record: None when it is not a valid record a filter may send
+/// (v1 or v2).
 pub(crate) fn typed(raw: &Value) -> Option<(AuditRecord, i64, i64)> {
     let record = AuditRecord::deserialize(raw).ok()?;
-    if record.v != RECORD_VERSION || record.kind == RecordKind::Integrity {
+    if !is_filter_version(record.v) || record.kind == RecordKind::Integrity {
         return None;
     }
     let time_ms = parse_rfc3339_millis(&record.time)?;
@@ -466,7 +477,7 @@ fn decide(
             flag_untrusted(
                 ledger,
                 FindingKind::Malformed,
-                "not a valid v1 access or chain-start record".into(),
+                "not a valid v1 or v2 access or chain-start record".into(),
             )?;
             view.sources.insert(p.source.clone());
             summary.flagged += 1;

@@ -343,6 +343,8 @@ both_backends!(
     an_untrusted_record_is_kept_bounded_not_whole,
     ingest_seq_conflict_is_flagged,
     chain_state_survives_a_restart,
+    a_v1_trail_from_an_older_filter_ingests_continues_and_verifies,
+    a_copy_of_a_record_cannot_take_its_dedup_key,
     store_refuses_update_and_young_delete,
     purge_rules,
     records_are_encrypted_at_rest,
@@ -586,7 +588,7 @@ fn ingest_malformed_and_unknown_key_are_flagged(b: Backend) {
     let mut unknown = batch[1].clone();
     unknown["chain"]["keyId"] = json!("k-rotated-away");
     let mut v2 = batch[1].clone();
-    v2["v"] = json!(2);
+    v2["v"] = json!(3);
     let mut integ = batch[1].clone();
     integ["kind"] = json!("integrity");
     let sum = ingest(
@@ -621,6 +623,100 @@ fn ingest_seq_conflict_is_flagged(b: Backend) {
     let sum = ingest(s.as_mut(), &collector(), std::slice::from_ref(&b1)).unwrap();
     assert_eq!(sum.flagged, 1);
     assert_eq!(integrity_findings(s.as_mut()), ["seq-conflict"]);
+    // Kept whole under its chain link (v2: its MAC), which verify checks.
+    let r = verify_db(s.as_mut(), None);
+    assert!(r.intact, "{:?}", r.findings);
+}
+
+/// Anyone who reaches the ingest port and saw a record (a retry in flight, a peer) can post
+/// copies of it first. No copy may make the collector take the real record for a duplicate and
+/// drop it: the copy without `chain.mac` (whose bytes are exactly what v2's MAC covers), with
+/// another MAC, with `mac: null`. Each is flagged, the real record is stored, verify is intact.
+fn a_copy_of_a_record_cannot_take_its_dedup_key(b: Backend) {
+    let db = TestDb::new(b);
+    let mut s = db.open();
+    let records = chain("c1", 3);
+    let real = &records[2];
+    let mut without_mac = real.clone();
+    without_mac["chain"].as_object_mut().unwrap().remove("mac");
+    let mut other_mac = real.clone();
+    other_mac["chain"]["mac"] = records[1]["chain"]["mac"].clone();
+    let mut null_mac = real.clone();
+    null_mac["chain"]["mac"] = Value::Null;
+    ingest(s.as_mut(), &collector(), &records[..2]).unwrap();
+    let sum = ingest(
+        s.as_mut(),
+        &collector(),
+        &[without_mac.clone(), other_mac, null_mac],
+    )
+    .unwrap();
+    assert_eq!((sum.accepted, sum.flagged, sum.duplicates), (0, 3, 0));
+    let sum = ingest(s.as_mut(), &collector(), &records[2..]).unwrap();
+    assert_eq!(
+        (sum.accepted, sum.flagged, sum.duplicates),
+        (2, 0, 0),
+        "the real records are stored, not taken for duplicates"
+    );
+    let page = query(s.as_mut(), &collector().encryption, &q()).unwrap();
+    assert!(page.records.contains(real));
+    // The copy posted after the real record is flagged again, never silently absorbed.
+    let sum = ingest(s.as_mut(), &collector(), &[without_mac]).unwrap();
+    assert_eq!(
+        sum.duplicates, 1,
+        "the same refused bytes again are a duplicate of themselves"
+    );
+    let r = verify_db(s.as_mut(), None);
+    assert!(r.intact, "{:?}", r.findings);
+}
+
+/// Filters before the one-pass sealing wrote v1 records (MAC over the canonical bytes, prev the
+/// whole previous record's hash): a collector keeps taking them, continues their chains across a
+/// restart, verifies them beside v2 chains, and still sees a gap in one.
+fn a_v1_trail_from_an_older_filter_ingests_continues_and_verifies(b: Backend) {
+    let db = TestDb::new(b);
+    let old = hipaa_core::audit::reseal_v1(&chain("old", 5), &mac_key());
+    let new = chain("new", 3);
+    {
+        let mut s = db.open();
+        let sum = ingest(s.as_mut(), &collector(), &old[..3]).unwrap();
+        assert_eq!((sum.accepted, sum.flagged), (3, 0));
+    }
+    let mut s = db.open();
+    let sum = ingest(s.as_mut(), &collector(), &old[3..4]).unwrap();
+    assert_eq!(
+        (sum.accepted, sum.flagged),
+        (1, 0),
+        "v1 chain continues from the database"
+    );
+    let sum = ingest(s.as_mut(), &collector(), &new).unwrap();
+    assert_eq!((sum.accepted, sum.flagged), (4, 0));
+    // A re-sent v1 record is a duplicate, as before.
+    let sum = ingest(s.as_mut(), &collector(), &old[1..2]).unwrap();
+    assert_eq!(sum.duplicates, 1);
+    // Each clean row's source hash is its chain link: v1 the whole hash, v2 the MAC.
+    let rows = s
+        .rows(&RowFilter {
+            limit: 100,
+            ..RowFilter::default()
+        })
+        .unwrap();
+    for (record, whole) in old[..4]
+        .iter()
+        .map(|r| (r, true))
+        .chain(new.iter().map(|r| (r, false)))
+    {
+        let link = hipaa_core::audit::chain_link(record);
+        assert_eq!(link == hipaa_core::audit::record_hash(record), whole);
+        assert!(rows
+            .iter()
+            .any(|row| row.source_hash.as_deref() == Some(link.as_str())));
+    }
+    let r = verify_db(s.as_mut(), None);
+    assert!(r.intact, "{:?}", r.findings);
+    // Seq 4 of the v1 chain never arrives: seq 5 is a gap, on ingest and in verify.
+    let sum = ingest(s.as_mut(), &collector(), &old[5..]).unwrap();
+    assert_eq!((sum.accepted, sum.flagged), (1, 1));
+    assert_eq!(integrity_findings(s.as_mut()), ["gap"]);
 }
 
 fn chain_state_survives_a_restart(b: Backend) {

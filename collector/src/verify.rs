@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ed25519_dalek::VerifyingKey;
 use hipaa_core::audit::{
-    record_hash, verify_mac, ChainFinding, ChainVerifier, IntegrityRecord, MacCheck, MacKeyRing,
+    authenticate, chain_link, record_hash, ChainFinding, ChainVerifier, FindingKind,
+    IntegrityRecord, MacKeyRing,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -579,6 +580,9 @@ fn check_record(
                     // A bounded copy names the refused record's hash; older rows hold it whole.
                     (Some(h), Some(orig)) => match crate::bounded_copy::hash_of(orig) {
                         Some(named) => h == named,
+                        // Kept whole: a seq conflict (authentic) under its chain link (v2:
+                        // its MAC); older rows of refused records under the whole hash.
+                        None if i.finding == FindingKind::SeqConflict => *h == chain_link(orig),
                         None => *h == record_hash(orig),
                     },
                     (None, _) => true,
@@ -627,11 +631,15 @@ fn check_record(
     let Some((record, time_ms, seq)) = typed(value) else {
         out.push(finding(
             Problem::Modified,
-            "stored record is not a valid v1 record".into(),
+            "stored record is not a valid v1 or v2 record".into(),
         ));
         return;
     };
-    if verify_mac(keys.mac_keys, value) != MacCheck::Valid {
+    // One pass: the MAC and, when it verifies, the chain link (the clean row's source hash).
+    let link = authenticate(keys.mac_keys, value)
+        .ok()
+        .map(|link| link.into_hex(value));
+    if link.is_none() {
         out.push(finding(
             Problem::Modified,
             "record MAC does not verify".into(),
@@ -647,7 +655,10 @@ fn check_record(
         ),
         (
             "source_hash",
-            row.source_hash.as_deref() == Some(record_hash(value).as_str()),
+            match &link {
+                Some(link) => row.source_hash.as_ref() == Some(link),
+                None => row.source_hash.as_deref() == Some(chain_link(value).as_str()),
+            },
         ),
         (
             "blind index",
@@ -667,11 +678,11 @@ fn check_record(
             out.push(finding(Problem::Modified, mismatch(what)));
         }
     }
-    if verify_mac(keys.mac_keys, value) != MacCheck::Valid {
+    let Some(link) = link else {
         // Reported above; its chain position is not reported again as missing.
         unreadable.insert((record.chain.id.clone(), record.chain.seq));
         return;
-    }
+    };
     chains
         .entry(record.chain.id.clone())
         .or_default()
@@ -680,7 +691,7 @@ fn check_record(
             ledger_seq: row.ledger_seq,
             request_id: record.request_id.clone(),
             prev: record.chain.prev.clone(),
-            hash: record_hash(value),
+            hash: link,
             is_start: record.kind == hipaa_core::audit::RecordKind::ChainStart,
         });
 }

@@ -22,8 +22,8 @@
 //!   message, never a panic.
 
 use hipaa_core::audit::{
-    canonical_bytes, mac_input, parse_rfc3339_millis, record_hash, verify_mac, AuditRecord,
-    ChainVerifier, MacKey, MacKeyRing,
+    authenticate, canonical_bytes, chain_link, mac_input, parse_rfc3339_millis, record_hash,
+    verify_mac, AuditRecord, ChainVerifier, MacKey, MacKeyRing,
 };
 use hipaa_core::jwt::{verify_token, KeySet, ProviderKeys, TokenError};
 use hipaa_core::policy::schema::{Algorithm, Identity, Route, UnmatchedRoutes};
@@ -303,6 +303,7 @@ pub fn audit_record(data: &[u8]) {
         let _ = record.is_emergency();
     }
     let _ = verify_mac(ring(), &value);
+    let _ = authenticate(ring(), &value);
     let _ = ChainVerifier::new("fuzz").feed(ring(), &value);
     let _ = mac_input(&value);
     let canonical = canonical_bytes(&value);
@@ -316,6 +317,7 @@ pub fn audit_record(data: &[u8]) {
         "canonical form not stable"
     );
     assert_eq!(record_hash(&reparsed), record_hash(&value));
+    assert_eq!(chain_link(&reparsed), chain_link(&value));
 }
 
 struct IngestEnv {
@@ -477,7 +479,10 @@ pub fn host_headers(data: &[u8]) {
         let verdict = authn::decide(&facts, policy, &mut auth, &mut MemSessions::default(), NOW);
         if let Some(denial) = verdict.denial {
             let reply = denial.reply(&request_id, &verdict.allowed_methods);
-            assert!(serde_json::from_str::<Value>(&reply.body).is_ok(), "reply is not JSON");
+            assert!(
+                serde_json::from_str::<Value>(&reply.body).is_ok(),
+                "reply is not JSON"
+            );
         }
         let names: Vec<String> = headers.names().map(str::to_string).collect();
         let _ = AuditFacts::gather(

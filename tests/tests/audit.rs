@@ -287,6 +287,15 @@ fn every_access_recorded_once(s: Stack) {
     assert_eq!(read["outcome"]["status"], 200);
     assert!(read["outcome"]["bytes"].as_u64().unwrap() > 0);
     assert!(read["chain"]["mac"].as_str().unwrap().len() == 64);
+    // Sealed in one pass (record v2): the MAC covers the digest of the record without its MAC,
+    // and the MAC is the record's link (the next record's prev).
+    assert_eq!(read["v"], 2);
+    let ring = hipaa_core::audit::MacKeyRing::parse(&s.collector.mac_key).unwrap();
+    let mac = read["chain"]["mac"].as_str().unwrap().to_string();
+    assert_eq!(
+        hipaa_core::audit::authenticate(&ring, read),
+        Ok(hipaa_core::audit::ChainLink::Mac(mac))
+    );
 
     let p2 = s.collector.records("patient=p2");
     let anonymous: Vec<&Value> = p2

@@ -14,8 +14,9 @@ use crate::store::{RowFilter, Store, StoredRow};
 /// The per-record ingest as it was before batching, over single-key lookups.
 mod reference {
     use hipaa_core::audit::{
-        canonical_bytes, record_hash, verify_mac, ChainFinding, ChainVerifier, FindingKind,
-        IntegrityFinding, IntegrityRecord, MacCheck, MacKeyRing, RecordKind,
+        canonical_bytes, chain_link, is_filter_version, record_hash, verify_mac, ChainFinding,
+        ChainVerifier, FindingKind, IntegrityFinding, IntegrityRecord, MacCheck, MacKeyRing,
+        RecordKind,
     };
     use serde_json::Value;
 
@@ -133,7 +134,7 @@ mod reference {
     /// As it was: the typed view through a clone of the whole value.
     fn typed(raw: &Value) -> Option<(hipaa_core::audit::AuditRecord, i64, i64)> {
         let record: hipaa_core::audit::AuditRecord = serde_json::from_value(raw.clone()).ok()?;
-        if record.v != hipaa_core::audit::RECORD_VERSION || record.kind == RecordKind::Integrity {
+        if !is_filter_version(record.v) || record.kind == RecordKind::Integrity {
             return None;
         }
         let time_ms = hipaa_core::audit::parse_rfc3339_millis(&record.time)?;
@@ -157,7 +158,13 @@ mod reference {
         raw: &Value,
         summary: &mut IngestSummary,
     ) -> Result<(), StoreError> {
-        let source = record_hash(raw);
+        // An authentic record's source is its chain link (v2: the digest its MAC covers).
+        let authentic = typed(raw).is_some() && verify_mac(ring, raw) == MacCheck::Valid;
+        let source = if authentic {
+            chain_link(raw)
+        } else {
+            record_hash(raw)
+        };
         if source_exists(tx, &source)? {
             summary.duplicates += 1;
             return Ok(());
@@ -177,7 +184,7 @@ mod reference {
         let Some((record, time_ms, seq)) = typed(raw) else {
             let f = flag_whole(
                 FindingKind::Malformed,
-                "not a valid v1 access or chain-start record".into(),
+                "not a valid v1 or v2 access or chain-start record".into(),
             );
             ledger.integrity(tx, hint_request, f, Some(source))?;
             summary.flagged += 1;
@@ -308,12 +315,16 @@ pub(super) fn tricky_batches() -> Vec<Vec<Value>> {
     let c1 = chain("c1", 9); // seq 0..=9
     let c2 = chain("c2", 3);
     let c3 = chain("c3", 4);
+    // An older filter's v1 chain beside the v2 ones.
+    let c5 = hipaa_core::audit::reseal_v1(&chain("c5", 3), &mac_key());
+    let mut forged_v1 = c5[2].clone();
+    forged_v1["resource"]["patient"] = json!("p9");
     let mut forged = c1[3].clone();
     forged["resource"]["patient"] = json!("p9");
     let mut unknown = c1[5].clone();
     unknown["chain"]["keyId"] = json!("k-gone");
     let mut not_v1 = c2[1].clone();
-    not_v1["v"] = json!(2);
+    not_v1["v"] = json!(3);
     let mut integrity_kind = c2[2].clone();
     integrity_kind["kind"] = json!("integrity");
     // Authentic, but its prev is not the hash of seq 1.
@@ -364,6 +375,9 @@ pub(super) fn tricky_batches() -> Vec<Vec<Value>> {
             c1[6].clone(),
             misplaced_start.clone(),
             access_at_zero.clone(),
+            c5[0].clone(),
+            c5[1].clone(),
+            forged_v1.clone(),
         ],
         // 2: the whole first batch again (a retry: all duplicates, flagged ones too), the
         //    missing seqs arriving late, conflicts with stored seqs, a rival inside the batch.
@@ -385,6 +399,9 @@ pub(super) fn tricky_batches() -> Vec<Vec<Value>> {
             c2[3].clone(),
             c3[0].clone(),
             c3[1].clone(),
+            c5[3].clone(),
+            c5[2].clone(),
+            c5[1].clone(),
         ],
         // 3: only duplicates and conflicts.
         vec![

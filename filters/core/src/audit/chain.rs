@@ -12,10 +12,71 @@ use sha2::{Digest, Sha256};
 /// `chain.prev` of seq 0: 64 zeros.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Lowercase hex HMAC-SHA256 of `mac_input(record)` under `key`.
+/// How a record's MAC and chain link are computed, by its `v`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealing {
+    /// `v: 1`: MAC = HMAC over the canonical bytes without `chain.mac`; link = SHA-256 of the
+    /// canonical bytes with it. Two passes over the record; still accepted from older filters.
+    V1,
+    /// `v: 2`: digest = SHA-256 of the canonical bytes without `chain.mac`; MAC = HMAC over the
+    /// 32 digest bytes; link = the MAC. One pass over the record.
+    V2,
+}
+
+impl Sealing {
+    /// The sealing of a record value, None for a version no filter writes.
+    pub fn of(record: &Value) -> Option<Sealing> {
+        match record.get("v").and_then(Value::as_u64) {
+            Some(1) => Some(Sealing::V1),
+            Some(2) => Some(Sealing::V2),
+            _ => None,
+        }
+    }
+}
+
+/// What the next record's `chain.prev` must name for an authentic record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainLink {
+    /// v1: the SHA-256 of the whole canonical record ([`record_hash`]); a caller that already
+    /// has the canonical bytes hashes them itself.
+    WholeRecord,
+    /// v2: the record's own `chain.mac` (lowercase hex). Not the digest: the digest is the
+    /// SHA-256 of bytes anyone can post (the record without its `mac`), so as a dedup key it
+    /// could be taken by such a copy first; a MAC is a value only the key holder can make.
+    Mac(String),
+}
+
+impl ChainLink {
+    /// The link as lowercase hex.
+    pub fn into_hex(self, record: &Value) -> String {
+        match self {
+            ChainLink::WholeRecord => record_hash(record),
+            ChainLink::Mac(mac) => mac,
+        }
+    }
+}
+
+/// The chain link of a record as it claims it (see [`ChainLink`]; nothing is verified): v2 its
+/// `chain.mac` ("" when it has none), else the whole record's hash.
+pub fn chain_link(record: &Value) -> String {
+    match Sealing::of(record) {
+        Some(Sealing::V2) => record
+            .pointer("/chain/mac")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        _ => record_hash(record),
+    }
+}
+
+/// Lowercase hex MAC of `record` under `key`, by its version ([`Sealing`]; an unknown version is
+/// sealed as the current one).
 pub fn compute_mac(key: &MacKey, record: &Value) -> String {
     let mut mac = key.hmac();
-    mac.update(&mac_input(record));
+    match Sealing::of(record) {
+        Some(Sealing::V1) => mac.update(&mac_input(record)),
+        _ => mac.update(&Sha256::digest(mac_input(record))),
+    }
     hex::encode(mac.finalize().into_bytes())
 }
 
@@ -23,7 +84,8 @@ pub fn compute_mac(key: &MacKey, record: &Value) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MacCheck {
     Valid,
-    /// The MAC does not verify (or is not 64 hex characters).
+    /// The MAC does not verify (or is not 64 hex characters, or the record's `v` is no version a
+    /// filter writes).
     BadMac,
     /// `chain.keyId` names no key in the ring.
     UnknownKey(String),
@@ -33,27 +95,75 @@ pub enum MacCheck {
 
 /// Checks `chain.mac` against the key named by `chain.keyId`, in constant time.
 pub fn verify_mac(ring: &MacKeyRing, record: &Value) -> MacCheck {
+    match authenticate(ring, record) {
+        Ok(_) => MacCheck::Valid,
+        Err(check) => check,
+    }
+}
+
+/// [`verify_mac`], returning on success the record's chain link, from the same pass over the
+/// record. Never `Err(MacCheck::Valid)`.
+pub fn authenticate(ring: &MacKeyRing, record: &Value) -> Result<ChainLink, MacCheck> {
     let Some(chain) = record.get("chain").and_then(Value::as_object) else {
-        return MacCheck::NoChain;
+        return Err(MacCheck::NoChain);
     };
     let (Some(key_id), Some(mac_hex)) = (
         chain.get("keyId").and_then(Value::as_str),
         chain.get("mac").and_then(Value::as_str),
     ) else {
-        return MacCheck::NoChain;
+        return Err(MacCheck::NoChain);
     };
     let Some(key) = ring.get(key_id) else {
-        return MacCheck::UnknownKey(key_id.to_string());
+        return Err(MacCheck::UnknownKey(key_id.to_string()));
     };
     let Some(tag) = crate::hex32::decode_lower(mac_hex.as_bytes()) else {
-        return MacCheck::BadMac;
+        return Err(MacCheck::BadMac);
+    };
+    let Some(sealing) = Sealing::of(record) else {
+        return Err(MacCheck::BadMac);
     };
     let mut mac = key.hmac();
-    mac.update(&mac_input(record));
+    let input = mac_input(record);
+    let link = match sealing {
+        Sealing::V1 => {
+            mac.update(&input);
+            ChainLink::WholeRecord
+        }
+        Sealing::V2 => {
+            mac.update(&Sha256::digest(&input));
+            ChainLink::Mac(mac_hex.to_string())
+        }
+    };
     match mac.verify_slice(&tag) {
-        Ok(()) => MacCheck::Valid,
-        Err(_) => MacCheck::BadMac,
+        Ok(()) => Ok(link),
+        Err(_) => Err(MacCheck::BadMac),
     }
+}
+
+/// `records` (one chain, in seq order) sealed again as v1, the form older filters wrote: `v` 1,
+/// each `prev` the whole previous record's hash, each MAC over the canonical bytes. For tests and
+/// tools that check v1 trails are still verified.
+pub fn reseal_v1(records: &[Value], key: &MacKey) -> Vec<Value> {
+    let mut prev = GENESIS_PREV.to_string();
+    records
+        .iter()
+        .map(|record| {
+            let mut v = record.clone();
+            let Some(object) = v.as_object_mut() else {
+                return v;
+            };
+            object.insert("v".into(), Value::from(1));
+            if let Some(chain) = object.get_mut("chain").and_then(Value::as_object_mut) {
+                chain.insert("prev".into(), Value::from(prev.as_str()));
+            }
+            let mac = compute_mac(key, &v);
+            if let Some(chain) = v.get_mut("chain").and_then(Value::as_object_mut) {
+                chain.insert("mac".into(), Value::from(mac));
+            }
+            prev = record_hash(&v);
+            v
+        })
+        .collect()
 }
 
 /// One filter VM's chain: seals each record with the next seq, the previous record's hash and a MAC.
@@ -130,10 +240,12 @@ impl ChainWriter {
     }
 
     /// Fills `record.chain` and advances the chain; returns the canonical bytes with the MAC.
-    /// Written from the typed record in one pass (see `write_record_without_mac`): the MAC over
-    /// the bytes without `chain.mac`, then the MAC put in, then the hash over the result — the
-    /// same MAC and hash `compute_mac` / `record_hash` give for the record's JSON value.
+    /// Written from the typed record in one pass (see `write_record_without_mac`) and hashed in
+    /// one pass ([`Sealing::V2`]): the MAC over the digest of the bytes without `chain.mac`,
+    /// which is also the next record's `prev` — the same MAC and link `compute_mac` /
+    /// `chain_link` give for the record's JSON value.
     fn seal_in_place(&mut self, record: &mut AuditRecord) -> Vec<u8> {
+        record.v = RECORD_VERSION;
         record.chain = ChainInfo {
             id: self.id.clone(),
             seq: self.next_seq,
@@ -143,12 +255,13 @@ impl ChainWriter {
         };
         let mut bytes = Vec::with_capacity(1024);
         let mac_at = write_record_without_mac(record, &mut bytes);
+        let digest = Sha256::digest(&bytes);
         let mut mac = self.key.hmac();
-        mac.update(&bytes);
+        mac.update(&digest);
         let mac_hex = hex::encode(mac.finalize().into_bytes());
         insert_mac(&mut bytes, mac_at, &mac_hex);
+        self.prev.clone_from(&mac_hex);
         record.chain.mac = mac_hex;
-        self.prev = hex::encode(Sha256::digest(&bytes));
         self.next_seq = self.next_seq.saturating_add(1);
         bytes
     }
@@ -264,7 +377,7 @@ impl ChainVerifier {
     }
 
     /// A verifier continuing after a record already checked: `next_seq` = its seq + 1, `prev` = its
-    /// [`record_hash`]. The collector resumes from the state it persisted.
+    /// [`chain_link`]. The collector resumes from the state it persisted.
     pub fn resume(chain_id: impl Into<String>, next_seq: u64, prev: impl Into<String>) -> Self {
         ChainVerifier {
             chain_id: chain_id.into(),
@@ -287,24 +400,22 @@ impl ChainVerifier {
                 chain_id: chain.id.to_string(),
             }];
         }
-        match verify_mac(ring, record) {
-            MacCheck::Valid => {}
-            MacCheck::BadMac | MacCheck::NoChain => {
-                return vec![ChainFinding::BadMac { seq: chain.seq }]
-            }
-            MacCheck::UnknownKey(key_id) => {
+        let link = match authenticate(ring, record) {
+            Ok(link) => link.into_hex(record),
+            Err(MacCheck::UnknownKey(key_id)) => {
                 return vec![ChainFinding::UnknownKey {
                     seq: chain.seq,
                     key_id,
                 }]
             }
-        }
+            Err(_) => return vec![ChainFinding::BadMac { seq: chain.seq }],
+        };
         let is_start = record.get("kind").and_then(Value::as_str) == Some("chain-start");
-        self.feed_verified(chain.seq, chain.prev, &record_hash(record), is_start)
+        self.feed_verified(chain.seq, chain.prev, &link, is_start)
     }
 
     /// The continuity part of [`ChainVerifier::feed`], for a record whose MAC the caller has
-    /// already verified: its `seq`, `prev`, [`record_hash`] and whether it is `chain-start`.
+    /// already verified: its `seq`, `prev`, [`chain_link`] and whether it is `chain-start`.
     pub fn feed_verified(
         &mut self,
         seq: u64,

@@ -164,7 +164,8 @@ pub fn stand_in(sealed: &[u8], status: Option<&str>) -> Vec<u8> {
         .unwrap_or(serde_json::Value::Null);
     let excerpt = sealed.get(..STAND_IN_EXCERPT).unwrap_or(sealed);
     let body = serde_json::json!({
-        "v": crate::audit::RECORD_VERSION,
+        // The stand-in's own shape, unchanged since v1 (not the sealed record's version).
+        "v": 1,
         "kind": "refused",
         "chain": chain,
         "refused": {

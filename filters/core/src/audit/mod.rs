@@ -1,4 +1,4 @@
-//! The v1 audit record, its canonical form, the per-VM hash chain and the record MAC
+//! The audit record (v2; v1 still verified), its canonical form, the per-VM hash chain and the record MAC
 //! (45 CFR 164.312(b) audit controls, (c)(1) integrity).
 //!
 //! Shared by the audit filter (which builds and seals records), the collector (which checks them on
@@ -21,10 +21,17 @@
 //! # Chain
 //!
 //! Each filter VM keeps one chain: a random `chain.id`, `chain.seq` starting at 0 with a
-//! `chain-start` record and increasing by exactly one, `chain.prev` = lowercase hex SHA-256 of the
-//! previous record's canonical bytes *including* its `chain.mac` ([`GENESIS_PREV`], 64 zeros, for
-//! seq 0), `chain.keyId` = the id of the MAC key, and `chain.mac` = lowercase hex HMAC-SHA256 of the
-//! canonical bytes without `chain.mac`.
+//! `chain-start` record and increasing by exactly one, `chain.keyId` = the id of the MAC key, and,
+//! by the record's `v` ([`Sealing`]):
+//! * **v2** (what filters write): `digest` = SHA-256 of the canonical bytes without `chain.mac`;
+//!   `chain.mac` = lowercase hex HMAC-SHA256 of the 32 digest bytes; the next record's
+//!   `chain.prev` = this record's `chain.mac`. One pass of SHA-256 over the record.
+//! * **v1** (older filters; still verified): `chain.mac` = HMAC-SHA256 of the canonical bytes
+//!   without `chain.mac`; the next record's `chain.prev` = SHA-256 of the canonical bytes
+//!   *including* `chain.mac`.
+//!
+//! `chain.prev` of seq 0 is [`GENESIS_PREV`] (64 zeros). A v2 link is a keyed function of the
+//! whole record: changing anything changes the digest, so the MAC, so the link.
 
 pub mod buffer;
 pub mod build;
@@ -39,13 +46,14 @@ mod time;
 
 pub use canonical::{canonical_bytes, mac_input, record_hash, write_canonical};
 pub use chain::{
-    compute_mac, verify_mac, ChainFinding, ChainVerifier, ChainWriter, MacCheck, GENESIS_PREV,
+    authenticate, chain_link, compute_mac, reseal_v1, verify_mac, ChainFinding, ChainLink,
+    ChainVerifier, ChainWriter, MacCheck, Sealing, GENESIS_PREV,
 };
 pub use key::{KeyError, MacKey, MacKeyRing, MIN_KEY_BYTES};
 pub use record::{
-    Action, Actor, AuditRecord, ChainInfo, Decision, Emergency, FindingKind, Inference,
-    IntegrityFinding, IntegrityRecord, Operation, Outcome, RecordKind, Resource, Source,
-    RECORD_VERSION,
+    is_filter_version, Action, Actor, AuditRecord, ChainInfo, Decision, Emergency, FindingKind,
+    Inference, IntegrityFinding, IntegrityRecord, Operation, Outcome, RecordKind, Resource, Source,
+    INTEGRITY_VERSION, RECORD_VERSION,
 };
 pub use time::parse_rfc3339_millis;
 

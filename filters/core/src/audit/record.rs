@@ -6,8 +6,17 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The record format version, `v`.
-pub const RECORD_VERSION: u32 = 1;
+/// The record format version a filter writes, `v`: 2, sealed in one pass (`Sealing::V2`). The
+/// collector and `audit verify` accept 1 as well ([`is_filter_version`]).
+pub const RECORD_VERSION: u32 = 2;
+
+/// `v` of the collector's own `integrity` records (their shape has not changed).
+pub const INTEGRITY_VERSION: u32 = 1;
+
+/// Whether `v` is a record version a filter writes or wrote: 1 (two-pass sealing) or 2.
+pub fn is_filter_version(v: u32) -> bool {
+    v == 1 || v == RECORD_VERSION
+}
 
 /// `kind`: what the record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,7 +252,7 @@ pub enum FindingKind {
     BadMac,
     /// The record names a MAC key id the collector does not hold.
     UnknownKey,
-    /// The record is not a valid v1 record (shape, version or kind).
+    /// The record is not a valid filter record (shape, version or kind).
     Malformed,
     /// Records between the chain's last stored seq and this one are missing.
     Gap,
@@ -302,7 +311,7 @@ pub struct IntegrityFinding {
 impl IntegrityRecord {
     pub fn new(unix_millis: i64, request_id: Option<String>, integrity: IntegrityFinding) -> Self {
         IntegrityRecord {
-            v: RECORD_VERSION,
+            v: INTEGRITY_VERSION,
             kind: RecordKind::Integrity,
             time: crate::calendar::rfc3339_millis(unix_millis),
             request_id,

@@ -87,7 +87,7 @@ fn record_has_exactly_the_contract_shape() {
             "v"
         ]
     );
-    assert_eq!(v["v"], 1);
+    assert_eq!(v["v"], 2);
     assert_eq!(v["kind"], "access");
     assert_eq!(v["time"], "2026-11-23T16:37:08.124Z");
     assert_eq!(v["resource"]["type"], "Patient");
@@ -120,7 +120,7 @@ fn chain_start_is_seq_zero_with_genesis_prev_and_null_sections() {
     let v = serde_json::to_value(&start).unwrap();
     assert_eq!(v["kind"], "chain-start");
     assert_eq!(v["actor"], Value::Null);
-    assert_eq!(w.prev(), record_hash(&v));
+    assert_eq!(w.prev(), chain_link(&v));
 }
 
 #[test]
@@ -158,34 +158,104 @@ fn mac_input_omits_only_chain_mac() {
     assert_eq!(verify_mac(&ring(), &reparsed), MacCheck::Valid);
 }
 
+/// Independent computations of the contract (DESIGN.md "The audit record"), with `hmac` and
+/// `sha2` directly: v2 and v1 MACs, and the digest.
+fn hmac_hex(message: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(&(0u8..32).collect::<Vec<_>>()).unwrap();
+    m.update(message);
+    hex::encode(m.finalize().into_bytes())
+}
+
+fn sha256(message: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(message).to_vec()
+}
+
 #[test]
-fn prev_is_the_hash_of_the_previous_record_including_its_mac() {
+fn v2_prev_is_the_mac_of_the_previous_record() {
     let records = chain_of(3);
     for pair in records.windows(2) {
-        assert_eq!(pair[1]["chain"]["prev"], record_hash(&pair[0]));
+        let mac = pair[0]["chain"]["mac"].as_str().unwrap().to_string();
+        assert_eq!(pair[1]["chain"]["prev"], mac.as_str());
+        assert_eq!(chain_link(&pair[0]), mac);
+        assert_eq!(authenticate(&ring(), &pair[0]), Ok(ChainLink::Mac(mac)));
+        // Never the digest: that is the hash of the record without its MAC, bytes anyone can
+        // post (as a dedup key it could be taken first by such a copy).
         let mut without_mac = pair[0].clone();
         without_mac["chain"].as_object_mut().unwrap().remove("mac");
         assert_ne!(pair[1]["chain"]["prev"], record_hash(&without_mac));
     }
     assert_eq!(feed_all(&records), vec![]);
+    // A record whose MAC alone was replaced fails its own check (and, untrusted, is not a link
+    // the next record can follow: that one shows the gap).
+    let mut swapped = records.clone();
+    swapped[2]["chain"]["mac"] = records[1]["chain"]["mac"].clone();
+    assert_eq!(
+        feed_all(&swapped),
+        vec![
+            ChainFinding::BadMac { seq: 2 },
+            ChainFinding::Gap {
+                expected: 2,
+                got: 3
+            }
+        ]
+    );
 }
 
 #[test]
-fn mac_is_hmac_sha256_of_canonical_bytes_and_detects_any_change() {
+fn v1_prev_is_the_hash_of_the_previous_record_including_its_mac() {
+    let records = reseal_v1(&chain_of(3), &key());
+    for pair in records.windows(2) {
+        assert_eq!(pair[0]["v"], 1);
+        assert_eq!(pair[1]["chain"]["prev"], record_hash(&pair[0]));
+        assert_eq!(chain_link(&pair[0]), record_hash(&pair[0]));
+        let mut without_mac = pair[0].clone();
+        without_mac["chain"].as_object_mut().unwrap().remove("mac");
+        assert_ne!(pair[1]["chain"]["prev"], record_hash(&without_mac));
+        assert_eq!(authenticate(&ring(), &pair[0]), Ok(ChainLink::WholeRecord));
+    }
+    assert_eq!(feed_all(&records), vec![]);
+    // v1's MAC is over the canonical bytes themselves.
+    assert_eq!(
+        records[1]["chain"]["mac"],
+        hmac_hex(&mac_input(&records[1])).as_str()
+    );
+}
+
+#[test]
+fn a_record_relabelled_to_the_other_version_does_not_verify() {
+    let v2 = chain_of(2);
+    let v1 = reseal_v1(&v2, &key());
+    for (record, other) in [(&v2[1], 1), (&v1[1], 2)] {
+        let mut relabelled = record.clone();
+        relabelled["v"] = json!(other);
+        assert_eq!(verify_mac(&ring(), &relabelled), MacCheck::BadMac);
+    }
+    // A v1 MAC put on the same content as v2 (and the other way) does not verify either.
+    for (record, donor) in [(&v2[1], &v1[1]), (&v1[1], &v2[1])] {
+        let mut moved = record.clone();
+        moved["chain"]["mac"] = donor["chain"]["mac"].clone();
+        assert_eq!(verify_mac(&ring(), &moved), MacCheck::BadMac);
+    }
+    // A version no filter writes never verifies, whatever its MAC.
+    let mut v3 = v2[1].clone();
+    v3["v"] = json!(3);
+    v3["chain"]["mac"] = json!(compute_mac(&key(), &v3));
+    assert_eq!(verify_mac(&ring(), &v3), MacCheck::BadMac);
+    // A chain that changes version midway breaks its links.
+    let mixed = [v2[0].clone(), v1[1].clone(), v2[2].clone()];
+    assert!(!feed_all(&mixed).is_empty());
+}
+
+#[test]
+fn mac_is_hmac_sha256_of_the_digest_and_detects_any_change() {
     let r = chain_of(1).remove(1);
     assert_eq!(verify_mac(&ring(), &r), MacCheck::Valid);
     assert_eq!(r["chain"]["mac"], compute_mac(&key(), &r));
-    // Independent computation.
-    use hmac::{Hmac, Mac};
-    let mut m =
-        <Hmac<sha2::Sha256> as Mac>::new_from_slice(&(0u8..32).collect::<Vec<_>>()).unwrap();
-    m.update(&mac_input(&r));
-    let expected: String = m
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    // Independent computation: HMAC over the 32 digest bytes of the canonical bytes without mac.
+    let expected = hmac_hex(&sha256(&mac_input(&r)));
     assert_eq!(r["chain"]["mac"], expected.as_str());
 
     for (path, new) in [
@@ -610,7 +680,7 @@ fn sealed_bytes_are_the_canonical_form_of_the_sealed_record() {
         assert_eq!(v["chain"]["prev"], prev.as_str());
         assert_eq!(compute_mac(&key(), &v), sealed.chain.mac);
         assert_eq!(verify_mac(&ring(), &v), MacCheck::Valid);
-        assert_eq!(fast.prev(), record_hash(&v));
+        assert_eq!(fast.prev(), chain_link(&v));
         assert_eq!(typed.prev(), fast.prev());
         assert!(verifier.feed(&ring(), &v).is_empty());
     }
