@@ -166,7 +166,7 @@ pub fn reseal_v1(records: &[Value], key: &MacKey) -> Vec<Value> {
         .collect()
 }
 
-/// One filter VM's chain: seals each record with the next seq, the previous record's hash and a MAC.
+/// One filter VM's chain: seals each record with the next seq, the previous record's link and a MAC.
 #[derive(Debug, Clone)]
 pub struct ChainWriter {
     id: String,
